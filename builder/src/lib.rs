@@ -1,0 +1,1 @@
+//! pibake: reproducible Raspberry Pi cluster images.

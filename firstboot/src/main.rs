@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("pibake-firstboot: not yet implemented");
+    std::process::exit(2);
+}

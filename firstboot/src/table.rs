@@ -1,0 +1,133 @@
+//! The node table: what an image knows about the nodes it may become.
+//!
+//! One definition, two users: the builder serializes it into
+//! `/etc/pibake/nodes.toml` of every image, the agent reads it at first boot.
+//! Everything a node needs that can be rendered at build time is carried as
+//! ready files (checked by the real daemons in the builder's tests); the agent
+//! only chooses the node and installs its files.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Version of the table format; bumped on any incompatible change.
+pub const TABLE_FORMAT: u32 = 1;
+
+/// Where the table lives in an image, relative to the root.
+pub const TABLE_PATH: &str = "etc/pibake/nodes.toml";
+
+/// The node table of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeTable {
+    pub format: u32,
+    /// Cluster name.
+    pub cluster: String,
+    /// DNS domain of the cluster.
+    pub domain: String,
+    /// The role this image was built for.
+    pub role: String,
+    /// SOURCE_DATE_EPOCH of the image: the clock gate never accepts a time
+    /// earlier than this.
+    pub build_epoch: u64,
+    /// The wired interface that identity looks up the MAC on.
+    pub interface: String,
+    /// Limits of the clock gate.
+    pub clock: ClockLimits,
+    /// Swarm settings shared by every node of the image.
+    pub swarm: Swarm,
+    /// The nodes this image may become, by name.
+    pub nodes: BTreeMap<String, NodeEntry>,
+}
+
+/// One node the image may become.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Static IPv4 address of the node.
+    pub address: Ipv4Addr,
+    /// MAC of the wired interface, lower-case, colon-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Board serial as in /proc/device-tree/serial-number, without the NUL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// What this node does in the Swarm.
+    pub swarm_role: SwarmRole,
+    /// Files rendered for this node by the builder, installed by identity.
+    #[serde(default)]
+    pub files: Vec<NodeFile>,
+}
+
+/// A file installed on the board once the node is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// Absolute path on the board.
+    pub path: String,
+    /// Permission bits (owner is always root).
+    pub mode: u32,
+    pub content: String,
+}
+
+/// A node's part in the Swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwarmRole {
+    /// The first manager: initializes the swarm.
+    Init,
+    /// Another manager: joins as manager.
+    Manager,
+    /// Joins as worker.
+    Worker,
+    /// Takes no part in the Swarm.
+    None,
+}
+
+/// Swarm settings shared by the nodes of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// Addresses to join through, in order (the VIP or the managers).
+    pub join: Vec<Ipv4Addr>,
+}
+
+/// Limits the clock gate applies to chrony's tracking report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockLimits {
+    /// Largest accepted |system time offset|, milliseconds.
+    pub max_offset_ms: u64,
+    /// Largest accepted root distance (delay/2 + dispersion), milliseconds.
+    pub max_root_distance_ms: u64,
+    /// How long to wait for a verified clock before failing, seconds.
+    pub wait_seconds: u64,
+}
+
+impl NodeTable {
+    /// Parses a table, refusing unknown keys and other format versions.
+    pub fn from_toml(text: &str) -> Result<Self, TableError> {
+        let table: NodeTable = toml::from_str(text).map_err(TableError::Parse)?;
+        if table.format != TABLE_FORMAT {
+            return Err(TableError::Format {
+                found: table.format,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Serializes the table; the output is stable (ordered maps).
+    pub fn to_toml(&self) -> Result<String, TableError> {
+        toml::to_string(self).map_err(TableError::Serialize)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("node table is not valid")]
+    Parse(#[source] toml::de::Error),
+    #[error("node table cannot be written")]
+    Serialize(#[source] toml::ser::Error),
+    #[error("node table has format {found}, this agent reads format {TABLE_FORMAT}")]
+    Format { found: u32 },
+}

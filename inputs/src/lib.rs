@@ -1,0 +1,1 @@
+//! Nix-style inputs of pibake: lockfile, content-addressed store, fetch, local apt repository.
