@@ -1,1 +1,6 @@
-//! pibake: reproducible Raspberry Pi cluster images.
+//! pibake: reproducible Raspberry Pi cluster images from one declarative
+//! description. See ARCHITECTURE.md for the map.
+
+pub mod boot;
+pub mod diag;
+pub mod model;

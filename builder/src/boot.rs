@@ -1,0 +1,171 @@
+//! The Raspberry Pi boot files pibake renders itself: config.txt and
+//! cmdline.txt (FACTS.md, "Boot partition and images").
+
+use crate::model::{Button, Gps, KernelSource, Platform};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// The kernel and initrd file names found in the rootfs' /boot/firmware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelFiles {
+    pub kernel: String,
+    pub initrd: Option<String>,
+}
+
+impl KernelFiles {
+    /// A stand-in used where the rootfs is not built yet (check, plan,
+    /// golden tests): the shape of Debian trixie's names.
+    pub fn placeholder() -> Self {
+        KernelFiles {
+            kernel: "vmlinuz-6.12.0-0-arm64".into(),
+            initrd: Some("initrd.img-6.12.0-0-arm64".into()),
+        }
+    }
+
+    /// Picks the kernel and initrd among the names of files in
+    /// /boot/firmware (newest version wins by string order).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let names: BTreeSet<&str> = names.into_iter().collect();
+        let kernel = names
+            .iter()
+            .filter(|n| n.starts_with("vmlinuz-"))
+            .max()?
+            .to_string();
+        let version = kernel.trim_start_matches("vmlinuz-");
+        let initrd = format!("initrd.img-{version}");
+        let initrd = names.contains(initrd.as_str()).then_some(initrd);
+        Some(KernelFiles { kernel, initrd })
+    }
+}
+
+/// The device-tree overlay line of the shutdown button.
+pub fn button_line(button: &Button) -> String {
+    format!(
+        "dtoverlay=gpio-shutdown,gpio_pin={},active_low={},gpio_pull={},debounce={}",
+        button.gpio,
+        u8::from(button.active_low),
+        button.pull,
+        button.debounce_ms
+    )
+}
+
+/// The lines that make the header UART and the PPS pin available to a GPS
+/// receiver on `platform` (FACTS.md, "Clock": Pi 4 enable_uart + disable-bt,
+/// Pi 5 dtparam=uart0=on).
+pub fn gps_lines(platform: Platform, gps: &Gps) -> Vec<String> {
+    let mut lines = match platform {
+        Platform::Rpi4 => vec!["enable_uart=1".to_string(), "dtoverlay=disable-bt".to_string()],
+        Platform::Rpi5 => vec!["dtparam=uart0=on".to_string()],
+        Platform::PcEfi | Platform::Macos => vec![],
+    };
+    lines.push(format!("dtoverlay=pps-gpio,gpiopin={}", gps.pps_gpio));
+    lines
+}
+
+/// Every line pibake adds for the cluster's features on one platform; used
+/// by `check` to refuse lines the firmware would cut.
+pub fn feature_lines(platform: Platform, button: Option<&Button>, gps: Option<&Gps>) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.extend(button.map(button_line));
+    if let Some(gps) = gps {
+        lines.extend(gps_lines(platform, gps));
+    }
+    lines
+}
+
+/// What config.txt of one image is made from.
+#[derive(Debug, Clone)]
+pub struct ConfigTxt<'a> {
+    pub image: &'a str,
+    pub kernel_source: KernelSource,
+    pub kernel: &'a KernelFiles,
+    pub platforms: &'a BTreeSet<Platform>,
+    pub button: Option<&'a Button>,
+    /// Set when the image carries the GPS node, with that node's platform.
+    pub gps: Option<(&'a Gps, Platform)>,
+    pub profile_lines: &'a [String],
+    pub node_lines: &'a [String],
+}
+
+impl ConfigTxt<'_> {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# config.txt of image {}, rendered by pibake.", self.image);
+        let _ = writeln!(out, "# Edit the cluster description and rebuild instead of this file.");
+        out.push_str("[all]\narm_64bit=1\n");
+        let _ = writeln!(out, "kernel={}", self.kernel.kernel);
+        if let Some(initrd) = &self.kernel.initrd {
+            let _ = writeln!(out, "initramfs {initrd} followkernel");
+        }
+        if self.kernel_source == KernelSource::Debian {
+            // Debian's kernel uses the upstream device-tree names.
+            out.push_str("upstream_kernel=1\n");
+        }
+        if let Some(button) = self.button {
+            let _ = writeln!(
+                out,
+                "# Shutdown button: GPIO{} to GND (header pins 5 and 6 for GPIO3).",
+                button.gpio
+            );
+            let _ = writeln!(out, "{}", button_line(button));
+        }
+        if let Some((gps, platform)) = self.gps {
+            let _ = writeln!(
+                out,
+                "# GPS on {} with PPS on GPIO{} (node {}).",
+                gps.uart, gps.pps_gpio, gps.node
+            );
+            let section = match platform {
+                Platform::Rpi4 => "[pi4]",
+                Platform::Rpi5 => "[pi5]",
+                Platform::PcEfi | Platform::Macos => "[all]",
+            };
+            let lines = gps_lines(platform, gps);
+            let (pps, uart) = lines.split_last().map_or((None, &[][..]), |(l, r)| (Some(l), r));
+            let _ = writeln!(out, "{section}");
+            for line in uart {
+                let _ = writeln!(out, "{line}");
+            }
+            out.push_str("[all]\n");
+            if let Some(pps) = pps {
+                let _ = writeln!(out, "{pps}");
+            }
+        }
+        if !self.profile_lines.is_empty() {
+            out.push_str("# From the role's profile.\n");
+            for line in self.profile_lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if !self.node_lines.is_empty() {
+            out.push_str("# From the node's overrides.\n");
+            for line in self.node_lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        let _ = self.platforms;
+        out
+    }
+}
+
+/// cmdline.txt: one line. The serial console is left off on the GPS node,
+/// whose UART belongs to the receiver.
+pub fn cmdline_txt(root_partuuid: &str, serial_console: bool) -> String {
+    let console = if serial_console {
+        "console=serial0,115200 console=tty1"
+    } else {
+        "console=tty1"
+    };
+    format!("{console} root=PARTUUID={root_partuuid} rootfstype=ext4 fsck.repair=yes rootwait\n")
+}
+
+/// The dtoverlay names a config.txt refers to (each needs overlays/<name>.dtbo).
+pub fn referenced_overlays(config_txt: &str) -> BTreeSet<String> {
+    config_txt
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("dtoverlay="))
+        .filter_map(|rest| rest.split(',').next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect()
+}

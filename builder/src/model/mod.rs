@@ -1,0 +1,329 @@
+//! The cluster model: what the user declares, validated.
+//!
+//! [`load`] reads the cluster file and the profiles it names, and returns
+//! either a [`Cluster`] (every value parsed into its real type) or the full
+//! list of located diagnostics. Nothing downstream sees a raw string where a
+//! typed value belongs.
+
+pub mod net;
+pub mod raw;
+mod validate;
+
+use crate::diag::{Diagnostic, SourceFile};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub use net::{Ipv4Net, MacAddr};
+
+/// The version of the cluster and profile file formats this pibake reads.
+pub const FORMAT: u32 = 1;
+
+/// Longest config.txt line the firmware reads whole (FACTS.md: longer lines
+/// are silently truncated).
+pub const CONFIG_TXT_MAX_LINE: usize = 98;
+
+/// A board or machine type a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Platform {
+    Rpi4,
+    Rpi5,
+    /// x86-64 with EFI (the Mac Mini master as native Linux or a VM); modelled,
+    /// not yet buildable.
+    PcEfi,
+    /// macOS with Docker Desktop: can run containers, cannot be a Swarm
+    /// manager or hold a keepalived VIP (FACTS.md, moby/moby#29394).
+    Macos,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 4] = [
+        Platform::Rpi4,
+        Platform::Rpi5,
+        Platform::PcEfi,
+        Platform::Macos,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Rpi4 => "rpi4",
+            Platform::Rpi5 => "rpi5",
+            Platform::PcEfi => "pc-efi",
+            Platform::Macos => "macos",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Debian architecture of the images for this platform.
+    pub fn arch(self) -> Option<&'static str> {
+        match self {
+            Platform::Rpi4 | Platform::Rpi5 => Some("arm64"),
+            Platform::PcEfi => Some("amd64"),
+            Platform::Macos => None,
+        }
+    }
+
+    /// Whether the board has a header UART a GPS receiver can use.
+    pub fn has_uart(self) -> bool {
+        matches!(self, Platform::Rpi4 | Platform::Rpi5)
+    }
+
+    pub fn is_linux(self) -> bool {
+        !matches!(self, Platform::Macos)
+    }
+
+    pub fn is_raspberry_pi(self) -> bool {
+        matches!(self, Platform::Rpi4 | Platform::Rpi5)
+    }
+}
+
+/// Where the kernel and firmware packages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelSource {
+    /// Debian's linux-image-arm64 + raspi-firmware (boots a Pi 4; a Pi 5 lacks
+    /// RP1 drivers).
+    Debian,
+    /// The Raspberry Pi archive's kernels (needs that source in a profile).
+    Raspberrypi,
+}
+
+/// The partition table of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableKind {
+    Mbr,
+    Gpt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    /// The cluster file this model was read from.
+    pub file: PathBuf,
+    pub name: String,
+    pub domain: String,
+    pub timezone: String,
+    pub suite: String,
+    pub kernel: KernelSource,
+    pub admin: Admin,
+    pub network: Network,
+    pub roles: BTreeMap<String, Role>,
+    pub nodes: BTreeMap<String, Node>,
+    pub vip: Option<Vip>,
+    pub time: Time,
+    pub swarm: Swarm,
+    pub button: Option<Button>,
+    pub image: ImageSettings,
+    /// Directory of overlays used by the profiles.
+    pub overlays_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Admin {
+    pub user: String,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+    pub interface: String,
+    pub dhcp_range: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub wifi: Option<Wifi>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Wifi {
+    pub ssid: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    pub name: String,
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    /// Empty: any platform.
+    pub platforms: Vec<Platform>,
+    pub packages: BTreeSet<String>,
+    /// In stacking order: a later overlay wins.
+    pub overlays: Vec<String>,
+    pub services: BTreeSet<String>,
+    pub config_txt: Vec<String>,
+    pub own_rootfs: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub role: String,
+    pub platform: Platform,
+    pub address: Ipv4Addr,
+    pub mac: Option<MacAddr>,
+    pub serial: Option<String>,
+    pub config_txt: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vip {
+    pub address: Ipv4Addr,
+    pub virtual_router_id: u8,
+    pub preempt: bool,
+    pub advert_int: u32,
+    /// Node name → distinct priority.
+    pub holders: BTreeMap<String, u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Time {
+    pub gps: Option<Gps>,
+    pub upstream: Vec<String>,
+    pub serve_subnet: bool,
+    pub max_offset_ms: u64,
+    pub max_root_distance_ms: u64,
+    pub wait_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gps {
+    pub node: String,
+    pub uart: String,
+    pub pps_gpio: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinVia {
+    Vip,
+    Managers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Swarm {
+    /// The first one initializes the swarm.
+    pub managers: Vec<String>,
+    pub join: JoinVia,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Button {
+    pub gpio: u8,
+    pub active_low: bool,
+    pub pull: String,
+    pub debounce_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSettings {
+    pub table: TableKind,
+    pub boot_size_mib: u32,
+    pub root_headroom_mib: u32,
+}
+
+impl Cluster {
+    /// Nodes of one role, by name.
+    pub fn nodes_of_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.values().filter(move |n| n.role == role)
+    }
+
+    /// The GPS node, if the cluster has one.
+    pub fn gps_node(&self) -> Option<&Node> {
+        self.time.gps.as_ref().and_then(|g| self.nodes.get(&g.node))
+    }
+
+    /// Addresses workers join the swarm through, in order.
+    pub fn swarm_join_addresses(&self) -> Vec<Ipv4Addr> {
+        match (self.swarm.join, &self.vip) {
+            (JoinVia::Vip, Some(vip)) => vec![vip.address],
+            _ => self
+                .swarm
+                .managers
+                .iter()
+                .filter_map(|m| self.nodes.get(m).map(|n| n.address))
+                .collect(),
+        }
+    }
+}
+
+/// The result of reading a cluster: the model if valid, and every finding.
+#[derive(Debug)]
+pub struct Checked {
+    pub cluster: Option<Cluster>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The files read, for rendering diagnostics.
+    pub files: Vec<SourceFile>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Renders all diagnostics as a report.
+    pub fn report(&self) -> String {
+        let files: Vec<&SourceFile> = self.files.iter().collect();
+        crate::diag::render_all(&files, &self.diagnostics)
+    }
+}
+
+/// A file that could not be read at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Where profiles and overlays are looked up for a cluster file: the nearest
+/// ancestor directory of the file that has a `profiles/` directory, else the
+/// directory pibake was built from.
+pub fn data_dir_for(cluster_file: &Path) -> PathBuf {
+    let absolute = std::path::absolute(cluster_file).unwrap_or_else(|_| cluster_file.into());
+    for dir in absolute.ancestors().skip(1) {
+        if dir.join("profiles").is_dir() && dir.join("overlays").is_dir() {
+            return dir.to_path_buf();
+        }
+    }
+    builtin_data_dir()
+}
+
+/// The repository directory holding the stock profiles and overlays.
+pub fn builtin_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Reads and validates a cluster file and the profiles it uses.
+pub fn load(cluster_file: &Path) -> Result<Checked, ReadError> {
+    let data_dir = data_dir_for(cluster_file);
+    load_with(cluster_file, &data_dir.join("profiles"), &data_dir.join("overlays"))
+}
+
+/// Like [`load`], with explicit profile and overlay directories.
+pub fn load_with(
+    cluster_file: &Path,
+    profiles_dir: &Path,
+    overlays_dir: &Path,
+) -> Result<Checked, ReadError> {
+    let text = std::fs::read_to_string(cluster_file).map_err(|source| ReadError {
+        path: cluster_file.to_path_buf(),
+        source,
+    })?;
+    let file = SourceFile::new(cluster_file.to_path_buf(), text);
+    Ok(validate::check(file, profiles_dir, overlays_dir))
+}
