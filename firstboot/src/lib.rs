@@ -1,6 +1,71 @@
 //! The first-boot agent of pibake images.
 //!
 //! The library holds the node-table format (written by the builder with these
-//! very types, read by the agent on the board) and the agent's steps.
+//! very types, read by the agent on the board) and the agent's steps:
+//! [`identity`], [`clock`], [`swarm`], [`status`], each journaled under
+//! `/var/lib/pibake` ([`journal`]). All system access goes through
+//! [`root::Root`] and the traits of [`system`] and [`clock`], so the steps run
+//! on the host against a temporary root with fakes.
 
+pub mod atomic;
+pub mod clock;
+pub mod growroot;
+pub mod identity;
+pub mod journal;
+pub mod root;
+pub mod secrets;
+pub mod status;
+pub mod swarm;
+pub mod system;
 pub mod table;
+
+use root::Root;
+use std::path::PathBuf;
+use system::{Clock, CommandRunner};
+use table::{NodeTable, TableError, TABLE_PATH};
+
+/// What every step works with.
+#[derive(Debug)]
+pub struct Agent<'a> {
+    pub root: Root,
+    pub clock: &'a dyn Clock,
+    pub runner: &'a dyn CommandRunner,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadTableError {
+    #[error("cannot read the node table {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("node table {path} is not usable")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        cause: TableError,
+    },
+}
+
+/// Reads `/etc/pibake/nodes.toml` under the root.
+pub fn load_table(root: &Root) -> Result<NodeTable, LoadTableError> {
+    let path = root.at(TABLE_PATH);
+    let text = std::fs::read_to_string(&path).map_err(|cause| LoadTableError::Read {
+        path: path.clone(),
+        cause,
+    })?;
+    NodeTable::from_toml(&text).map_err(|cause| LoadTableError::Invalid { path, cause })
+}
+
+/// An error and its causes on one line: what the journal and logs record.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

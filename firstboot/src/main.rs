@@ -1,4 +1,125 @@
-fn main() {
-    eprintln!("pibake-firstboot: not yet implemented");
-    std::process::exit(2);
+//! `pibake-firstboot`: parses arguments, wires the real system into the
+//! library's steps, prints errors and picks exit codes.
+
+use clap::{Parser, Subcommand};
+use pibake_firstboot::clock::{Chronyc, Timedatectl};
+use pibake_firstboot::root::Root;
+use pibake_firstboot::system::{ProcessRunner, SystemClock};
+use pibake_firstboot::{clock, error_chain, identity, status, swarm, Agent};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// First-boot agent of pibake images: gives the card its node identity,
+/// gates on a verified clock and joins the Docker Swarm.
+#[derive(Debug, Parser)]
+#[command(name = "pibake-firstboot", version)]
+struct Cli {
+    /// Root of the system to act on (a temporary tree in tests).
+    #[arg(long, global = true, default_value = "/")]
+    root: PathBuf,
+    /// Log debug messages too.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Choose the node, install its files, hostname, secrets, SSH host keys; grow the root.
+    Identity,
+    /// Wait (bounded) for chrony to report a verified clock.
+    Clock,
+    /// Initialize or join the Docker Swarm (needs identity and a verified clock).
+    Swarm,
+    /// Show each step: done, pending or failed, when and why.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Logs to stderr; under systemd (JOURNAL_STREAM set) with `<N>` priority
+/// prefixes, which journald turns into log levels.
+#[derive(Debug)]
+struct StderrLogger {
+    journald: bool,
+    max: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.max
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if self.journald {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            eprintln!("<{priority}>{}", record.args());
+        } else {
+            eprintln!(
+                "{}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let max = if cli.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    let logger = StderrLogger {
+        journald: std::env::var_os("JOURNAL_STREAM").is_some(),
+        max,
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(max);
+    }
+    let clock = SystemClock::new();
+    let runner = ProcessRunner;
+    let agent = Agent {
+        root: Root::new(cli.root),
+        clock: &clock,
+        runner: &runner,
+    };
+    // Steps log and journal their own failures; main only picks the code.
+    let ok = match cli.command {
+        Command::Identity => identity::run(&agent).is_ok(),
+        Command::Clock => clock::run(&agent, &Chronyc(&runner), &Timedatectl(&runner)).is_ok(),
+        Command::Swarm => swarm::run(&agent).is_ok(),
+        Command::Status { json } => {
+            let steps = status::status(&agent.root);
+            if json {
+                match serde_json::to_string_pretty(&steps) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: {}", error_chain(&e));
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", status::render(&steps));
+            }
+            true
+        }
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -90,6 +90,15 @@ pub enum SwarmRole {
 pub struct Swarm {
     /// Addresses to join through, in order (the VIP or the managers).
     pub join: Vec<Ipv4Addr>,
+    /// How long to keep retrying while no manager answers, seconds.
+    #[serde(default = "default_join_wait_seconds")]
+    pub wait_seconds: u64,
+}
+
+/// Managers may boot well after the workers (a power cut restores them all
+/// at once, and a Pi 5 boots faster than a Mac Mini VM).
+fn default_join_wait_seconds() -> u64 {
+    900
 }
 
 /// Limits the clock gate applies to chrony's tracking report.

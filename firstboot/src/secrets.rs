@@ -1,0 +1,126 @@
+//! Secrets delivered on the boot partition at flash time: moved to a
+//! root-only file, then wiped from the FAT partition.
+
+use crate::atomic::{remove_durable, wipe, write_atomic, WriteError};
+use crate::root::Root;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+/// Where the flasher puts the secrets, relative to the root.
+pub const BOOT_SECRETS: &str = "boot/firmware/pibake-secrets.toml";
+/// Where the agent keeps them (root, 0600).
+pub const SECRETS_PATH: &str = "etc/pibake/secrets";
+
+/// Key of the Swarm worker join token.
+pub const WORKER_TOKEN: &str = "swarm_worker_token";
+/// Key of the Swarm manager join token.
+pub const MANAGER_TOKEN: &str = "swarm_manager_token";
+
+/// The secrets: a flat TOML table of strings. `Debug` shows keys only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(BTreeMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Secrets {
+    /// Parses the secrets file. Errors never quote the text (it is secret).
+    pub fn parse(text: &str) -> Result<Self, SecretsError> {
+        toml::from_str::<BTreeMap<String, String>>(text)
+            .map(Secrets)
+            .map_err(|e| SecretsError::Parse {
+                byte: e.span().map(|s| s.start),
+            })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("secrets file is not a TOML table of strings (near byte {byte:?})")]
+    Parse { byte: Option<usize> },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// What ingestion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// No secrets on the boot partition.
+    NothingThere,
+    /// Moved to the root-only file, FAT copy wiped.
+    Moved,
+    /// Only a zeroed leftover of an interrupted wipe was there: deleted.
+    LeftoverRemoved,
+}
+
+/// Moves the boot partition's secrets into the root-only file and wipes the
+/// FAT copy. The root copy is durable before the wipe starts, and a zeroed
+/// leftover (crash during the wipe) is never taken for secrets.
+pub fn ingest(root: &Root) -> Result<Ingested, SecretsError> {
+    let boot = root.at(BOOT_SECRETS);
+    let bytes = match std::fs::read(&boot) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ingested::NothingThere),
+        Err(source) => return Err(SecretsError::Read { path: boot, source }),
+    };
+    if bytes.iter().all(|&b| b == 0) {
+        remove_durable(&boot).map_err(|source| SecretsError::Read {
+            path: boot.clone(),
+            source,
+        })?;
+        return Ok(Ingested::LeftoverRemoved);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| SecretsError::Parse { byte: None })?;
+    Secrets::parse(&text)?;
+    write_atomic(&root.at(SECRETS_PATH), text.as_bytes(), 0o600)?;
+    wipe(&boot)?;
+    Ok(Ingested::Moved)
+}
+
+/// Reads the ingested secrets (empty when none were delivered).
+pub fn load(root: &Root) -> Result<Secrets, SecretsError> {
+    let path = root.at(SECRETS_PATH);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Secrets::parse(&text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Secrets::default()),
+        Err(source) => Err(SecretsError::Read { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_do_not_quote_the_text() {
+        let err = Secrets::parse("swarm_worker_token = not-quoted-secret").err();
+        let shown = format!(
+            "{err:?} {}",
+            err.as_ref().map(|e| e.to_string()).unwrap_or_default()
+        );
+        assert!(err.is_some());
+        assert!(!shown.contains("not-quoted-secret"), "{shown}");
+    }
+
+    #[test]
+    fn debug_shows_keys_only() -> anyhow::Result<()> {
+        let s = Secrets::parse("swarm_worker_token = \"fake-token-value\"")?;
+        assert_eq!(s.get(WORKER_TOKEN), Some("fake-token-value"));
+        assert!(!format!("{s:?}").contains("fake-token-value"));
+        Ok(())
+    }
+}
