@@ -1,1 +1,19 @@
-//! Image writers of pibake: partition tables, FAT, ext4 via mke2fs, tar, bmap, verify.
+//! Image writers of pibake: file trees and tar, FAT32 boot partition, ext4 root via mke2fs,
+//! MBR/GPT tables, image assembly with bmap/zstd/sha256 outputs, image verification, and the
+//! project's device-tree overlays. No mounts, no loop devices; every id comes from the caller.
+
+pub mod assemble;
+pub mod atomic;
+pub mod dtbo;
+pub mod ext4;
+pub mod fat;
+pub mod path;
+pub mod table;
+pub mod tar;
+pub mod tree;
+pub mod verify;
+pub mod window;
+
+pub use path::EntryPath;
+pub use tar::{Rootfs, SourceDateEpoch};
+pub use tree::{Content, Entry, EntryKind, Layer, Tree};

@@ -1,0 +1,321 @@
+//! Assembly of one disk image: partition table + FAT32 boot + ext4 root into a sparse
+//! `.img`, then `.bmap` (bmaptool format 2.0), `.img.zst` (multithreaded zstd) and `.sha256`.
+//! Every output is written to a temp file beside it and renamed.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::atomic::{self, AtomicError};
+use crate::ext4::{self, Ext4Error, Ext4Spec};
+use crate::fat::{self, FatError, FatSpec, VolumeLabel};
+use crate::path::EntryPath;
+use crate::table::{self, Guid, Layout, TableError, TableSpec};
+use crate::tar::{Rootfs, SourceDateEpoch, TarError, TarStats};
+use crate::tree::{Entry, EntryKind};
+use crate::window::Window;
+
+/// Block size of the `.bmap` and of the zero-block scan that makes the image sparse.
+pub const BMAP_BLOCK: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("cannot write the root tar")]
+    Tar(#[from] TarError),
+    #[error("cannot write the partition table")]
+    Table(#[from] TableError),
+    #[error("cannot write the boot partition")]
+    Fat(#[from] FatError),
+    #[error("cannot make the root filesystem")]
+    Ext4(#[from] Ext4Error),
+    #[error(transparent)]
+    Atomic(#[from] AtomicError),
+    #[error("{what} ({path})")]
+    Io { what: &'static str, path: PathBuf, #[source] source: io::Error },
+}
+
+fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AssembleError + 'a {
+    move |source| AssembleError::Io { what, path: path.to_owned(), source }
+}
+
+/// Identifiers that end up in the image; the caller derives them from the image's input hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageIds {
+    pub table: TableSpec,
+    pub fat_volume_id: u32,
+    pub fs_uuid: Guid,
+    pub hash_seed: Guid,
+}
+
+/// Everything `assemble` needs besides the tree.
+#[derive(Clone, Debug)]
+pub struct AssembleSpec {
+    /// Output file stem: `<out_dir>/<name>.img`, `.img.zst`, `.bmap`, `.sha256`.
+    pub name: String,
+    pub out_dir: PathBuf,
+    /// For the temporary root tar and mke2fs.conf (not inside `out_dir`).
+    pub work_dir: PathBuf,
+    pub ids: ImageIds,
+    pub epoch: SourceDateEpoch,
+    pub boot_size: u64,
+    pub boot_label: VolumeLabel,
+    pub root_label: String,
+    /// Free space in the root filesystem beyond its content: percent of content + bytes.
+    pub root_headroom_percent: u64,
+    pub root_min_free: u64,
+    pub zstd_level: i32,
+}
+
+impl AssembleSpec {
+    /// Defaults like Raspberry Pi OS: 256 MiB boot, labels bootfs/rootfs.
+    pub fn new(name: &str, out_dir: &Path, work_dir: &Path, ids: ImageIds, epoch: SourceDateEpoch) -> Self {
+        Self {
+            name: name.to_owned(),
+            out_dir: out_dir.to_owned(),
+            work_dir: work_dir.to_owned(),
+            ids,
+            epoch,
+            boot_size: 256 << 20,
+            boot_label: VolumeLabel::BOOTFS,
+            root_label: "rootfs".to_owned(),
+            root_headroom_percent: 20,
+            root_min_free: 128 << 20,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageOutputs {
+    pub img: PathBuf,
+    pub zst: PathBuf,
+    pub bmap: PathBuf,
+    pub sha256_file: PathBuf,
+    /// Hex SHA-256 of the whole `.img`.
+    pub sha256: String,
+    pub image_bytes: u64,
+    /// Bytes in non-zero 4 KiB blocks (what a flasher must write).
+    pub mapped_bytes: u64,
+    pub layout: Layout,
+    pub root_partuuid: String,
+    pub root_tar: TarStats,
+}
+
+/// Where the boot partition's files sit in the root tree.
+pub fn boot_dir() -> EntryPath {
+    EntryPath::trusted("boot/firmware")
+}
+
+/// Builds the image from `rootfs`: `boot/firmware/*` goes to the FAT partition (the directory
+/// itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
+/// already be in the tree (use `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
+pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
+    let bdir = boot_dir();
+    let boot = rootfs.split_off(&bdir);
+    if rootfs.tree().get(&bdir).is_none() {
+        rootfs.apply_layer(&crate::Layer { name: "mount point".into(), entries: vec![Entry::dir(bdir.clone(), 0o755)] });
+    }
+    if let Some(e) = rootfs.tree().get(&bdir) {
+        if e.kind != EntryKind::Dir {
+            let p = bdir.to_string();
+            return Err(FatError::Unsupported { path: p, kind: "non-directory at boot/firmware" }.into());
+        }
+    }
+
+    // 1. The root tar, spooled to the work dir.
+    let tar_tmp = tempfile::Builder::new()
+        .prefix("pibake-root.")
+        .suffix(".tar")
+        .tempfile_in(&spec.work_dir)
+        .map_err(ioe("cannot create the root tar", &spec.work_dir))?;
+    let stats = {
+        let mut w = BufWriter::with_capacity(1 << 20, tar_tmp.as_file());
+        let s = rootfs.write_tar(&mut w, spec.epoch)?;
+        w.flush().map_err(ioe("cannot write the root tar", tar_tmp.path()))?;
+        s
+    };
+
+    // 2. Sizes.
+    let root_bytes = ext4::size_for(&stats, spec.root_headroom_percent, spec.root_min_free);
+    let gpt = matches!(spec.ids.table, TableSpec::Gpt { .. });
+    let layout = table::layout(spec.boot_size, root_bytes, gpt);
+
+    // 3. The raw image: a sparse file, table, FAT, ext4.
+    let img_path = spec.out_dir.join(format!("{}.img", spec.name));
+    let img_tmp = atomic::temp_beside(&img_path)?;
+    let f = img_tmp.as_file();
+    f.set_len(layout.disk_len).map_err(ioe("cannot size the image", img_tmp.path()))?;
+    table::write_table(&mut &*f, &spec.ids.table, &layout)?;
+    let fat_spec = FatSpec {
+        size_bytes: layout.boot_len,
+        volume_id: spec.ids.fat_volume_id,
+        label: spec.boot_label,
+        epoch: spec.epoch,
+    };
+    let win = Window::new(f, layout.boot_start, layout.boot_len).map_err(ioe("cannot seek the image", img_tmp.path()))?;
+    fat::write_fat(win, &fat_spec, &boot, rootfs)?;
+    let ext = Ext4Spec {
+        size_bytes: layout.root_len,
+        uuid: spec.ids.fs_uuid,
+        hash_seed: spec.ids.hash_seed,
+        label: spec.root_label.clone(),
+        epoch: spec.epoch,
+        inodes: ext4::inodes_for(&stats, layout.root_len),
+    };
+    ext4::make_ext4(tar_tmp.path(), img_tmp.path(), layout.root_start, &ext, &spec.work_dir)?;
+    drop(tar_tmp);
+
+    // 4. One pass over the image: punch holes over zero blocks, bmap ranges, sha256, zstd.
+    let zst_path = spec.out_dir.join(format!("{}.img.zst", spec.name));
+    let zst_tmp = atomic::temp_beside(&zst_path)?;
+    let scan = finish_pass(img_tmp.as_file(), zst_tmp.as_file(), spec.zstd_level)
+        .map_err(ioe("cannot scan and compress the image", img_tmp.path()))?;
+    let img_name = format!("{}.img", spec.name);
+    let bmap_xml = bmap_xml(layout.disk_len, &scan.ranges);
+    let sha_line = format!("{}  {}\n", scan.sha256, img_name);
+
+    atomic::persist(img_tmp, &img_path)?;
+    atomic::persist(zst_tmp, &zst_path)?;
+    let bmap_path = spec.out_dir.join(format!("{}.bmap", spec.name));
+    atomic::write(&bmap_path, bmap_xml.as_bytes())?;
+    let sha_path = spec.out_dir.join(format!("{}.sha256", spec.name));
+    atomic::write(&sha_path, sha_line.as_bytes())?;
+
+    Ok(ImageOutputs {
+        img: img_path,
+        zst: zst_path,
+        bmap: bmap_path,
+        sha256_file: sha_path,
+        sha256: scan.sha256,
+        image_bytes: layout.disk_len,
+        mapped_bytes: scan.ranges.iter().map(|r| (r.last - r.first + 1) * BMAP_BLOCK).sum(),
+        layout,
+        root_partuuid: spec.ids.table.root_partuuid(),
+        root_tar: stats,
+    })
+}
+
+/// A run of non-zero blocks (inclusive block numbers) and the SHA-256 of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedRange {
+    pub first: u64,
+    pub last: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug)]
+struct Scan {
+    sha256: String,
+    ranges: Vec<MappedRange>,
+}
+
+fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1).max(1)
+}
+
+fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
+    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, zst), level)?;
+    // Multithreaded zstd output is the same for any worker count >= 1.
+    enc.multithread(zstd_workers())?;
+    enc.include_checksum(true)?;
+    let mut whole = Sha256::new();
+    let mut ranges: Vec<MappedRange> = Vec::new();
+    let mut cur: Option<(u64, Sha256)> = None;
+    let mut hole_start: Option<u64> = None;
+    let mut holes: Vec<(u64, u64)> = Vec::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut block = 0u64;
+    let mut r = img;
+    loop {
+        let n = read_full(&mut r, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        whole.update(chunk);
+        enc.write_all(chunk)?;
+        for b in chunk.chunks(BMAP_BLOCK as usize) {
+            let zero = is_zero(b);
+            if zero {
+                if let Some((first, h)) = cur.take() {
+                    ranges.push(MappedRange { first, last: block - 1, sha256: hex::encode(h.finalize()) });
+                }
+                hole_start.get_or_insert(block);
+            } else {
+                if let Some(s) = hole_start.take() {
+                    holes.push((s, block));
+                }
+                cur.get_or_insert_with(|| (block, Sha256::new())).1.update(b);
+            }
+            block += 1;
+        }
+    }
+    if let Some((first, h)) = cur.take() {
+        ranges.push(MappedRange { first, last: block - 1, sha256: hex::encode(h.finalize()) });
+    }
+    if let Some(s) = hole_start.take() {
+        holes.push((s, block));
+    }
+    let w = enc.finish()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    // Zero blocks written by mkfs tools become holes: the .img stays sparse on disk.
+    for (s, e) in holes {
+        rustix::fs::fallocate(
+            img.as_fd(),
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            s * BMAP_BLOCK,
+            (e - s) * BMAP_BLOCK,
+        )?;
+    }
+    Ok(Scan { sha256: hex::encode(whole.finalize()), ranges })
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    // OR-folding fixed chunks vectorizes; `all` per chunk still stops early on data.
+    b.chunks(256).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
+/// bmaptool's XML format 2.0, with `BmapFileChecksum` = SHA-256 of the file with that field
+/// zeroed (what `bmaptool copy` checks).
+pub fn bmap_xml(image_bytes: u64, ranges: &[MappedRange]) -> String {
+    let blocks = image_bytes.div_ceil(BMAP_BLOCK);
+    let mapped: u64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
+    let zeros = "0".repeat(64);
+    let mut s = String::new();
+    s.push_str("<?xml version=\"1.0\" ?>\n<!-- Block map made by pibake: only mapped (non-zero) blocks need to be written. -->\n");
+    s.push_str("<bmap version=\"2.0\">\n");
+    s.push_str(&format!("    <ImageSize> {image_bytes} </ImageSize>\n"));
+    s.push_str(&format!("    <BlockSize> {BMAP_BLOCK} </BlockSize>\n"));
+    s.push_str(&format!("    <BlocksCount> {blocks} </BlocksCount>\n"));
+    s.push_str(&format!("    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n"));
+    s.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
+    s.push_str(&format!("    <BmapFileChecksum> {zeros} </BmapFileChecksum>\n"));
+    s.push_str("    <BlockMap>\n");
+    for r in ranges {
+        if r.first == r.last {
+            s.push_str(&format!("        <Range chksum=\"{}\"> {} </Range>\n", r.sha256, r.first));
+        } else {
+            s.push_str(&format!("        <Range chksum=\"{}\"> {}-{} </Range>\n", r.sha256, r.first, r.last));
+        }
+    }
+    s.push_str("    </BlockMap>\n</bmap>\n");
+    let sum = hex::encode(Sha256::digest(s.as_bytes()));
+    s.replacen(&zeros, &sum, 1)
+}
