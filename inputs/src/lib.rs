@@ -10,10 +10,13 @@ pub mod control;
 pub mod digest;
 mod fsutil;
 pub mod lock;
+pub mod release;
+pub mod resolve;
 pub mod sources;
 pub mod store;
 
 pub use digest::Sha256;
 pub use lock::{Lock, LockedPackage};
+pub use resolve::LockRequest;
 pub use sources::Source;
 pub use store::{EntryName, Store};
