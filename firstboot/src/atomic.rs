@@ -29,13 +29,9 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written, W
         path: path.to_owned(),
         source,
     };
-    if is_current(path, content, mode).map_err(err)? {
-        return Ok(Written::Unchanged);
-    }
     let dir = path
         .parent()
         .ok_or_else(|| err(io::Error::other("path has no parent directory")))?;
-    fs::create_dir_all(dir).map_err(err)?;
     let name = path
         .file_name()
         .ok_or_else(|| err(io::Error::other("path has no file name")))?;
@@ -45,6 +41,13 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<Written, W
     tmp_name.push(name);
     tmp_name.push(".pibake-tmp");
     let tmp = dir.join(tmp_name);
+    if is_current(path, content, mode).map_err(err)? {
+        if fs::symlink_metadata(&tmp).is_ok() {
+            remove_durable(&tmp).map_err(err)?;
+        }
+        return Ok(Written::Unchanged);
+    }
+    fs::create_dir_all(dir).map_err(err)?;
     let write = || -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)

@@ -1,0 +1,377 @@
+//! Identity against a temporary root: each source and its precedence,
+//! ambiguous and missing matches, secrets, node files, root device.
+
+mod common;
+
+use common::*;
+use pibake_firstboot::growroot::{find_root_device, RootDevice};
+use pibake_firstboot::identity::{self, choose, Source};
+use pibake_firstboot::journal::{Journal, Outcome, Step};
+use pibake_firstboot::root::Root;
+use pibake_firstboot::table::NodeTable;
+use pibake_firstboot::{load_table, Agent};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::rc::Rc;
+
+fn chosen(root: &Root) -> anyhow::Result<(String, Source)> {
+    let c = choose(root, &load_table(root)?)?;
+    Ok((c.node, c.source))
+}
+
+#[test]
+fn serial_is_read_without_its_nul() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "02:00:00:00:00:99");
+    assert_eq!(chosen(&root)?, ("w1".to_owned(), Source::Serial));
+    Ok(())
+}
+
+#[test]
+fn serial_matches_regardless_of_case() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000AAAA0022", "02:00:00:00:00:99");
+    assert_eq!(chosen(&root)?, ("w2".to_owned(), Source::Serial));
+    Ok(())
+}
+
+#[test]
+fn mac_when_the_serial_is_unknown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "DC:A6:32:00:00:30");
+    assert_eq!(chosen(&root)?, ("aux".to_owned(), Source::Mac));
+    Ok(())
+}
+
+#[test]
+fn cmdline_beats_serial_and_mac() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    write(
+        &root,
+        "proc/cmdline",
+        "root=/dev/mmcblk0p2 pibake.node=m2 rootwait\n",
+    );
+    assert_eq!(chosen(&root)?, ("m2".to_owned(), Source::Cmdline));
+    Ok(())
+}
+
+#[test]
+fn boot_file_beats_cmdline() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    write(
+        &root,
+        "proc/cmdline",
+        "root=/dev/mmcblk0p2 pibake.node=m2\n",
+    );
+    write(&root, "boot/firmware/pibake-node.toml", "node = \"w2\"\n");
+    assert_eq!(chosen(&root)?, ("w2".to_owned(), Source::BootFile));
+    Ok(())
+}
+
+#[test]
+fn explicit_unknown_name_is_an_error_not_a_guess() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    write(&root, "boot/firmware/pibake-node.toml", "node = \"w9\"\n");
+    let err = choose(&root, &load_table(&root)?).expect_err("w9 is not in the table");
+    assert!(err.to_string().contains("\"w9\""), "{err}");
+    write(&root, "boot/firmware/pibake-node.toml", "nod = \"w1\"\n");
+    assert!(
+        choose(&root, &load_table(&root)?).is_err(),
+        "unknown key refused"
+    );
+    Ok(())
+}
+
+#[test]
+fn ambiguous_serial_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    let mut table = lab_table();
+    table.nodes.get_mut("w2").expect("w2").serial = Some("10000000aaaa0021".to_owned());
+    write_table(&root, &table);
+    let err = choose(&root, &table).expect_err("two nodes share the serial");
+    let text = err.to_string();
+    assert!(
+        text.contains("several") && text.contains("w1") && text.contains("w2"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ambiguous_mac_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "dc:a6:32:00:00:21");
+    let mut table = lab_table();
+    table.nodes.get_mut("m1").expect("m1").mac = Some("dc:a6:32:00:00:21".to_owned());
+    write_table(&root, &table);
+    assert!(choose(&root, &table).is_err());
+    Ok(())
+}
+
+#[test]
+fn unknown_board_stays_on_dhcp() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "02:00:00:00:00:99");
+    let board = Rc::new(Board::default());
+    let runner = FakeRunner::new(&root, board);
+    let clock = FakeClock::at(NOW);
+    let agent = Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    };
+    let err = identity::run(&agent).expect_err("no node matches");
+    assert!(err.to_string().contains("no node matches"), "{err}");
+    // Nothing network-related, no hostname, secrets left alone, no command.
+    assert!(!root.at("etc/NetworkManager").exists());
+    assert!(!root.at("etc/hostname").exists());
+    assert!(!root.at("etc/hosts").exists());
+    assert!(root.at("boot/firmware/pibake-secrets.toml").exists());
+    assert!(runner.ran.borrow().is_empty());
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert!(record.why.contains("no node matches"), "{}", record.why);
+    assert_eq!(record.at, NOW);
+    Ok(())
+}
+
+#[test]
+fn single_node_table_picks_its_node() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "02:00:00:00:00:99");
+    let mut table = lab_table();
+    table.nodes.retain(|name, _| name == "w2");
+    let w2 = table.nodes.get_mut("w2").expect("w2");
+    w2.serial = None;
+    w2.mac = None;
+    write_table(&root, &table);
+    assert_eq!(chosen(&root)?, ("w2".to_owned(), Source::OnlyNode));
+    Ok(())
+}
+
+#[test]
+fn single_node_table_refuses_a_board_that_contradicts_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "02:00:00:00:00:99");
+    let mut table: NodeTable = lab_table();
+    table.nodes.retain(|name, _| name == "w2");
+    write_table(&root, &table);
+    let err = choose(&root, &table).expect_err("serial differs");
+    assert!(err.to_string().contains("10000000ffffffff"), "{err}");
+    Ok(())
+}
+
+fn personalize_w1(dir: &std::path::Path) -> anyhow::Result<(Root, FakeRunner)> {
+    let root = card(dir, "10000000aaaa0021", "dc:a6:32:00:00:21");
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let agent = Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    };
+    let choice = identity::run(&agent)?;
+    assert_eq!(choice.node, "w1");
+    Ok((root, runner))
+}
+
+#[test]
+fn node_files_are_installed_root_owned_with_their_modes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, _) = personalize_w1(dir.path())?;
+    let keyfile = root.at("etc/NetworkManager/system-connections/eth0.nmconnection");
+    assert_eq!(fs::read_to_string(&keyfile)?, W1_KEYFILE);
+    let meta = fs::metadata(&keyfile)?;
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o600,
+        "NetworkManager ignores other modes"
+    );
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(
+        fs::metadata(root.at("etc/keepalived/keepalived.conf"))?.mode() & 0o7777,
+        0o640
+    );
+    assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w1\n");
+    assert_eq!(
+        fs::read_to_string(root.at("proc/sys/kernel/hostname"))?,
+        "w1"
+    );
+    assert!(fs::read_to_string(root.at("etc/hosts"))?.contains("192.168.188.21 w1"));
+    assert!(
+        !root.at("etc/default/gpsd").exists(),
+        "aux's files stay off w1"
+    );
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(
+        (record.outcome, record.node.as_deref()),
+        (Outcome::Done, Some("w1"))
+    );
+    Ok(())
+}
+
+#[test]
+fn secrets_move_to_a_root_only_file_and_leave_the_boot_partition() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, _) = personalize_w1(dir.path())?;
+    assert!(!root.at("boot/firmware/pibake-secrets.toml").exists());
+    let kept = root.at("etc/pibake/secrets");
+    assert!(fs::read_to_string(&kept)?.contains(WORKER_TOKEN));
+    let meta = fs::metadata(&kept)?;
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    Ok(())
+}
+
+#[test]
+fn host_keys_and_root_growth_run_through_the_runner() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, runner) = personalize_w1(dir.path())?;
+    let prefix = root.dir().display().to_string();
+    assert_eq!(
+        runner.programs(),
+        vec![
+            format!("ssh-keygen -A -f {prefix}"),
+            "growpart /dev/mmcblk0 2".to_owned(),
+            "resize2fs /dev/mmcblk0p2".to_owned(),
+        ]
+    );
+    assert!(root.at("etc/ssh/ssh_host_ed25519_key.pub").exists());
+    Ok(())
+}
+
+#[test]
+fn half_written_host_key_is_made_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    // Power cut while ssh-keygen wrote: private key without public key.
+    write(&root, "etc/ssh/ssh_host_ed25519_key", "");
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })?;
+    assert_eq!(
+        fs::read_to_string(root.at("etc/ssh/ssh_host_ed25519_key"))?,
+        "fake ed25519 private key\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn moved_card_is_not_personalized_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (root, _) = personalize_w1(dir.path())?;
+    write(
+        &root,
+        "proc/device-tree/serial-number",
+        "10000000aaaa0022\0",
+    );
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err("this board is w2, the card is w1");
+    assert!(err.to_string().contains("personalized as w1"), "{err}");
+    assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w1\n");
+    Ok(())
+}
+
+#[test]
+fn bad_node_file_path_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    let mut table = lab_table();
+    table.nodes.get_mut("w1").expect("w1").files[0].path = "/etc/../../escape".to_owned();
+    write_table(&root, &table);
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    assert!(identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner
+    })
+    .is_err());
+    assert!(!dir.path().parent().expect("parent").join("escape").exists());
+    Ok(())
+}
+
+#[test]
+fn root_device_from_partuuid() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "1", "2");
+    let dev = find_root_device(&root)?;
+    assert_eq!(
+        dev,
+        RootDevice {
+            disk: "/dev/mmcblk0".into(),
+            partition: 2,
+            device: "/dev/mmcblk0p2".into()
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn root_device_from_mountinfo_and_sysfs() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = Root::new(dir.path());
+    write(&root, "proc/cmdline", "root=/dev/root rootwait\n");
+    write(
+        &root,
+        "proc/self/mountinfo",
+        "22 1 254:2 / / rw,relatime shared:1 - ext4 /dev/root rw\n\
+         23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs devtmpfs rw\n",
+    );
+    let part = "sys/devices/platform/virtio/block/vda/vda2";
+    write(&root, &format!("{part}/partition"), "2\n");
+    fs::create_dir_all(root.at("sys/dev/block"))?;
+    std::os::unix::fs::symlink(
+        "../../devices/platform/virtio/block/vda/vda2",
+        root.at("sys/dev/block/254:2"),
+    )?;
+    let dev = find_root_device(&root)?;
+    assert_eq!(
+        (dev.disk.as_str(), dev.partition, dev.device.as_str()),
+        ("/dev/vda", 2, "/dev/vda2")
+    );
+    Ok(())
+}
+
+#[test]
+fn root_not_grown_is_a_warning_not_a_failure() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    write(&root, "proc/cmdline", "quiet\n");
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })?;
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(record.outcome, Outcome::Done);
+    assert!(
+        record.why.contains("root filesystem not grown"),
+        "{}",
+        record.why
+    );
+    assert!(fs::metadata(root.at("etc/hostname"))?.permissions().mode() & 0o777 == 0o644);
+    Ok(())
+}
