@@ -230,6 +230,8 @@ fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
     let mut buf = vec![0u8; 4 << 20];
     let mut block = 0u64;
     let mut r = img;
+    // The fd's cursor is shared with the writers that ran before: start from byte 0.
+    io::Seek::seek(&mut r, io::SeekFrom::Start(0))?;
     loop {
         let n = read_full(&mut r, &mut buf)?;
         if n == 0 {

@@ -121,8 +121,93 @@ pub fn write_fat<D: Read + Write + Seek>(
             }
         }
     }
+    // Computing stats fills the FSInfo free-cluster count that unmount then writes (fsck.fat
+    // reports it as uninitialized otherwise).
+    fs.stats().map_err(FatError::Format)?;
     fs.unmount().map_err(FatError::Format)?;
+    fix_dot_entries(&mut disk).map_err(FatError::Format)?;
     disk.flush().map_err(FatError::Format)
+}
+
+/// fatfs 0.3.6 writes an LFN entry before "." and before ".." in every new directory, and
+/// points a root child's ".." at the root cluster instead of 0; fsck.fat rejects both. This
+/// walks the directory tree and rewrites the first four slots of each subdirectory as
+/// ".", "..", deleted, deleted (same cluster, same size: nothing else moves).
+fn fix_dot_entries<D: Read + Write + Seek>(disk: &mut D) -> io::Result<()> {
+    let mut bs = [0u8; 512];
+    disk.seek(io::SeekFrom::Start(0))?;
+    disk.read_exact(&mut bs)?;
+    let u16at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let u32at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let sector = u16at(11);
+    let cluster_bytes = sector * u64::from(bs[13]);
+    let reserved = u16at(14);
+    let fats = u64::from(bs[16]);
+    let fat_sectors = u64::from(u32at(&bs, 36));
+    let root_cluster = u32at(&bs, 44);
+    let fat_start = reserved * sector;
+    let data_start = (reserved + fats * fat_sectors) * sector;
+    let cluster_off = |c: u32| data_start + u64::from(c - 2) * cluster_bytes;
+    let next = |disk: &mut D, c: u32| -> io::Result<Option<u32>> {
+        let mut e = [0u8; 4];
+        disk.seek(io::SeekFrom::Start(fat_start + u64::from(c) * 4))?;
+        disk.read_exact(&mut e)?;
+        let n = u32::from_le_bytes(e) & 0x0fff_ffff;
+        Ok((2..0x0fff_fff7).contains(&n).then_some(n))
+    };
+    let mut todo = vec![root_cluster];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(dir) = todo.pop() {
+        if !seen.insert(dir) {
+            continue;
+        }
+        // Read the whole directory (its cluster chain).
+        let mut data = Vec::new();
+        let mut c = Some(dir);
+        while let Some(cl) = c {
+            let mut buf = vec![0u8; usize::try_from(cluster_bytes).unwrap_or(512)];
+            disk.seek(io::SeekFrom::Start(cluster_off(cl)))?;
+            disk.read_exact(&mut buf)?;
+            data.extend_from_slice(&buf);
+            c = next(disk, cl)?;
+            if data.len() > 64 << 20 {
+                return Err(io::Error::other("directory cluster chain loops"));
+            }
+        }
+        for e in data.chunks(32) {
+            if e[0] == 0 {
+                break;
+            }
+            let attr = e[11];
+            if e[0] == 0xe5 || attr == 0x0f || attr & 0x10 == 0 || e[0] == b'.' {
+                continue;
+            }
+            let child = (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16) | u32::from(u16::from_le_bytes([e[26], e[27]]));
+            if child >= 2 {
+                todo.push(child);
+            }
+        }
+        if dir == root_cluster || data.len() < 128 {
+            continue;
+        }
+        let lfn_dot = |e: &[u8]| e[11] == 0x0f && e[0] == 0x41;
+        if lfn_dot(&data[0..32]) && &data[32..43] == b".          " && lfn_dot(&data[64..96]) && &data[96..107] == b"..         " {
+            let mut head = [0u8; 128];
+            head[0..32].copy_from_slice(&data[32..64]);
+            head[32..64].copy_from_slice(&data[96..128]);
+            // ".." of a child of the root points to cluster 0 by FAT convention.
+            let parent = (u32::from(u16::from_le_bytes([head[52], head[53]])) << 16) | u32::from(u16::from_le_bytes([head[58], head[59]]));
+            if parent == root_cluster {
+                head[52..54].fill(0);
+                head[58..60].fill(0);
+            }
+            head[64] = 0xe5;
+            head[96] = 0xe5;
+            disk.seek(io::SeekFrom::Start(cluster_off(dir)))?;
+            disk.write_all(&head)?;
+        }
+    }
+    Ok(())
 }
 
 fn copy_all(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<()> {
