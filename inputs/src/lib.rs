@@ -8,9 +8,11 @@
 
 pub mod control;
 pub mod digest;
+pub mod fetch;
 mod fsutil;
 pub mod lock;
 pub mod release;
+pub mod repo;
 pub mod resolve;
 pub mod sources;
 pub mod store;
