@@ -56,6 +56,18 @@ pub struct FetchReport {
     pub bytes: u64,
 }
 
+/// Received content that is not what the lock pins.
+#[derive(Debug, thiserror::Error)]
+#[error("{package}: sha256 mismatch from {url}: expected {expected} ({expected_size} bytes), received {received} ({received_size} bytes); nothing stored")]
+pub struct Mismatch {
+    pub package: String,
+    pub url: String,
+    pub expected: Sha256,
+    pub expected_size: u64,
+    pub received: Sha256,
+    pub received_size: u64,
+}
+
 /// A fetch that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -63,15 +75,8 @@ pub enum FetchError {
     Lock(#[from] LockError),
     #[error("offline: {} inputs missing from the store (run `pibake fetch` with network):\n  {}", missing.len(), missing.join("\n  "))]
     Offline { missing: Vec<String> },
-    #[error("{package}: sha256 mismatch from {url}: expected {expected} ({expected_size} bytes), received {received} ({received_size} bytes); nothing stored")]
-    Mismatch {
-        package: String,
-        url: String,
-        expected: Sha256,
-        expected_size: u64,
-        received: Sha256,
-        received_size: u64,
-    },
+    #[error(transparent)]
+    Mismatch(Box<Mismatch>),
     #[error("{package}: lock says origin {origin:?}, which is not a configured source")]
     UnknownOrigin { package: String, origin: String },
     #[error("{package}: {url}: {message}")]
@@ -197,14 +202,14 @@ fn attempt(
             ..
         }) => {
             undo();
-            Attempt::Fatal(FetchError::Mismatch {
+            Attempt::Fatal(FetchError::Mismatch(Box::new(Mismatch {
                 package: describe(p),
                 url: url.to_owned(),
                 expected: p.sha256,
                 expected_size: p.size,
                 received,
                 received_size,
-            })
+            })))
         }
         Err(StoreError::TooLong { .. }) => {
             undo();
