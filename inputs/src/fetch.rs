@@ -86,7 +86,10 @@ pub enum FetchError {
         message: String,
     },
     #[error("{package}")]
-    Store { package: String, source: StoreError },
+    Store {
+        package: String,
+        source: Box<StoreError>,
+    },
     #[error("{} of {total} downloads failed:\n  {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Several {
         total: usize,
