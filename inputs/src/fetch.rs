@@ -225,7 +225,7 @@ fn attempt(
             undo();
             Attempt::Fatal(FetchError::Store {
                 package: describe(p),
-                source,
+                source: Box::new(source),
             })
         }
     })
