@@ -54,7 +54,10 @@ pub fn button_line(button: &Button) -> String {
 /// Pi 5 dtparam=uart0=on).
 pub fn gps_lines(platform: Platform, gps: &Gps) -> Vec<String> {
     let mut lines = match platform {
-        Platform::Rpi4 => vec!["enable_uart=1".to_string(), "dtoverlay=disable-bt".to_string()],
+        Platform::Rpi4 => vec![
+            "enable_uart=1".to_string(),
+            "dtoverlay=disable-bt".to_string(),
+        ],
         Platform::Rpi5 => vec!["dtparam=uart0=on".to_string()],
         Platform::PcEfi | Platform::Macos => vec![],
     };
@@ -64,7 +67,11 @@ pub fn gps_lines(platform: Platform, gps: &Gps) -> Vec<String> {
 
 /// Every line pibake adds for the cluster's features on one platform; used
 /// by `check` to refuse lines the firmware would cut.
-pub fn feature_lines(platform: Platform, button: Option<&Button>, gps: Option<&Gps>) -> Vec<String> {
+pub fn feature_lines(
+    platform: Platform,
+    button: Option<&Button>,
+    gps: Option<&Gps>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     lines.extend(button.map(button_line));
     if let Some(gps) = gps {
@@ -90,8 +97,15 @@ pub struct ConfigTxt<'a> {
 impl ConfigTxt<'_> {
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# config.txt of image {}, rendered by pibake.", self.image);
-        let _ = writeln!(out, "# Edit the cluster description and rebuild instead of this file.");
+        let _ = writeln!(
+            out,
+            "# config.txt of image {}, rendered by pibake.",
+            self.image
+        );
+        let _ = writeln!(
+            out,
+            "# Edit the cluster description and rebuild instead of this file."
+        );
         out.push_str("[all]\narm_64bit=1\n");
         let _ = writeln!(out, "kernel={}", self.kernel.kernel);
         if let Some(initrd) = &self.kernel.initrd {
@@ -121,7 +135,9 @@ impl ConfigTxt<'_> {
                 Platform::PcEfi | Platform::Macos => "[all]",
             };
             let lines = gps_lines(platform, gps);
-            let (pps, uart) = lines.split_last().map_or((None, &[][..]), |(l, r)| (Some(l), r));
+            let (pps, uart) = lines
+                .split_last()
+                .map_or((None, &[][..]), |(l, r)| (Some(l), r));
             let _ = writeln!(out, "{section}");
             for line in uart {
                 let _ = writeln!(out, "{line}");

@@ -3,4 +3,7 @@
 
 pub mod boot;
 pub mod diag;
+pub mod hash;
 pub mod model;
+pub mod plan;
+pub mod render;

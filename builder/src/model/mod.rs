@@ -216,6 +216,8 @@ pub struct Swarm {
     /// The first one initializes the swarm.
     pub managers: Vec<String>,
     pub join: JoinVia,
+    /// How long a joining node keeps retrying while no manager answers.
+    pub join_wait_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -311,7 +313,11 @@ pub fn builtin_data_dir() -> PathBuf {
 /// Reads and validates a cluster file and the profiles it uses.
 pub fn load(cluster_file: &Path) -> Result<Checked, ReadError> {
     let data_dir = data_dir_for(cluster_file);
-    load_with(cluster_file, &data_dir.join("profiles"), &data_dir.join("overlays"))
+    load_with(
+        cluster_file,
+        &data_dir.join("profiles"),
+        &data_dir.join("overlays"),
+    )
 }
 
 /// Like [`load`], with explicit profile and overlay directories.

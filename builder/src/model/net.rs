@@ -161,7 +161,9 @@ mod tests {
         assert!(!net.contains_host("192.168.189.2".parse().expect("ip")));
         assert_eq!(
             "192.168.188.1/24".parse::<Ipv4Net>(),
-            Err(NetParseError::HostBits("192.168.188.0".parse().expect("ip")))
+            Err(NetParseError::HostBits(
+                "192.168.188.0".parse().expect("ip")
+            ))
         );
         assert_eq!("10.0.0.0".parse::<Ipv4Net>(), Err(NetParseError::Form));
     }

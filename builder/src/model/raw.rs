@@ -197,6 +197,13 @@ pub struct RawSwarm {
     /// Where workers join: `vip` or `managers`.
     #[serde(default = "default_join")]
     pub join: String,
+    /// How long a joining node keeps retrying while no manager answers.
+    #[serde(default = "default_join_wait")]
+    pub join_wait_seconds: u64,
+}
+
+fn default_join_wait() -> u64 {
+    900
 }
 
 fn default_join() -> String {

@@ -29,7 +29,14 @@ const CLUSTER_KEYS: &[(&[&str], &[&str])] = &[
     (&["cluster", "admin"], &["user", "ssh_authorized_keys"]),
     (
         &["network"],
-        &["subnet", "gateway", "dns", "interface", "dhcp_range", "wifi"],
+        &[
+            "subnet",
+            "gateway",
+            "dns",
+            "interface",
+            "dhcp_range",
+            "wifi",
+        ],
     ),
     (&["network", "dhcp_range"], &["start", "end"]),
     (&["network", "wifi"], &["ssid", "country"]),
@@ -54,7 +61,7 @@ const CLUSTER_KEYS: &[(&[&str], &[&str])] = &[
         &["time", "gate"],
         &["max_offset_ms", "max_root_distance_ms", "wait_seconds"],
     ),
-    (&["swarm"], &["managers", "join"]),
+    (&["swarm"], &["managers", "join", "join_wait_seconds"]),
     (
         &["button"],
         &["enabled", "gpio", "active_low", "pull", "debounce_ms"],
@@ -145,9 +152,13 @@ fn parse_file<T: DeserializeOwned>(
         Ok(d) => d,
         Err(e) => {
             diagnostics.push(
-                Diagnostic::error(&file.path, vec![], format!("not valid TOML: {}", e.message()))
-                    .with_span(e.span())
-                    .help("fix the syntax at the marked place"),
+                Diagnostic::error(
+                    &file.path,
+                    vec![],
+                    format!("not valid TOML: {}", e.message()),
+                )
+                .with_span(e.span())
+                .help("fix the syntax at the marked place"),
             );
             return None;
         }
@@ -168,9 +179,9 @@ fn parse_file<T: DeserializeOwned>(
             Some(known) => {
                 let list = known.join(", ");
                 match closest(key, known.iter().copied()) {
-                    Some(best) => diagnostic.help(format!(
-                        "did you mean `{best}`? keys allowed here: {list}"
-                    )),
+                    Some(best) => {
+                        diagnostic.help(format!("did you mean `{best}`? keys allowed here: {list}"))
+                    }
                     None => diagnostic.help(format!("keys allowed here: {list}")),
                 }
             }
@@ -252,7 +263,12 @@ impl Validator<'_> {
             .push(Diagnostic::warning(self.file, field, message).help(help));
     }
 
-    fn address(&mut self, field: FieldPath, value: &str, subnet: Option<Ipv4Net>) -> Option<Ipv4Addr> {
+    fn address(
+        &mut self,
+        field: FieldPath,
+        value: &str,
+        subnet: Option<Ipv4Net>,
+    ) -> Option<Ipv4Addr> {
         let Ok(address) = value.parse::<Ipv4Addr>() else {
             self.error(
                 field,
@@ -296,9 +312,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        if raw.cluster.domain.is_empty()
-            || !raw.cluster.domain.split('.').all(net::is_host_label)
-        {
+        if raw.cluster.domain.is_empty() || !raw.cluster.domain.split('.').all(net::is_host_label) {
             self.error(
                 p(&["cluster", "domain"]),
                 format!("`{}` is not a valid DNS domain", raw.cluster.domain),
@@ -325,7 +339,11 @@ impl Validator<'_> {
             }
         };
         if !net::is_host_label(&raw.cluster.admin.user)
-            || raw.cluster.admin.user.starts_with(|c: char| c.is_ascii_digit())
+            || raw
+                .cluster
+                .admin
+                .user
+                .starts_with(|c: char| c.is_ascii_digit())
         {
             self.error(
                 p(&["cluster", "admin", "user"]),
@@ -491,8 +509,12 @@ impl Validator<'_> {
         let raw = raw?;
         if raw.format != FORMAT {
             self.diagnostics.push(
-                Diagnostic::error(&path, p(&["format"]), format!("format {} is not known", raw.format))
-                    .help(format!("write `format = {FORMAT}`")),
+                Diagnostic::error(
+                    &path,
+                    p(&["format"]),
+                    format!("format {} is not known", raw.format),
+                )
+                .help(format!("write `format = {FORMAT}`")),
             );
         }
         Some((path, raw))
@@ -514,15 +536,26 @@ impl Validator<'_> {
         for (i, include) in raw.include.iter().enumerate() {
             let Some((inc_path, inc)) = self.read_profile(include) else {
                 self.diagnostics.push(
-                    Diagnostic::error(&path, p(&["include", &i.to_string()]), format!("profile `{include}` does not exist"))
-                        .help(format!("add {}/{include}.toml or remove it from `include`", self.profiles_dir.display())),
+                    Diagnostic::error(
+                        &path,
+                        p(&["include", &i.to_string()]),
+                        format!("profile `{include}` does not exist"),
+                    )
+                    .help(format!(
+                        "add {}/{include}.toml or remove it from `include`",
+                        self.profiles_dir.display()
+                    )),
                 );
                 continue;
             };
             if !inc.include.is_empty() {
                 self.diagnostics.push(
-                    Diagnostic::error(&inc_path, p(&["include"]), "an included profile cannot include others")
-                        .help("list its includes in the including profile instead"),
+                    Diagnostic::error(
+                        &inc_path,
+                        p(&["include"]),
+                        "an included profile cannot include others",
+                    )
+                    .help("list its includes in the including profile instead"),
                 );
             }
             self.merge_profile(&mut profile, &inc_path, &inc);
@@ -537,16 +570,24 @@ impl Validator<'_> {
                 Some(pl) if !profile.platforms.contains(&pl) => profile.platforms.push(pl),
                 Some(_) => {}
                 None => self.diagnostics.push(
-                    Diagnostic::error(path, p(&["platforms", &i.to_string()]), format!("unknown platform `{platform}`"))
-                        .help(platform_help()),
+                    Diagnostic::error(
+                        path,
+                        p(&["platforms", &i.to_string()]),
+                        format!("unknown platform `{platform}`"),
+                    )
+                    .help(platform_help()),
                 ),
             }
         }
         for (i, package) in raw.packages.iter().enumerate() {
             if !valid_package_name(package) {
                 self.diagnostics.push(
-                    Diagnostic::error(path, p(&["packages", &i.to_string()]), format!("`{package}` is not a Debian package name"))
-                        .help("use lower-case letters, digits, `+`, `-` and `.`"),
+                    Diagnostic::error(
+                        path,
+                        p(&["packages", &i.to_string()]),
+                        format!("`{package}` is not a Debian package name"),
+                    )
+                    .help("use lower-case letters, digits, `+`, `-` and `.`"),
                 );
             }
             profile.packages.insert(package.clone());
@@ -554,8 +595,15 @@ impl Validator<'_> {
         for (i, overlay) in raw.overlays.iter().enumerate() {
             if !self.overlays_dir.join(overlay).is_dir() {
                 self.diagnostics.push(
-                    Diagnostic::error(path, p(&["overlays", &i.to_string()]), format!("overlay `{overlay}` does not exist"))
-                        .help(format!("create {}/{overlay}/ or remove it", self.overlays_dir.display())),
+                    Diagnostic::error(
+                        path,
+                        p(&["overlays", &i.to_string()]),
+                        format!("overlay `{overlay}` does not exist"),
+                    )
+                    .help(format!(
+                        "create {}/{overlay}/ or remove it",
+                        self.overlays_dir.display()
+                    )),
                 );
             }
             if !profile.overlays.contains(overlay) {
@@ -625,7 +673,11 @@ impl Validator<'_> {
         let mut by_mac: BTreeMap<MacAddr, String> = BTreeMap::new();
         let mut by_serial: BTreeMap<String, String> = BTreeMap::new();
         if self.raw.nodes.is_empty() {
-            self.error(p(&["nodes"]), "the cluster has no nodes", "add [nodes.<name>] tables");
+            self.error(
+                p(&["nodes"]),
+                "the cluster has no nodes",
+                "add [nodes.<name>] tables",
+            );
         }
         for (name, raw) in &self.raw.nodes {
             let field = |k: &str| p(&["nodes", name, k]);
@@ -785,8 +837,15 @@ impl Validator<'_> {
         for (name, role) in &self.raw.roles {
             if !self.raw.nodes.values().any(|n| &n.role == name) {
                 self.diagnostics.push(
-                    Diagnostic::note(self.file, p(&["roles", name]), format!("role `{name}` has no nodes; no image is built for it"))
-                        .help(format!("assign it to a node with role = \"{name}\" or remove it (profile `{}`)", role.profile)),
+                    Diagnostic::note(
+                        self.file,
+                        p(&["roles", name]),
+                        format!("role `{name}` has no nodes; no image is built for it"),
+                    )
+                    .help(format!(
+                        "assign it to a node with role = \"{name}\" or remove it (profile `{}`)",
+                        role.profile
+                    )),
                 );
             }
         }
@@ -819,7 +878,11 @@ impl Validator<'_> {
                 }
             }
             if network.is_some_and(|n| n.gateway == a) {
-                self.error(p(&["vip", "address"]), format!("the VIP {a} is the gateway's address"), "pick a free address");
+                self.error(
+                    p(&["vip", "address"]),
+                    format!("the VIP {a} is the gateway's address"),
+                    "pick a free address",
+                );
             }
         }
         let vrid = match u8::try_from(raw.virtual_router_id) {
@@ -834,18 +897,30 @@ impl Validator<'_> {
             }
         };
         if raw.advert_int == 0 || raw.advert_int > 255 {
-            self.error(p(&["vip", "advert_int"]), format!("advert_int {} is out of range", raw.advert_int), "use 1 to 255 seconds (1 is usual)");
+            self.error(
+                p(&["vip", "advert_int"]),
+                format!("advert_int {} is out of range", raw.advert_int),
+                "use 1 to 255 seconds (1 is usual)",
+            );
         }
         let mut holders = BTreeMap::new();
         let mut by_priority: BTreeMap<u32, String> = BTreeMap::new();
         if raw.holders.is_empty() {
-            self.error(p(&["vip", "holders"]), "the VIP has no holders", "list the masters: holders = { master1 = 150, master2 = 100 }");
+            self.error(
+                p(&["vip", "holders"]),
+                "the VIP has no holders",
+                "list the masters: holders = { master1 = 150, master2 = 100 }",
+            );
         }
         let managers = &self.raw.swarm.managers;
         for (name, &priority) in &raw.holders {
             let field = p(&["vip", "holders", name]);
             if !self.raw.nodes.contains_key(name) {
-                self.error(field.clone(), format!("node `{name}` does not exist"), "name a node declared under [nodes]");
+                self.error(
+                    field.clone(),
+                    format!("node `{name}` does not exist"),
+                    "name a node declared under [nodes]",
+                );
                 continue;
             }
             if !managers.contains(name) {
@@ -858,11 +933,22 @@ impl Validator<'_> {
             }
             if let Some(node) = nodes.get(name) {
                 if !node.platform.is_linux() {
-                    self.error(field.clone(), format!("`{name}` runs {}, where keepalived does not run", node.platform.name()), "hold the VIP on Linux nodes only");
+                    self.error(
+                        field.clone(),
+                        format!(
+                            "`{name}` runs {}, where keepalived does not run",
+                            node.platform.name()
+                        ),
+                        "hold the VIP on Linux nodes only",
+                    );
                 }
             }
             if !(1..=254).contains(&priority) {
-                self.error(field.clone(), format!("priority {priority} is out of range"), "use 1 to 254 (255 is reserved for the address owner)");
+                self.error(
+                    field.clone(),
+                    format!("priority {priority} is out of range"),
+                    "use 1 to 254 (255 is reserved for the address owner)",
+                );
             }
             if let Some(other) = by_priority.get(&priority) {
                 self.error(
@@ -898,7 +984,11 @@ impl Validator<'_> {
                     None => {}
                     Some(node) if !node.platform.has_uart() => self.error(
                         p(&["time", "gps", "node"]),
-                        format!("node `{}` ({}) has no UART for a GPS receiver", node.name, node.platform.name()),
+                        format!(
+                            "node `{}` ({}) has no UART for a GPS receiver",
+                            node.name,
+                            node.platform.name()
+                        ),
                         "wire the GPS to a Raspberry Pi node (rpi4 or rpi5)",
                     ),
                     Some(_) => {}
@@ -912,10 +1002,18 @@ impl Validator<'_> {
                 }
                 let pin = u8::try_from(gps.pps_gpio).ok().filter(|p| *p <= 27);
                 if pin.is_none() {
-                    self.error(p(&["time", "gps", "pps_gpio"]), format!("GPIO {} is not on the header", gps.pps_gpio), "use a BCM GPIO number 0-27 (pps-gpio's default is 18)");
+                    self.error(
+                        p(&["time", "gps", "pps_gpio"]),
+                        format!("GPIO {} is not on the header", gps.pps_gpio),
+                        "use a BCM GPIO number 0-27 (pps-gpio's default is 18)",
+                    );
                 }
                 if self.raw.button.enabled && gps.pps_gpio == self.raw.button.gpio {
-                    self.error(p(&["time", "gps", "pps_gpio"]), format!("GPIO {} is also the shutdown button's", gps.pps_gpio), "use another pin, e.g. 18");
+                    self.error(
+                        p(&["time", "gps", "pps_gpio"]),
+                        format!("GPIO {} is also the shutdown button's", gps.pps_gpio),
+                        "use another pin, e.g. 18",
+                    );
                 }
                 Some(Gps {
                     node: gps.node.clone(),
@@ -928,11 +1026,19 @@ impl Validator<'_> {
             let ok = server.parse::<Ipv4Addr>().is_ok()
                 || (!server.is_empty() && server.split('.').all(net::is_host_label));
             if !ok {
-                self.error(p(&["time", "upstream", &i.to_string()]), format!("`{server}` is not a host name or address"), "use a name like `pool.ntp.org` or an IPv4 address");
+                self.error(
+                    p(&["time", "upstream", &i.to_string()]),
+                    format!("`{server}` is not a host name or address"),
+                    "use a name like `pool.ntp.org` or an IPv4 address",
+                );
             }
         }
         if gps.is_none() && raw.upstream.is_empty() {
-            self.warning(p(&["time"]), "no GPS and no upstream NTP server: the clock gate can never pass", "add time.upstream servers or a [time.gps]");
+            self.warning(
+                p(&["time"]),
+                "no GPS and no upstream NTP server: the clock gate can never pass",
+                "add time.upstream servers or a [time.gps]",
+            );
         }
         Some(Time {
             gps,
@@ -944,17 +1050,29 @@ impl Validator<'_> {
         })
     }
 
-    fn swarm(&mut self, nodes: &BTreeMap<String, Node>, roles: &BTreeMap<String, Role>) -> Option<Swarm> {
+    fn swarm(
+        &mut self,
+        nodes: &BTreeMap<String, Node>,
+        roles: &BTreeMap<String, Role>,
+    ) -> Option<Swarm> {
         let raw = &self.raw.swarm;
         let _ = roles;
         if raw.managers.is_empty() {
-            self.error(p(&["swarm", "managers"]), "no Swarm manager", "list at least one manager node; the first one initializes the swarm");
+            self.error(
+                p(&["swarm", "managers"]),
+                "no Swarm manager",
+                "list at least one manager node; the first one initializes the swarm",
+            );
         }
         let mut seen = BTreeSet::new();
         for (i, manager) in raw.managers.iter().enumerate() {
             let field = p(&["swarm", "managers", &i.to_string()]);
             if !seen.insert(manager) {
-                self.error(field.clone(), format!("`{manager}` is listed twice"), "list each manager once");
+                self.error(
+                    field.clone(),
+                    format!("`{manager}` is listed twice"),
+                    "list each manager once",
+                );
             }
             match nodes.get(manager) {
                 None if !self.raw.nodes.contains_key(manager) => {
@@ -978,19 +1096,28 @@ impl Validator<'_> {
         let join = match raw.join.as_str() {
             "vip" => {
                 if self.raw.vip.is_none() {
-                    self.error(p(&["swarm", "join"]), "workers join via the VIP but there is no [vip]", "add a [vip] table or use join = \"managers\"");
+                    self.error(
+                        p(&["swarm", "join"]),
+                        "workers join via the VIP but there is no [vip]",
+                        "add a [vip] table or use join = \"managers\"",
+                    );
                 }
                 JoinVia::Vip
             }
             "managers" => JoinVia::Managers,
             other => {
-                self.error(p(&["swarm", "join"]), format!("unknown join target `{other}`"), "use `vip` or `managers`");
+                self.error(
+                    p(&["swarm", "join"]),
+                    format!("unknown join target `{other}`"),
+                    "use `vip` or `managers`",
+                );
                 JoinVia::Vip
             }
         };
         Some(Swarm {
             managers: raw.managers.clone(),
             join,
+            join_wait_seconds: raw.join_wait_seconds,
         })
     }
 
@@ -1001,13 +1128,25 @@ impl Validator<'_> {
         }
         let gpio = u8::try_from(raw.gpio).ok().filter(|g| *g <= 27);
         if gpio.is_none() {
-            self.error(p(&["button", "gpio"]), format!("GPIO {} is not on the header", raw.gpio), "use a BCM GPIO number 0-27; 3 (header pin 5) also wakes a halted Pi 4");
+            self.error(
+                p(&["button", "gpio"]),
+                format!("GPIO {} is not on the header", raw.gpio),
+                "use a BCM GPIO number 0-27; 3 (header pin 5) also wakes a halted Pi 4",
+            );
         }
         if !["up", "down", "off"].contains(&raw.pull.as_str()) {
-            self.error(p(&["button", "pull"]), format!("unknown pull `{}`", raw.pull), "use `up`, `down` or `off`");
+            self.error(
+                p(&["button", "pull"]),
+                format!("unknown pull `{}`", raw.pull),
+                "use `up`, `down` or `off`",
+            );
         }
         if raw.debounce_ms > 10_000 {
-            self.error(p(&["button", "debounce_ms"]), format!("debounce of {} ms is too long", raw.debounce_ms), "use a few tens to hundreds of milliseconds (default 100)");
+            self.error(
+                p(&["button", "debounce_ms"]),
+                format!("debounce of {} ms is too long", raw.debounce_ms),
+                "use a few tens to hundreds of milliseconds (default 100)",
+            );
         }
         Some(Button {
             gpio: gpio.unwrap_or(3),
@@ -1023,12 +1162,23 @@ impl Validator<'_> {
             "mbr" => TableKind::Mbr,
             "gpt" => TableKind::Gpt,
             other => {
-                self.error(p(&["image", "table"]), format!("unknown partition table `{other}`"), "use `mbr` (boots every Pi) or `gpt`");
+                self.error(
+                    p(&["image", "table"]),
+                    format!("unknown partition table `{other}`"),
+                    "use `mbr` (boots every Pi) or `gpt`",
+                );
                 TableKind::Mbr
             }
         };
         if raw.boot_size_mib < 64 {
-            self.error(p(&["image", "boot_size_mib"]), format!("{} MiB is too small for a FAT32 boot partition", raw.boot_size_mib), "use at least 64 (256 is usual)");
+            self.error(
+                p(&["image", "boot_size_mib"]),
+                format!(
+                    "{} MiB is too small for a FAT32 boot partition",
+                    raw.boot_size_mib
+                ),
+                "use at least 64 (256 is usual)",
+            );
         }
         Some(ImageSettings {
             table,
@@ -1061,7 +1211,9 @@ impl Validator<'_> {
             }
             let _ = roles;
         }
-        if self.raw.cluster.kernel == "debian" && nodes.values().any(|n| n.platform == Platform::Rpi5) {
+        if self.raw.cluster.kernel == "debian"
+            && nodes.values().any(|n| n.platform == Platform::Rpi5)
+        {
             self.diagnostics.push(
                 Diagnostic::note(self.file, p(&["cluster", "kernel"]), "Debian's kernel has no RP1 driver: a real Pi 5 boots without Ethernet and USB")
                     .help("for real Pi 5 boards set kernel = \"raspberrypi\" and add the Raspberry Pi archive as a profile source"),

@@ -1,0 +1,341 @@
+//! The plan: which images `build` makes, from which stages, each named by
+//! the hash of its inputs.
+
+use crate::hash::InputHash;
+use crate::model::{Cluster, Platform};
+use crate::render::{self, ImageScope, RenderError};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Bumped when a change to pibake changes the bytes of what it builds, so
+/// old store entries are not reused.
+pub const BUILDER_EPOCH: u32 = 1;
+
+/// What the plan knows about the lock file beside the cluster file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockInfo {
+    pub path: PathBuf,
+    /// Digest of the lock file's bytes; `None` when there is no lock yet.
+    pub digest: Option<InputHash>,
+    /// SOURCE_DATE_EPOCH of the build.
+    pub source_date_epoch: u64,
+}
+
+impl LockInfo {
+    /// The lock path for a cluster file: `pibake.lock` beside it.
+    pub fn path_for(cluster_file: &Path) -> PathBuf {
+        cluster_file
+            .parent()
+            .map_or_else(|| PathBuf::from("pibake.lock"), |d| d.join("pibake.lock"))
+    }
+
+    /// Reads the digest and epoch of the lock, if there is one.
+    pub fn read(cluster_file: &Path) -> std::io::Result<LockInfo> {
+        let path = Self::path_for(cluster_file);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let epoch = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("source_date_epoch = "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                Ok(LockInfo {
+                    path,
+                    digest: Some(InputHash::of_bytes(&bytes)),
+                    source_date_epoch: epoch,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockInfo {
+                path,
+                digest: None,
+                source_date_epoch: 0,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The rootfs stage: one package closure installed by mmdebstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RootfsStage {
+    pub id: String,
+    pub suite: String,
+    pub arch: String,
+    pub packages: BTreeSet<String>,
+    pub input_hash: InputHash,
+}
+
+/// One image of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePlan {
+    /// `<cluster>-<role>` or `<cluster>-<node>`.
+    pub name: String,
+    pub role: String,
+    /// Set for a per-node image.
+    pub node: Option<String>,
+    pub nodes: Vec<String>,
+    pub platforms: BTreeSet<Platform>,
+    /// The role profile's packages (the rootfs may hold more when shared).
+    pub packages: BTreeSet<String>,
+    /// Overlay names in stacking order.
+    pub layers: Vec<String>,
+    pub rootfs: String,
+    pub layers_hash: InputHash,
+    pub input_hash: InputHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub lock: LockInfo,
+    pub rootfs: BTreeMap<String, RootfsStage>,
+    pub images: Vec<ImagePlan>,
+}
+
+/// Which images to plan.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub per_node: bool,
+    /// Only these roles (empty: all).
+    pub roles: Vec<String>,
+    /// Only these nodes (empty: all); implies per-node images for them.
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no role `{0}` in the cluster")]
+    UnknownRole(String),
+    #[error("no node `{0}` in the cluster")]
+    UnknownNode(String),
+    #[error(
+        "platform {platform} of node `{node}` cannot be built yet (only rpi4 and rpi5 images are)"
+    )]
+    Unbuildable {
+        node: String,
+        platform: &'static str,
+    },
+    #[error("rendering the layers of image {image}")]
+    Render {
+        image: String,
+        #[source]
+        source: RenderError,
+    },
+}
+
+/// Plans the images of a cluster.
+pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result<Plan, PlanError> {
+    for role in &selection.roles {
+        if !cluster.roles.contains_key(role) {
+            return Err(PlanError::UnknownRole(role.clone()));
+        }
+    }
+    for node in &selection.nodes {
+        if !cluster.nodes.contains_key(node) {
+            return Err(PlanError::UnknownNode(node.clone()));
+        }
+    }
+    let rootfs = rootfs_stages(cluster, lock);
+    let mut images = Vec::new();
+    for (role_name, role) in &cluster.roles {
+        if !selection.roles.is_empty() && !selection.roles.contains(role_name) {
+            continue;
+        }
+        let nodes: Vec<_> = cluster.nodes_of_role(role_name).collect();
+        if nodes.is_empty() {
+            continue;
+        }
+        for node in &nodes {
+            if !node.platform.is_raspberry_pi() {
+                return Err(PlanError::Unbuildable {
+                    node: node.name.clone(),
+                    platform: node.platform.name(),
+                });
+            }
+        }
+        let rootfs_id = rootfs_id(cluster, role_name);
+        let rootfs_hash = rootfs[&rootfs_id].input_hash;
+        let groups: Vec<(String, Option<String>, Vec<_>)> =
+            if selection.per_node || !selection.nodes.is_empty() {
+                nodes
+                    .iter()
+                    .filter(|n| selection.nodes.is_empty() || selection.nodes.contains(&n.name))
+                    .map(|n| {
+                        (
+                            format!("{}-{}", cluster.name, n.name),
+                            Some(n.name.clone()),
+                            vec![*n],
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![(
+                    format!("{}-{}", cluster.name, role_name),
+                    None,
+                    nodes.clone(),
+                )]
+            };
+        for (name, node, members) in groups {
+            let scope = ImageScope {
+                name: &name,
+                role: role_name,
+                nodes: members.clone(),
+                build_epoch: lock.source_date_epoch,
+            };
+            let rendered =
+                render::render_image(cluster, &scope).map_err(|source| PlanError::Render {
+                    image: name.clone(),
+                    source,
+                })?;
+            let layers_hash = rendered.hash();
+            let platforms: BTreeSet<Platform> = members.iter().map(|n| n.platform).collect();
+            let node_config: Vec<&Vec<String>> = members.iter().map(|n| &n.config_txt).collect();
+            let has_gps = cluster
+                .time
+                .gps
+                .as_ref()
+                .is_some_and(|g| members.iter().any(|n| n.name == g.node));
+            let boot_inputs = serde_json::json!({
+                "kernel": cluster.kernel,
+                "table": cluster.image.table,
+                "boot_size_mib": cluster.image.boot_size_mib,
+                "root_headroom_mib": cluster.image.root_headroom_mib,
+                "button": cluster.button,
+                "gps": if has_gps { serde_json::to_value(&cluster.time.gps).ok() } else { None },
+                "profile_config_txt": role.profile.config_txt,
+                "node_config_txt": if node.is_some() { node_config } else { vec![] },
+                "platforms": platforms,
+            });
+            let input_hash = InputHash::of(
+                "image",
+                &serde_json::json!({
+                    "builder_epoch": BUILDER_EPOCH,
+                    "name": name,
+                    "rootfs": rootfs_hash,
+                    "layers": layers_hash,
+                    "boot": boot_inputs,
+                }),
+            );
+            images.push(ImagePlan {
+                name,
+                role: role_name.clone(),
+                node,
+                nodes: members.iter().map(|n| n.name.clone()).collect(),
+                platforms,
+                packages: role.profile.packages.clone(),
+                layers: role.profile.overlays.clone(),
+                rootfs: rootfs_id.clone(),
+                layers_hash,
+                input_hash,
+            });
+        }
+    }
+    Ok(Plan {
+        cluster: cluster.name.clone(),
+        lock: lock.clone(),
+        rootfs,
+        images,
+    })
+}
+
+/// The rootfs a role is built on: the cluster's shared one, or its own.
+pub fn rootfs_id(cluster: &Cluster, role: &str) -> String {
+    if cluster.roles[role].profile.own_rootfs {
+        format!("{}-rootfs-{role}", cluster.name)
+    } else {
+        format!("{}-rootfs", cluster.name)
+    }
+}
+
+fn rootfs_stages(cluster: &Cluster, lock: &LockInfo) -> BTreeMap<String, RootfsStage> {
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, role) in &cluster.roles {
+        if cluster.nodes_of_role(name).next().is_none() {
+            continue;
+        }
+        packages
+            .entry(rootfs_id(cluster, name))
+            .or_default()
+            .extend(role.profile.packages.iter().cloned());
+    }
+    packages
+        .into_iter()
+        .map(|(id, packages)| {
+            let arch = "arm64".to_string();
+            let input_hash = InputHash::of(
+                "rootfs",
+                &serde_json::json!({
+                    "builder_epoch": BUILDER_EPOCH,
+                    "suite": cluster.suite,
+                    "arch": arch,
+                    "packages": packages,
+                    "lock": lock.digest,
+                    "source_date_epoch": lock.source_date_epoch,
+                }),
+            );
+            let stage = RootfsStage {
+                id: id.clone(),
+                suite: cluster.suite.clone(),
+                arch,
+                packages,
+                input_hash,
+            };
+            (id, stage)
+        })
+        .collect()
+}
+
+impl Plan {
+    /// A human-readable table of the plan.
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "cluster {}", self.cluster);
+        match &self.lock.digest {
+            Some(d) => {
+                let _ = writeln!(out, "lock    {} ({})", self.lock.path.display(), d.short());
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "lock    {} (missing: run `pibake lock`)",
+                    self.lock.path.display()
+                );
+            }
+        }
+        for stage in self.rootfs.values() {
+            let _ = writeln!(
+                out,
+                "rootfs  {}  {}/{}  {} packages  {}",
+                stage.id,
+                stage.suite,
+                stage.arch,
+                stage.packages.len(),
+                stage.input_hash.short()
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<10} {:>4}  {:<12} {:<12}  layers",
+            "image", "role", "platforms", "pkgs", "input", "rootfs"
+        );
+        for image in &self.images {
+            let platforms: Vec<&str> = image.platforms.iter().map(|p| p.name()).collect();
+            let _ = writeln!(
+                out,
+                "{:<16} {:<8} {:<10} {:>4}  {:<12} {:<12}  {}",
+                image.name,
+                image.role,
+                platforms.join(","),
+                image.packages.len(),
+                image.input_hash.short(),
+                self.rootfs[&image.rootfs].input_hash.short(),
+                image.layers.join(" ")
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,554 @@
+//! Layers: overlays rendered with the model into explicit file entries.
+//!
+//! An overlay is a directory `overlays/<name>/` with
+//! - `root/`: files for the whole image (`.tera` files are templates),
+//! - `node/`: files rendered once per node and carried in the node table,
+//!   installed by the agent when the board learns which node it is,
+//! - `overlay.toml` (optional): modes, owners and symlinks.
+//!
+//! A template that renders to nothing but whitespace produces no file: that
+//! is how a file applies only to some nodes (gpsd on the GPS node).
+
+use crate::hash::InputHash;
+use crate::model::{Cluster, JoinVia, Node, Platform};
+use pibake_firstboot::table::{self, NodeEntry, NodeFile, NodeTable, SwarmRole};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// One entry of a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerEntry {
+    /// Relative to the image root, no leading slash.
+    pub path: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File(#[serde(serialize_with = "content_digest")] Vec<u8>),
+    Symlink(String),
+}
+
+fn content_digest<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&InputHash::of_bytes(bytes))
+}
+
+/// The rendered files of one overlay for one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layer {
+    pub overlay: String,
+    /// Sorted by path.
+    pub entries: Vec<LayerEntry>,
+}
+
+/// Everything rendered for one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedImage {
+    pub layers: Vec<Layer>,
+    pub node_table: NodeTable,
+}
+
+impl RenderedImage {
+    /// Hash of every rendered byte (layers and node table).
+    pub fn hash(&self) -> InputHash {
+        let table = self.node_table.to_toml().unwrap_or_default();
+        InputHash::of("layers", &(&self.layers, table))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read overlay file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Overlay { path: PathBuf, message: String },
+    #[error("template {} does not render", path.display())]
+    Template {
+        path: PathBuf,
+        #[source]
+        source: tera::Error,
+    },
+    #[error("node table does not serialize")]
+    Table(#[source] table::TableError),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverlayManifest {
+    format: u32,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+    #[serde(default)]
+    files: BTreeMap<String, FileAttrs>,
+    #[serde(default)]
+    symlinks: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAttrs {
+    mode: Option<String>,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+}
+
+/// Which nodes and files one image is made for.
+#[derive(Debug, Clone)]
+pub struct ImageScope<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    /// The nodes this image may become (one for a per-node image).
+    pub nodes: Vec<&'a Node>,
+    pub build_epoch: u64,
+}
+
+/// Renders the overlays of the image's role profile and its node table.
+pub fn render_image(
+    cluster: &Cluster,
+    scope: &ImageScope<'_>,
+) -> Result<RenderedImage, RenderError> {
+    let role = &cluster.roles[scope.role];
+    let base = Context::image(cluster, scope);
+    let mut layers = Vec::new();
+    let mut node_files: BTreeMap<String, BTreeMap<String, NodeFile>> = BTreeMap::new();
+    for overlay in &role.profile.overlays {
+        let dir = cluster.overlays_dir.join(overlay);
+        let manifest = read_manifest(&dir)?;
+        let mut entries = Vec::new();
+        let image_ctx =
+            tera::Context::from_serialize(&base).map_err(|source| RenderError::Template {
+                path: dir.clone(),
+                source,
+            })?;
+        for (rel, source) in walk(&dir.join("root"))? {
+            if let Some(entry) = render_file(&dir, &rel, &source, &manifest, &image_ctx)? {
+                entries.push(entry);
+            }
+        }
+        for (link, target) in &manifest.symlinks {
+            let target = render_str(&dir.join("overlay.toml"), target, &image_ctx)?;
+            entries.push(LayerEntry {
+                path: link.clone(),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                kind: EntryKind::Symlink(target),
+            });
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        layers.push(Layer {
+            overlay: overlay.clone(),
+            entries,
+        });
+        let node_sources = walk(&dir.join("node"))?;
+        if node_sources.is_empty() {
+            continue;
+        }
+        for node in &scope.nodes {
+            let ctx = Context::node(&base, cluster, node);
+            let ctx =
+                tera::Context::from_serialize(&ctx).map_err(|source| RenderError::Template {
+                    path: dir.clone(),
+                    source,
+                })?;
+            for (rel, source) in &node_sources {
+                if let Some(entry) = render_file(&dir, rel, source, &manifest, &ctx)? {
+                    if let EntryKind::File(content) = entry.kind {
+                        node_files.entry(node.name.clone()).or_default().insert(
+                            entry.path.clone(),
+                            NodeFile {
+                                path: format!("/{}", entry.path),
+                                mode: entry.mode,
+                                content: String::from_utf8_lossy(&content).into_owned(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let node_table = node_table(cluster, scope, node_files);
+    let table_text = node_table.to_toml().map_err(RenderError::Table)?;
+    layers.push(Layer {
+        overlay: "node-table".into(),
+        entries: vec![LayerEntry {
+            path: table::TABLE_PATH.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            kind: EntryKind::File(table_text.into_bytes()),
+        }],
+    });
+    layers.push(preset_layer(cluster, scope.role));
+    Ok(RenderedImage { layers, node_table })
+}
+
+/// Services: the role's are enabled, every other role's are disabled, so one
+/// shared rootfs serves all roles (systemd applies presets at first boot).
+fn preset_layer(cluster: &Cluster, role: &str) -> Layer {
+    let enabled = &cluster.roles[role].profile.services;
+    let all: BTreeSet<&String> = cluster
+        .roles
+        .values()
+        .flat_map(|r| &r.profile.services)
+        .collect();
+    let mut text =
+        String::from("# Rendered by pibake: the role's services, and no other role's.\n");
+    for service in enabled {
+        text.push_str(&format!("enable {service}\n"));
+    }
+    for service in all.into_iter().filter(|s| !enabled.contains(*s)) {
+        text.push_str(&format!("disable {service}\n"));
+    }
+    Layer {
+        overlay: "services".into(),
+        entries: vec![LayerEntry {
+            path: "etc/systemd/system-preset/10-pibake.preset".into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            kind: EntryKind::File(text.into_bytes()),
+        }],
+    }
+}
+
+fn node_table(
+    cluster: &Cluster,
+    scope: &ImageScope<'_>,
+    mut files: BTreeMap<String, BTreeMap<String, NodeFile>>,
+) -> NodeTable {
+    let nodes = scope
+        .nodes
+        .iter()
+        .map(|node| {
+            let swarm_role = match cluster.swarm.managers.iter().position(|m| *m == node.name) {
+                Some(0) => SwarmRole::Init,
+                Some(_) => SwarmRole::Manager,
+                None if node.platform.is_linux() => SwarmRole::Worker,
+                None => SwarmRole::None,
+            };
+            let entry = NodeEntry {
+                address: node.address,
+                mac: node.mac.as_ref().map(|m| m.to_string()),
+                serial: node.serial.clone(),
+                swarm_role,
+                files: files
+                    .remove(&node.name)
+                    .map(|f| f.into_values().collect())
+                    .unwrap_or_default(),
+            };
+            (node.name.clone(), entry)
+        })
+        .collect();
+    NodeTable {
+        format: table::TABLE_FORMAT,
+        cluster: cluster.name.clone(),
+        domain: cluster.domain.clone(),
+        role: scope.role.to_string(),
+        build_epoch: scope.build_epoch,
+        interface: cluster.network.interface.clone(),
+        clock: table::ClockLimits {
+            max_offset_ms: cluster.time.max_offset_ms,
+            max_root_distance_ms: cluster.time.max_root_distance_ms,
+            wait_seconds: cluster.time.wait_seconds,
+        },
+        swarm: table::Swarm {
+            join: cluster.swarm_join_addresses(),
+            wait_seconds: cluster.swarm.join_wait_seconds,
+        },
+        nodes,
+    }
+}
+
+fn read_manifest(dir: &Path) -> Result<OverlayManifest, RenderError> {
+    let path = dir.join("overlay.toml");
+    if !path.exists() {
+        return Ok(OverlayManifest {
+            format: 1,
+            ..OverlayManifest::default()
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let manifest: OverlayManifest = toml::from_str(&text).map_err(|e| RenderError::Overlay {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if manifest.format != 1 {
+        return Err(RenderError::Overlay {
+            path,
+            message: format!(
+                "format {} is not known; write `format = 1`",
+                manifest.format
+            ),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Files below `dir`, as (relative path with `/`, absolute path), sorted.
+fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, RenderError> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        let entries = std::fs::read_dir(&current).map_err(|source| RenderError::Read {
+            path: current.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| RenderError::Read {
+                path: current.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((rel, path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn render_str(path: &Path, template: &str, ctx: &tera::Context) -> Result<String, RenderError> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_template("t", template)
+        .and_then(|()| tera.render("t", ctx))
+        .map_err(|source| RenderError::Template {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn render_file(
+    overlay_dir: &Path,
+    rel: &str,
+    source: &Path,
+    manifest: &OverlayManifest,
+    ctx: &tera::Context,
+) -> Result<Option<LayerEntry>, RenderError> {
+    let bytes = std::fs::read(source).map_err(|source_err| RenderError::Read {
+        path: source.to_path_buf(),
+        source: source_err,
+    })?;
+    let (path, content) = match rel.strip_suffix(".tera") {
+        Some(stripped) => {
+            let text = String::from_utf8(bytes).map_err(|_| RenderError::Overlay {
+                path: source.to_path_buf(),
+                message: "a template must be UTF-8".into(),
+            })?;
+            let rendered = render_str(source, &text, ctx)?;
+            if rendered.trim().is_empty() {
+                return Ok(None);
+            }
+            (stripped.to_string(), rendered.into_bytes())
+        }
+        None => (rel.to_string(), bytes),
+    };
+    let attrs = manifest.files.get(&path);
+    let mode = match attrs.and_then(|a| a.mode.as_deref()) {
+        Some(m) => u32::from_str_radix(m, 8).map_err(|_| RenderError::Overlay {
+            path: overlay_dir.join("overlay.toml"),
+            message: format!("files.\"{path}\".mode `{m}` is not an octal mode like \"0644\""),
+        })?,
+        None => 0o644,
+    };
+    Ok(Some(LayerEntry {
+        path,
+        mode,
+        uid: attrs.map_or(0, |a| a.uid),
+        gid: attrs.map_or(0, |a| a.gid),
+        kind: EntryKind::File(content),
+    }))
+}
+
+/// What templates see. Derived values are computed here so that templates
+/// stay plain.
+#[derive(Debug, Clone, Serialize)]
+struct Context<'a> {
+    cluster: &'a Cluster,
+    prefix_len: u8,
+    image: ImageCtx<'a>,
+    /// The GPS node as a time server, if any.
+    gps: Option<GpsCtx<'a>>,
+    managers: Vec<HostCtx<'a>>,
+    /// Names every node resolves: the managers, the VIP and the time server.
+    hosts: Vec<HostCtx<'a>>,
+    node: Option<NodeCtx<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ImageCtx<'a> {
+    name: &'a str,
+    role: &'a str,
+    nodes: Vec<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct GpsCtx<'a> {
+    node: &'a str,
+    address: Ipv4Addr,
+    uart: &'a str,
+    pps_gpio: u8,
+    device: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct HostCtx<'a> {
+    name: &'a str,
+    address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NodeCtx<'a> {
+    name: &'a str,
+    role: &'a str,
+    platform: Platform,
+    address: Ipv4Addr,
+    /// NetworkManager connection UUID, derived so builds are reproducible.
+    connection_uuid: String,
+    is_gps: bool,
+    is_manager: bool,
+    /// Set on VIP holders.
+    vrrp: Option<VrrpCtx>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct VrrpCtx {
+    priority: u8,
+    /// Initial state: BACKUP unless preempting and highest.
+    state: &'static str,
+    peers: Vec<Ipv4Addr>,
+}
+
+impl<'a> Context<'a> {
+    fn image(cluster: &'a Cluster, scope: &ImageScope<'a>) -> Self {
+        let gps = cluster.time.gps.as_ref().and_then(|g| {
+            cluster.nodes.get(&g.node).map(|n| GpsCtx {
+                node: &n.name,
+                address: n.address,
+                uart: &g.uart,
+                pps_gpio: g.pps_gpio,
+                device: "/dev/ttyAMA0",
+            })
+        });
+        let managers: Vec<HostCtx<'a>> = cluster
+            .swarm
+            .managers
+            .iter()
+            .filter_map(|m| cluster.nodes.get(m))
+            .map(|n| HostCtx {
+                name: &n.name,
+                address: n.address,
+            })
+            .collect();
+        let mut hosts: BTreeMap<&str, Ipv4Addr> =
+            managers.iter().map(|h| (h.name, h.address)).collect();
+        if let Some(g) = &gps {
+            hosts.insert(g.node, g.address);
+        }
+        if let Some(vip) = &cluster.vip {
+            hosts.insert("swarm", vip.address);
+        }
+        let _ = JoinVia::Vip;
+        Context {
+            cluster,
+            prefix_len: cluster.network.subnet.prefix_len(),
+            image: ImageCtx {
+                name: scope.name,
+                role: scope.role,
+                nodes: scope.nodes.iter().map(|n| n.name.as_str()).collect(),
+            },
+            gps,
+            managers,
+            hosts: hosts
+                .into_iter()
+                .map(|(name, address)| HostCtx { name, address })
+                .collect(),
+            node: None,
+        }
+    }
+
+    fn node(base: &Self, cluster: &'a Cluster, node: &'a Node) -> Self {
+        let vrrp = cluster.vip.as_ref().and_then(|vip| {
+            let priority = *vip.holders.get(&node.name)?;
+            let highest = vip.holders.values().max().copied().unwrap_or(priority);
+            let peers = vip
+                .holders
+                .keys()
+                .filter(|h| **h != node.name)
+                .filter_map(|h| cluster.nodes.get(h).map(|n| n.address))
+                .collect();
+            Some(VrrpCtx {
+                priority,
+                state: if vip.preempt && priority == highest {
+                    "MASTER"
+                } else {
+                    "BACKUP"
+                },
+                peers,
+            })
+        });
+        let mut ctx = base.clone();
+        ctx.cluster = cluster;
+        ctx.node = Some(NodeCtx {
+            name: &node.name,
+            role: &node.role,
+            platform: node.platform,
+            address: node.address,
+            connection_uuid: derived_uuid(&["nm-connection", &cluster.name, &node.name]),
+            is_gps: cluster
+                .time
+                .gps
+                .as_ref()
+                .is_some_and(|g| g.node == node.name),
+            is_manager: cluster.swarm.managers.contains(&node.name),
+            vrrp,
+        });
+        ctx
+    }
+}
+
+/// A version-4-shaped UUID derived from names (no randomness in images).
+pub fn derived_uuid(parts: &[&str]) -> String {
+    let hash = InputHash::of("uuid", parts);
+    let mut b: [u8; 16] = [0; 16];
+    b.copy_from_slice(&hash.bytes()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

@@ -1,0 +1,310 @@
+//! Golden files for everything rendered for the lab, and the real daemons'
+//! verdict on what we render (keepalived -t, chronyd -p).
+
+mod common;
+
+use pibake::boot::{self, ConfigTxt, KernelFiles};
+use pibake::model::{self, Cluster};
+use pibake::plan::{self, LockInfo, Selection};
+use pibake::render::{self, EntryKind, ImageScope, RenderedImage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn lab() -> Cluster {
+    common::enter_workspace();
+    let checked = model::load(Path::new("examples/lab/cluster.toml")).expect("lab readable");
+    assert!(!checked.has_errors(), "{}", checked.report());
+    checked.cluster.expect("lab is valid")
+}
+
+/// Every generated file of an image as (golden path, text).
+fn rendered_files(
+    cluster: &Cluster,
+    image: &str,
+    rendered: &RenderedImage,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for layer in &rendered.layers {
+        for entry in &layer.entries {
+            let text = match &entry.kind {
+                EntryKind::File(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                EntryKind::Symlink(target) => format!("symlink -> {target}\n"),
+            };
+            out.insert(
+                format!("{image}/image/{}", entry.path),
+                format!(
+                    "# mode {:04o} uid {} gid {}\n{text}",
+                    entry.mode, entry.uid, entry.gid
+                ),
+            );
+        }
+    }
+    for (node, entry) in &rendered.node_table.nodes {
+        for file in &entry.files {
+            out.insert(
+                format!("{image}/nodes/{node}{}", file.path),
+                format!("# mode {:04o}\n{}", file.mode, file.content),
+            );
+        }
+    }
+    let _ = cluster;
+    out
+}
+
+fn scope<'a>(cluster: &'a Cluster, role: &'a str) -> ImageScope<'a> {
+    ImageScope {
+        name: role,
+        role,
+        nodes: cluster.nodes_of_role(role).collect(),
+        build_epoch: 1_700_000_000,
+    }
+}
+
+fn boot_files(cluster: &Cluster, role: &str) -> (String, String) {
+    let nodes: Vec<_> = cluster.nodes_of_role(role).collect();
+    let platforms = nodes.iter().map(|n| n.platform).collect();
+    let gps = cluster.time.gps.as_ref().and_then(|g| {
+        nodes
+            .iter()
+            .find(|n| n.name == g.node)
+            .map(|n| (g, n.platform))
+    });
+    let kernel = KernelFiles::placeholder();
+    let config = ConfigTxt {
+        image: &format!("lab-{role}"),
+        kernel_source: cluster.kernel,
+        kernel: &kernel,
+        platforms: &platforms,
+        button: cluster.button.as_ref(),
+        gps,
+        profile_lines: &cluster.roles[role].profile.config_txt,
+        node_lines: &[],
+    }
+    .render();
+    let cmdline = boot::cmdline_txt("0a1b2c3d-02", gps.is_none());
+    (config, cmdline)
+}
+
+#[test]
+fn lab_rendered_files_match_goldens() {
+    let cluster = lab();
+    let mut seen = 0;
+    for role in cluster.roles.keys() {
+        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
+        for (path, text) in rendered_files(&cluster, role, &rendered) {
+            common::golden(&PathBuf::from("tests/golden/lab").join(path), &text);
+            seen += 1;
+        }
+        let (config, cmdline) = boot_files(&cluster, role);
+        common::golden(
+            &PathBuf::from(format!("tests/golden/lab/{role}/boot/config.txt")),
+            &config,
+        );
+        common::golden(
+            &PathBuf::from(format!("tests/golden/lab/{role}/boot/cmdline.txt")),
+            &cmdline,
+        );
+        for line in config.lines() {
+            assert!(line.len() <= 98, "config.txt line too long: {line}");
+        }
+        assert_eq!(cmdline.lines().count(), 1);
+    }
+    assert!(seen > 20, "only {seen} files rendered");
+}
+
+fn node_file<'a>(rendered: &'a RenderedImage, node: &str, path: &str) -> Option<&'a str> {
+    rendered.node_table.nodes[node]
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .map(|f| f.content.as_str())
+}
+
+#[test]
+fn only_the_gps_node_gets_gpsd_and_refclocks() {
+    let cluster = lab();
+    for role in cluster.roles.keys() {
+        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
+        for node in rendered.node_table.nodes.keys() {
+            let gpsd = node_file(&rendered, node, "/etc/default/gpsd");
+            let chrony =
+                node_file(&rendered, node, "/etc/chrony/chrony.conf").expect("chrony.conf");
+            if node == "aux1" {
+                assert!(gpsd.is_some_and(|g| g.contains("GPSD_OPTIONS=\"-n\"")));
+                assert!(chrony.contains("refclock PPS /dev/pps0 lock NMEA"));
+                assert!(chrony.contains("allow 192.168.188.0/24"));
+            } else {
+                assert!(gpsd.is_none(), "{node} got a gpsd config");
+                assert!(!chrony.contains("refclock"), "{node} has a refclock");
+                assert!(
+                    chrony.contains("server 192.168.188.20 iburst prefer"),
+                    "{node}: {chrony}"
+                );
+            }
+        }
+        // gpsd's units are enabled only where the role is the GPS role.
+        let preset = rendered
+            .layers
+            .iter()
+            .flat_map(|l| &l.entries)
+            .find(|e| e.path.ends_with("10-pibake.preset"))
+            .expect("preset");
+        let EntryKind::File(preset) = &preset.kind else {
+            panic!("preset is a file")
+        };
+        let preset = String::from_utf8_lossy(preset);
+        assert!(!preset.contains("enable gpsd"), "{role}: {preset}");
+    }
+}
+
+#[test]
+fn two_master_vip_gets_two_distinct_priorities() {
+    let cluster = lab();
+    let rendered = render::render_image(&cluster, &scope(&cluster, "master")).expect("renders");
+    let mut priorities = Vec::new();
+    for node in ["master1", "master2"] {
+        let conf =
+            node_file(&rendered, node, "/etc/keepalived/keepalived.conf").expect("keepalived.conf");
+        let priority = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("priority "))
+            .expect("priority line")
+            .to_string();
+        assert!(
+            conf.contains("nopreempt") && conf.contains("state BACKUP"),
+            "{conf}"
+        );
+        priorities.push(priority);
+    }
+    assert_ne!(priorities[0], priorities[1]);
+    // Workers carry no keepalived config.
+    let workers = render::render_image(&cluster, &scope(&cluster, "worker")).expect("renders");
+    assert!(node_file(&workers, "worker1", "/etc/keepalived/keepalived.conf").is_none());
+}
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed: run `cargo xtask setup` (apt-get install keepalived chrony)");
+}
+
+#[test]
+fn keepalived_accepts_rendered_configs() {
+    let cluster = lab();
+    let rendered = render::render_image(&cluster, &scope(&cluster, "master")).expect("renders");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for node in ["master1", "master2"] {
+        let conf = node_file(&rendered, node, "/etc/keepalived/keepalived.conf").expect("conf");
+        // keepalived -t checks script paths too: point the track script at a
+        // root-owned executable that exists on the host.
+        let conf = conf.replace("/usr/local/libexec/pibake/swarm-manager-check", "/bin/true");
+        let path = dir.path().join(format!("{node}.conf"));
+        std::fs::write(&path, conf).expect("write");
+        let out = Command::new(tool("keepalived"))
+            .arg("-t")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .expect("run keepalived");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "keepalived -t refused {node}: {stderr}"
+        );
+    }
+    // A planted fault is refused, so the check above can fail.
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "vrrp_instance x {\n    virtual_router_id 999\n}\n").expect("write");
+    let out = Command::new(tool("keepalived"))
+        .arg("-t")
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "keepalived accepted a bad config");
+}
+
+#[test]
+fn chronyd_parses_rendered_configs() {
+    let cluster = lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for role in cluster.roles.keys() {
+        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
+        for node in rendered.node_table.nodes.keys() {
+            let conf = node_file(&rendered, node, "/etc/chrony/chrony.conf").expect("conf");
+            let path = dir.path().join(format!("{node}.conf"));
+            std::fs::write(&path, conf).expect("write");
+            let out = Command::new(tool("chronyd"))
+                .arg("-p")
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .expect("run chronyd");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "chronyd -p refused {node}: {stderr}");
+            assert!(stdout.contains("rtcsync"), "{node}: {stdout}");
+        }
+    }
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "refclock PPS\nserver\n").expect("write");
+    let out = Command::new(tool("chronyd"))
+        .arg("-p")
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "chronyd accepted a bad config");
+}
+
+#[test]
+fn plan_hashes_are_stable_and_local() {
+    let cluster = lab();
+    let lock = LockInfo::read(Path::new("examples/lab/cluster.toml")).expect("lock info");
+    let per_role = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
+    let again = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
+    assert_eq!(per_role, again);
+    let names: Vec<&str> = per_role.images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["lab-aux", "lab-master", "lab-worker"]);
+
+    let per_node_sel = Selection {
+        per_node: true,
+        ..Selection::default()
+    };
+    let per_node = plan::plan(&cluster, &lock, &per_node_sel).expect("plan");
+    assert_eq!(per_node.images.len(), 9);
+
+    let mut moved = cluster.clone();
+    moved.nodes.get_mut("worker3").expect("worker3").address =
+        "192.168.188.33".parse().expect("ip");
+    let moved_role = plan::plan(&moved, &lock, &Selection::default()).expect("plan");
+    let moved_node = plan::plan(&moved, &lock, &per_node_sel).expect("plan");
+    // No rootfs stage changes.
+    assert_eq!(moved_role.rootfs, per_role.rootfs);
+    assert_eq!(moved_node.rootfs, per_node.rootfs);
+    // Per node: only worker3's image changes.
+    for (a, b) in per_node.images.iter().zip(&moved_node.images) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(
+            a.input_hash == b.input_hash,
+            a.name != "lab-worker3",
+            "{}",
+            a.name
+        );
+    }
+    // Per role: only the worker image (its node table) changes.
+    for (a, b) in per_role.images.iter().zip(&moved_role.images) {
+        assert_eq!(
+            a.input_hash == b.input_hash,
+            a.name != "lab-worker",
+            "{}",
+            a.name
+        );
+    }
+    common::golden(Path::new("tests/golden/lab/plan.txt"), &per_role.to_table());
+}
