@@ -8,10 +8,7 @@ use pibake_firstboot::identity::{self, choose, run_phase, Phase};
 use pibake_firstboot::{load_table, Agent};
 use std::rc::Rc;
 
-fn uninterrupted() -> anyhow::Result<(
-    tempfile::TempDir,
-    std::collections::BTreeMap<String, (char, u32, u32, u32, Vec<u8>)>,
-)> {
+fn uninterrupted() -> anyhow::Result<(tempfile::TempDir, Tree)> {
     let dir = tempfile::tempdir()?;
     let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
     let runner = FakeRunner::new(&root, Rc::new(Board::default()));

@@ -342,8 +342,11 @@ impl CommandRunner for FakeRunner {
     }
 }
 
-/// Everything in a tree: path → (type, mode, uid, gid, content or link).
-pub fn snapshot(dir: &Path) -> BTreeMap<String, (char, u32, u32, u32, Vec<u8>)> {
+/// A tree: path → (type, mode, uid, gid, content or link target).
+pub type Tree = BTreeMap<String, (char, u32, u32, u32, Vec<u8>)>;
+
+/// Everything in a tree.
+pub fn snapshot(dir: &Path) -> Tree {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
