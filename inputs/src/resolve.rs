@@ -259,7 +259,8 @@ impl PrivateApt {
                 .ok_or_else(bad)?;
             let mut parts = Vec::new();
             for (k, v) in [("o", origin), ("l", label), ("a", suite), ("n", codename)] {
-                if !v.is_empty() {
+                // indextargets prints an unset field as its own placeholder.
+                if !v.is_empty() && !v.starts_with("$(") {
                     parts.push(format!("{k}={v}"));
                 }
             }
