@@ -134,7 +134,7 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
     );
     let r = fetch::fetch(
         &lock,
-        &[src.clone()],
+        std::slice::from_ref(&src),
         &store,
         &FetchOptions {
             offline: true,
@@ -148,7 +148,7 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
         "offline touched the network"
     );
 
-    let report = fetch::fetch(&lock, &[src.clone()], &store, &quiet())?;
+    let report = fetch::fetch(&lock, std::slice::from_ref(&src), &store, &quiet())?;
     assert_eq!((report.fetched.len(), report.present), (3, 0));
     assert_eq!(
         report.bytes,
@@ -216,7 +216,7 @@ fn corrupted_download_is_rejected_and_transient_errors_retried() -> Result<()> {
         .fail_once
         .insert(lock.packages[0].filename.clone());
 
-    let err = fetch::fetch(&lock, &[src.clone()], &store, &quiet())
+    let err = fetch::fetch(&lock, std::slice::from_ref(&src), &store, &quiet())
         .err()
         .context("corrupt fetch succeeded")?;
     let msg = err.to_string();
@@ -384,7 +384,7 @@ fn concurrent_fetches_into_one_store() -> Result<()> {
     assert_eq!(have, want);
     assert!(store.verify()?.corrupt.is_empty());
     assert!(
-        server.deb_requests.load(Ordering::SeqCst) >= lock.packages.len() + 1,
+        server.deb_requests.load(Ordering::SeqCst) > lock.packages.len(),
         "the fetches did not overlap"
     );
     Ok(())
