@@ -152,7 +152,7 @@ impl Rootfs {
         b.append_data(&mut root, "./", io::empty()).map_err(werr("."))?;
         let mut groups: HashMap<u64, String> = HashMap::new();
         for e in self.tree.iter() {
-            let name = format!("./{}", e.path);
+            let name = e.path.to_string();
             let mtime = e.mtime.unwrap_or(epoch.0).min(epoch.0);
             if !e.xattrs.is_empty() {
                 let mut x: Vec<(String, &[u8])> =
