@@ -70,13 +70,14 @@ fn plain(s: &str) -> bool {
 }
 
 impl Source {
-    /// A Debian source from the given mirror: component `main`, signed by `keyring`.
+    /// A Debian source from the given mirror: components `main` and `non-free-firmware`
+    /// (raspi-firmware lives there), signed by `keyring`.
     pub fn debian(uri: &str, suite: &str, keyring: Option<PathBuf>) -> Self {
         Self {
             name: "debian".into(),
             uri: uri.trim_end_matches('/').to_owned(),
             suite: suite.to_owned(),
-            components: vec!["main".into()],
+            components: vec!["main".into(), "non-free-firmware".into()],
             keyring,
             trusted: false,
             pin_priority: None,
@@ -386,7 +387,7 @@ mod tests {
         let s = host_debian_source(d.path(), "trixie")?;
         assert_eq!(
             s.sources_list_line(),
-            "deb [signed-by=/k.gpg] http://one.invalid/debian/ trixie main"
+            "deb [signed-by=/k.gpg] http://one.invalid/debian/ trixie main non-free-firmware"
         );
         Ok(())
     }
