@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod diag;
 pub mod hash;
+pub mod inputs;
 pub mod model;
 pub mod plan;
 pub mod render;

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use pibake::inputs::{self, LockOutcome};
 use pibake::model::{self, Cluster};
 use pibake::plan::{self, LockInfo, Selection};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,12 @@ use std::process::ExitCode;
     about = "Reproducible Raspberry Pi cluster images from one declarative description"
 )]
 pub struct Args {
+    /// The content-addressed store (default: $XDG_CACHE_HOME/pibake or ~/.cache/pibake).
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Never touch the network; fail listing every missing input.
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,10 +61,120 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Resolve every package the images need into pibake.lock beside the cluster file.
+    Lock {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Resolve again even if a lock exists.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Download what the lock needs and the store lacks, verifying every hash.
+    Fetch {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
+    /// Store maintenance.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Remove store entries no lock or recorded build references.
+    Gc,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Rehash every entry and report corrupt ones.
+    Verify,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store_dir = args.store.clone();
+    let offline = args.offline;
     match args.command {
+        Command::Lock { cluster, update } => {
+            let Some(model) = load_valid(&cluster.config)? else {
+                return Ok(ExitCode::from(1));
+            };
+            if offline && (update || !inputs::lock_path(&model).exists()) {
+                anyhow::bail!(
+                    "--offline: resolving a lock needs the network (the archive's indices)"
+                );
+            }
+            let store = inputs::open_store(store_dir.as_deref())?;
+            match inputs::lock(&model, &store, update)? {
+                LockOutcome::Kept(lock) => eprintln!(
+                    "{}: up to date ({} packages); `pibake lock --update` resolves again",
+                    inputs::lock_path(&model).display(),
+                    lock.packages.len()
+                ),
+                LockOutcome::Written(lock) => eprintln!(
+                    "{}: {} packages, SOURCE_DATE_EPOCH {}",
+                    inputs::lock_path(&model).display(),
+                    lock.packages.len(),
+                    lock.source_date_epoch
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch { cluster } => {
+            let Some(model) = load_valid(&cluster.config)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let store = inputs::open_store(store_dir.as_deref())?;
+            let lock = inputs::read_lock(&model)?;
+            let report = inputs::fetch(
+                &model,
+                &lock,
+                &store,
+                offline,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )?;
+            eprintln!(
+                "fetched {} files ({} bytes); {} already in {}",
+                report.fetched.len(),
+                report.bytes,
+                report.present,
+                store.root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Verify,
+        } => {
+            let store = inputs::open_store(store_dir.as_deref())?;
+            let report = store.verify()?;
+            for entry in &report.corrupt {
+                println!("corrupt: {}", store.path_of(entry).display());
+            }
+            eprintln!(
+                "{} entries checked, {} corrupt",
+                report.checked,
+                report.corrupt.len()
+            );
+            Ok(if report.corrupt.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Gc => {
+            let store = inputs::open_store(store_dir.as_deref())?;
+            let keep = store
+                .roots()?
+                .into_values()
+                .flatten()
+                .map(|e| e.sha256())
+                .collect();
+            let report = store.gc(&keep)?;
+            eprintln!(
+                "removed {} entries, freed {:.1} MiB",
+                report.removed.len(),
+                report.freed_bytes as f64 / (1024.0 * 1024.0)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { cluster } => check(&cluster.config),
         Command::Plan {
             cluster,

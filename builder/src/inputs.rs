@@ -1,0 +1,132 @@
+//! The cluster's inputs: its lock request, the lock beside the cluster file,
+//! and the store the locked packages are fetched into.
+
+use crate::model::Cluster;
+use pibake_inputs::fetch::{self, FetchOptions, FetchReport};
+use pibake_inputs::lock::LockError;
+use pibake_inputs::resolve::{self, LockRequest, ResolveError};
+use pibake_inputs::sources::{self, SourceError};
+use pibake_inputs::store::StoreError;
+use pibake_inputs::{Lock, Source, Store};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Debian components the images need: raspi-firmware is in non-free-firmware.
+pub const COMPONENTS: [&str; 2] = ["main", "non-free-firmware"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    #[error("cannot find the host's Debian mirror in /etc/apt")]
+    Sources(#[source] SourceError),
+    #[error("cannot resolve the package closure")]
+    Resolve(#[source] ResolveError),
+    #[error("lock file")]
+    Lock(#[source] LockError),
+    #[error("store")]
+    Store(#[source] StoreError),
+    #[error("fetch")]
+    Fetch(#[source] Box<fetch::FetchError>),
+}
+
+/// Every package the cluster's images install, across all roles.
+pub fn requested_packages(cluster: &Cluster) -> BTreeSet<String> {
+    cluster
+        .roles
+        .iter()
+        .filter(|(name, _)| cluster.nodes_of_role(name).next().is_some())
+        .flat_map(|(_, role)| role.profile.packages.iter().cloned())
+        .collect()
+}
+
+/// The sources a cluster's packages come from: the host's Debian mirror.
+pub fn sources(cluster: &Cluster) -> Result<Vec<Source>, InputsError> {
+    let mut debian = sources::host_debian_source(Path::new("/etc/apt"), &cluster.suite)
+        .map_err(InputsError::Sources)?;
+    debian.components = COMPONENTS.iter().map(|c| (*c).to_string()).collect();
+    Ok(vec![debian])
+}
+
+/// What `lock` did.
+#[derive(Debug)]
+pub enum LockOutcome {
+    /// The existing lock covers every requested package.
+    Kept(Lock),
+    /// A new lock was resolved and written.
+    Written(Lock),
+}
+
+pub fn lock_path(cluster: &Cluster) -> PathBuf {
+    crate::plan::LockInfo::path_for(&cluster.file)
+}
+
+/// Keeps an existing lock (checking it covers the profiles) or, with
+/// `update` or no lock, resolves and writes one.
+pub fn lock(cluster: &Cluster, store: &Store, update: bool) -> Result<LockOutcome, InputsError> {
+    let path = lock_path(cluster);
+    let requested = requested_packages(cluster);
+    if path.exists() && !update {
+        let lock = Lock::read(&path).map_err(InputsError::Lock)?;
+        lock.check_covers(&requested, &path)
+            .map_err(InputsError::Lock)?;
+        return Ok(LockOutcome::Kept(lock));
+    }
+    let request = LockRequest {
+        arch: "arm64".into(),
+        suite: cluster.suite.clone(),
+        sources: sources(cluster)?,
+        packages: requested,
+        include_required: true,
+    };
+    let workdir = store
+        .root()
+        .join("apt")
+        .join(format!("{}-{}", request.suite, request.arch));
+    let lock = resolve::lock(&request, &workdir).map_err(InputsError::Resolve)?;
+    lock.write(&path).map_err(InputsError::Lock)?;
+    Ok(LockOutcome::Written(lock))
+}
+
+/// Reads the lock and checks it covers the profiles.
+pub fn read_lock(cluster: &Cluster) -> Result<Lock, InputsError> {
+    let path = lock_path(cluster);
+    let lock = Lock::read(&path).map_err(InputsError::Lock)?;
+    lock.check_covers(&requested_packages(cluster), &path)
+        .map_err(InputsError::Lock)?;
+    Ok(lock)
+}
+
+/// Fetches what the lock needs and the store lacks.
+pub fn fetch(
+    cluster: &Cluster,
+    lock: &Lock,
+    store: &Store,
+    offline: bool,
+    progress: bool,
+) -> Result<FetchReport, InputsError> {
+    let sources = if offline {
+        Vec::new()
+    } else {
+        sources(cluster)?
+    };
+    let options = FetchOptions {
+        offline,
+        progress,
+        ..FetchOptions::default()
+    };
+    let report = fetch::fetch(lock, &sources, store, &options)
+        .map_err(|e| InputsError::Fetch(Box::new(e)))?;
+    let entries = lock.entry_names().map_err(InputsError::Lock)?;
+    store
+        .add_root(&format!("lock-{}", cluster.name), &entries)
+        .map_err(InputsError::Store)?;
+    Ok(report)
+}
+
+/// Opens the store at `dir` or the default location.
+pub fn open_store(dir: Option<&Path>) -> Result<Store, InputsError> {
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => Store::default_root().map_err(InputsError::Store)?,
+    };
+    Store::open(root).map_err(InputsError::Store)
+}
