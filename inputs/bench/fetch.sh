@@ -16,7 +16,7 @@ print(" ".join(sorted(s)))')
 echo "packages: $PKGS"
 
 # Optimized build without LTO, in its own target dir so the workspace's caches are untouched.
-CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_PANIC=unwind \
+[ -n "${SKIP_BUILD:-}" ] || CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_PANIC=unwind \
   cargo build -q --release --target-dir target/bench -p pibake-inputs --example inputs
 BIN=target/bench/release/examples/inputs
 
@@ -51,7 +51,7 @@ for round in 1 2 3; do
   rm -rf "$W/curl"/* "$W/store"
   t0=$(now); curl -sS --fail -K "$W/curl.conf"; t1=$(now)
   rm -rf "$W/curl"/*
-  t2=$(now); curl -sS --fail --parallel --parallel-max 4 -K "$W/curl.conf"; t3=$(now)
+  t2=$(now); curl -sS --fail --no-progress-meter --parallel --parallel-max 4 -K "$W/curl.conf"; t3=$(now)
   out=$($BIN fetch "$W/pibake.lock" "$W/store" "$BASE")
   tc=$(python3 -c "print($t1-$t0)"); tp=$(python3 -c "print($t3-$t2)")
   tf=$(echo "$out" | sed -n 's/.* in \([0-9.]*\) s.*/\1/p')
