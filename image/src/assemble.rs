@@ -34,11 +34,20 @@ pub enum AssembleError {
     #[error(transparent)]
     Atomic(#[from] AtomicError),
     #[error("{what} ({path})")]
-    Io { what: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AssembleError + 'a {
-    move |source| AssembleError::Io { what, path: path.to_owned(), source }
+    move |source| AssembleError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Identifiers that end up in the image; the caller derives them from the image's input hash.
@@ -71,7 +80,13 @@ pub struct AssembleSpec {
 
 impl AssembleSpec {
     /// Defaults like Raspberry Pi OS: 256 MiB boot, labels bootfs/rootfs.
-    pub fn new(name: &str, out_dir: &Path, work_dir: &Path, ids: ImageIds, epoch: SourceDateEpoch) -> Self {
+    pub fn new(
+        name: &str,
+        out_dir: &Path,
+        work_dir: &Path,
+        ids: ImageIds,
+        epoch: SourceDateEpoch,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             out_dir: out_dir.to_owned(),
@@ -117,12 +132,19 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     let bdir = boot_dir();
     let boot = rootfs.split_off(&bdir);
     if rootfs.tree().get(&bdir).is_none() {
-        rootfs.apply_layer(&crate::Layer { name: "mount point".into(), entries: vec![Entry::dir(bdir.clone(), 0o755)] });
+        rootfs.apply_layer(&crate::Layer {
+            name: "mount point".into(),
+            entries: vec![Entry::dir(bdir.clone(), 0o755)],
+        });
     }
     if let Some(e) = rootfs.tree().get(&bdir) {
         if e.kind != EntryKind::Dir {
             let p = bdir.to_string();
-            return Err(FatError::Unsupported { path: p, kind: "non-directory at boot/firmware" }.into());
+            return Err(FatError::Unsupported {
+                path: p,
+                kind: "non-directory at boot/firmware",
+            }
+            .into());
         }
     }
 
@@ -135,7 +157,8 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     let stats = {
         let mut w = BufWriter::with_capacity(1 << 20, tar_tmp.as_file());
         let s = rootfs.write_tar(&mut w, spec.epoch)?;
-        w.flush().map_err(ioe("cannot write the root tar", tar_tmp.path()))?;
+        w.flush()
+            .map_err(ioe("cannot write the root tar", tar_tmp.path()))?;
         s
     };
 
@@ -148,7 +171,8 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     let img_path = spec.out_dir.join(format!("{}.img", spec.name));
     let img_tmp = atomic::temp_beside(&img_path)?;
     let f = img_tmp.as_file();
-    f.set_len(layout.disk_len).map_err(ioe("cannot size the image", img_tmp.path()))?;
+    f.set_len(layout.disk_len)
+        .map_err(ioe("cannot size the image", img_tmp.path()))?;
     table::write_table(&mut &*f, &spec.ids.table, &layout)?;
     let fat_spec = FatSpec {
         size_bytes: layout.boot_len,
@@ -156,7 +180,8 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         label: spec.boot_label,
         epoch: spec.epoch,
     };
-    let win = Window::new(f, layout.boot_start, layout.boot_len).map_err(ioe("cannot seek the image", img_tmp.path()))?;
+    let win = Window::new(f, layout.boot_start, layout.boot_len)
+        .map_err(ioe("cannot seek the image", img_tmp.path()))?;
     fat::write_fat(win, &fat_spec, &boot, rootfs)?;
     let ext = Ext4Spec {
         size_bytes: layout.root_len,
@@ -166,7 +191,13 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         epoch: spec.epoch,
         inodes: ext4::inodes_for(&stats, layout.root_len),
     };
-    ext4::make_ext4(tar_tmp.path(), img_tmp.path(), layout.root_start, &ext, &spec.work_dir)?;
+    ext4::make_ext4(
+        tar_tmp.path(),
+        img_tmp.path(),
+        layout.root_start,
+        &ext,
+        &spec.work_dir,
+    )?;
     drop(tar_tmp);
 
     // 4. One pass over the image: punch holes over zero blocks, bmap ranges, sha256, zstd.
@@ -192,7 +223,11 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         sha256_file: sha_path,
         sha256: scan.sha256,
         image_bytes: layout.disk_len,
-        mapped_bytes: scan.ranges.iter().map(|r| (r.last - r.first + 1) * BMAP_BLOCK).sum(),
+        mapped_bytes: scan
+            .ranges
+            .iter()
+            .map(|r| (r.last - r.first + 1) * BMAP_BLOCK)
+            .sum(),
         layout,
         root_partuuid: spec.ids.table.root_partuuid(),
         root_tar: stats,
@@ -214,7 +249,10 @@ struct Scan {
 }
 
 fn zstd_workers() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1).max(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
@@ -244,20 +282,30 @@ fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
             let zero = is_zero(b);
             if zero {
                 if let Some((first, h)) = cur.take() {
-                    ranges.push(MappedRange { first, last: block - 1, sha256: hex::encode(h.finalize()) });
+                    ranges.push(MappedRange {
+                        first,
+                        last: block - 1,
+                        sha256: hex::encode(h.finalize()),
+                    });
                 }
                 hole_start.get_or_insert(block);
             } else {
                 if let Some(s) = hole_start.take() {
                     holes.push((s, block));
                 }
-                cur.get_or_insert_with(|| (block, Sha256::new())).1.update(b);
+                cur.get_or_insert_with(|| (block, Sha256::new()))
+                    .1
+                    .update(b);
             }
             block += 1;
         }
     }
     if let Some((first, h)) = cur.take() {
-        ranges.push(MappedRange { first, last: block - 1, sha256: hex::encode(h.finalize()) });
+        ranges.push(MappedRange {
+            first,
+            last: block - 1,
+            sha256: hex::encode(h.finalize()),
+        });
     }
     if let Some(s) = hole_start.take() {
         holes.push((s, block));
@@ -273,7 +321,10 @@ fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
             (e - s) * BMAP_BLOCK,
         )?;
     }
-    Ok(Scan { sha256: hex::encode(whole.finalize()), ranges })
+    Ok(Scan {
+        sha256: hex::encode(whole.finalize()),
+        ranges,
+    })
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -291,7 +342,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 fn is_zero(b: &[u8]) -> bool {
     // OR-folding fixed chunks vectorizes; `all` per chunk still stops early on data.
-    b.chunks(256).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+    b.chunks(256)
+        .all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
 }
 
 /// bmaptool's XML format 2.0, with `BmapFileChecksum` = SHA-256 of the file with that field
@@ -306,15 +358,25 @@ pub fn bmap_xml(image_bytes: u64, ranges: &[MappedRange]) -> String {
     s.push_str(&format!("    <ImageSize> {image_bytes} </ImageSize>\n"));
     s.push_str(&format!("    <BlockSize> {BMAP_BLOCK} </BlockSize>\n"));
     s.push_str(&format!("    <BlocksCount> {blocks} </BlocksCount>\n"));
-    s.push_str(&format!("    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n"));
+    s.push_str(&format!(
+        "    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n"
+    ));
     s.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
-    s.push_str(&format!("    <BmapFileChecksum> {zeros} </BmapFileChecksum>\n"));
+    s.push_str(&format!(
+        "    <BmapFileChecksum> {zeros} </BmapFileChecksum>\n"
+    ));
     s.push_str("    <BlockMap>\n");
     for r in ranges {
         if r.first == r.last {
-            s.push_str(&format!("        <Range chksum=\"{}\"> {} </Range>\n", r.sha256, r.first));
+            s.push_str(&format!(
+                "        <Range chksum=\"{}\"> {} </Range>\n",
+                r.sha256, r.first
+            ));
         } else {
-            s.push_str(&format!("        <Range chksum=\"{}\"> {}-{} </Range>\n", r.sha256, r.first, r.last));
+            s.push_str(&format!(
+                "        <Range chksum=\"{}\"> {}-{} </Range>\n",
+                r.sha256, r.first, r.last
+            ));
         }
     }
     s.push_str("    </BlockMap>\n</bmap>\n");

@@ -19,24 +19,40 @@ pub struct AtomicError {
 pub fn temp_beside(dest: &Path) -> Result<NamedTempFile, AtomicError> {
     let dir = parent_dir(dest);
     tempfile::Builder::new()
-        .prefix(&format!(".{}.", dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()))
+        .prefix(&format!(
+            ".{}.",
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|source| AtomicError { path: dest.to_owned(), source })
+        .map_err(|source| AtomicError {
+            path: dest.to_owned(),
+            source,
+        })
 }
 
 /// fsyncs `tmp`, renames it to `dest` and fsyncs the directory.
 pub fn persist(tmp: NamedTempFile, dest: &Path) -> Result<(), AtomicError> {
-    let err = |source| AtomicError { path: dest.to_owned(), source };
+    let err = |source| AtomicError {
+        path: dest.to_owned(),
+        source,
+    };
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(dest).map_err(|e| err(e.error))?;
-    File::open(parent_dir(dest)).and_then(|d| d.sync_all()).map_err(err)
+    File::open(parent_dir(dest))
+        .and_then(|d| d.sync_all())
+        .map_err(err)
 }
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write(dest: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
     let mut tmp = temp_beside(dest)?;
-    io::Write::write_all(&mut tmp, bytes).map_err(|source| AtomicError { path: dest.to_owned(), source })?;
+    io::Write::write_all(&mut tmp, bytes).map_err(|source| AtomicError {
+        path: dest.to_owned(),
+        source,
+    })?;
     persist(tmp, dest)
 }
 

@@ -10,13 +10,21 @@ use crate::atomic::{self, AtomicError};
 #[derive(Debug, thiserror::Error)]
 pub enum DtboError {
     #[error("cannot list overlay sources in {dir}")]
-    List { dir: PathBuf, #[source] source: io::Error },
+    List {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("dtc not found: apt-get install device-tree-compiler")]
     DtcMissing(#[source] io::Error),
     #[error("overlay {name}: dtc failed: {stderr}")]
     Compile { name: String, stderr: String },
     #[error("overlay {name}: fdtoverlay cannot apply it to {base}: {stderr}")]
-    Apply { name: String, base: PathBuf, stderr: String },
+    Apply {
+        name: String,
+        base: PathBuf,
+        stderr: String,
+    },
     #[error("fdtoverlay not found: apt-get install device-tree-compiler")]
     FdtoverlayMissing(#[source] io::Error),
     #[error(transparent)]
@@ -27,7 +35,10 @@ pub enum DtboError {
 /// each output written atomically). Returns the outputs. Fails naming the first overlay that
 /// does not compile.
 pub fn compile_all(src_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, DtboError> {
-    let lerr = |source| DtboError::List { dir: src_dir.to_owned(), source };
+    let lerr = |source| DtboError::List {
+        dir: src_dir.to_owned(),
+        source,
+    };
     let mut srcs: Vec<PathBuf> = std::fs::read_dir(src_dir)
         .map_err(lerr)?
         .map(|e| e.map(|e| e.path()))
@@ -40,7 +51,10 @@ pub fn compile_all(src_dir: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, DtboE
 
 /// Compiles one overlay source to `<out_dir>/<stem>.dtbo`.
 pub fn compile(src: &Path, out_dir: &Path) -> Result<PathBuf, DtboError> {
-    let name = src.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = src
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dest = out_dir.join(format!("{name}.dtbo"));
     let tmp = atomic::temp_beside(&dest)?;
     let out = Command::new("dtc")
@@ -50,7 +64,10 @@ pub fn compile(src: &Path, out_dir: &Path) -> Result<PathBuf, DtboError> {
         .output()
         .map_err(DtboError::DtcMissing)?;
     if !out.status.success() {
-        return Err(DtboError::Compile { name, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+        return Err(DtboError::Compile {
+            name,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     atomic::persist(tmp, &dest)?;
     Ok(dest)
@@ -58,7 +75,10 @@ pub fn compile(src: &Path, out_dir: &Path) -> Result<PathBuf, DtboError> {
 
 /// Applies `overlay` to `base` with fdtoverlay into `out` (what the firmware does at boot).
 pub fn apply(base: &Path, overlay: &Path, out: &Path) -> Result<(), DtboError> {
-    let name = overlay.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = overlay
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let o = Command::new("fdtoverlay")
         .arg("-i")
         .arg(base)
@@ -69,7 +89,11 @@ pub fn apply(base: &Path, overlay: &Path, out: &Path) -> Result<(), DtboError> {
         .map_err(DtboError::FdtoverlayMissing)?;
     if !o.status.success() {
         let stderr = String::from_utf8_lossy(&o.stderr).trim().to_owned();
-        return Err(DtboError::Apply { name, base: base.to_owned(), stderr });
+        return Err(DtboError::Apply {
+            name,
+            base: base.to_owned(),
+            stderr,
+        });
     }
     Ok(())
 }

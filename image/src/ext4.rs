@@ -20,9 +20,17 @@ pub enum Ext4Error {
     #[error("cannot parse the version of mke2fs from {0:?}")]
     Version(String),
     #[error("cannot write mke2fs.conf to {path}")]
-    Config { path: PathBuf, #[source] source: io::Error },
+    Config {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("mke2fs failed ({status}) making the root filesystem from {tar}: {stderr}")]
-    Failed { tar: PathBuf, status: String, stderr: String },
+    Failed {
+        tar: PathBuf,
+        status: String,
+        stderr: String,
+    },
     #[error("cannot run mke2fs")]
     Run(#[source] io::Error),
     #[error("ext4 label {0:?} is longer than 16 bytes")]
@@ -78,8 +86,12 @@ pub fn inodes_for(stats: &TarStats, size_bytes: u64) -> u64 {
 
 /// Checks that mke2fs is 1.47.1 or newer; returns its version string.
 pub fn check_mke2fs() -> Result<String, Ext4Error> {
-    let out = Command::new("mke2fs").arg("-V").output().map_err(Ext4Error::Missing)?;
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let out = Command::new("mke2fs")
+        .arg("-V")
+        .output()
+        .map_err(Ext4Error::Missing)?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let ver = text
         .split_whitespace()
         .skip_while(|w| *w != "mke2fs")
@@ -87,7 +99,11 @@ pub fn check_mke2fs() -> Result<String, Ext4Error> {
         .ok_or_else(|| Ext4Error::Version(text.clone()))?
         .to_owned();
     let nums: Vec<u32> = ver.split('.').map(|n| n.parse().unwrap_or(0)).collect();
-    let v = (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0), nums.get(2).copied().unwrap_or(0));
+    let v = (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+        nums.get(2).copied().unwrap_or(0),
+    );
     if v < (1, 47, 1) {
         return Err(Ext4Error::TooOld { found: ver });
     }
@@ -96,13 +112,22 @@ pub fn check_mke2fs() -> Result<String, Ext4Error> {
 
 /// Makes the filesystem from `tar` into `target` at byte `offset` (the partition start).
 /// `work_dir` receives the pinned mke2fs.conf.
-pub fn make_ext4(tar: &Path, target: &Path, offset: u64, spec: &Ext4Spec, work_dir: &Path) -> Result<(), Ext4Error> {
+pub fn make_ext4(
+    tar: &Path,
+    target: &Path,
+    offset: u64,
+    spec: &Ext4Spec,
+    work_dir: &Path,
+) -> Result<(), Ext4Error> {
     check_mke2fs()?;
     if spec.label.len() > 16 {
         return Err(Ext4Error::Label(spec.label.clone()));
     }
     let conf = work_dir.join("pibake-mke2fs.conf");
-    std::fs::write(&conf, MKE2FS_CONF).map_err(|source| Ext4Error::Config { path: conf.clone(), source })?;
+    std::fs::write(&conf, MKE2FS_CONF).map_err(|source| Ext4Error::Config {
+        path: conf.clone(),
+        source,
+    })?;
     let blocks = spec.size_bytes / 4096;
     let out = Command::new("mke2fs")
         .env_clear()
@@ -120,7 +145,10 @@ pub fn make_ext4(tar: &Path, target: &Path, offset: u64, spec: &Ext4Spec, work_d
         .arg(&spec.label)
         // One -E only: later -E options replace earlier ones.
         .arg("-E")
-        .arg(format!("hash_seed={},offset={offset},root_owner=0:0,nodiscard", spec.hash_seed))
+        .arg(format!(
+            "hash_seed={},offset={offset},root_owner=0:0,nodiscard",
+            spec.hash_seed
+        ))
         .arg("-d")
         .arg(tar)
         .arg(target)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 use std::sync::{Mutex, OnceLock};
 
-use fatfs::{Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+use fatfs::{
+    Date, DateTime, FatType, FileSystem, FormatVolumeOptions, FsOptions, Time, TimeProvider,
+};
 
 use crate::path::EntryPath;
 use crate::tar::SourceDateEpoch;
@@ -20,11 +22,19 @@ pub enum FatError {
     #[error("cannot format the boot partition")]
     Format(#[source] io::Error),
     #[error("cannot write {path} to the boot partition")]
-    Write { path: String, #[source] source: io::Error },
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("boot partition entry {path}: FAT cannot hold a {kind}")]
     Unsupported { path: String, kind: &'static str },
     #[error("boot partition content does not fit: {path}")]
-    Full { path: String, #[source] source: io::Error },
+    Full {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// An 11-byte FAT volume label (upper case, padded with spaces).
@@ -38,7 +48,8 @@ impl VolumeLabel {
     pub fn new(s: &str) -> Result<Self, FatError> {
         let ok = !s.is_empty()
             && s.len() <= 11
-            && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b" -_".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b" -_".contains(&b));
         if !ok {
             return Err(FatError::Label(s.to_owned()));
         }
@@ -86,7 +97,8 @@ pub fn write_fat<D: Read + Write + Seek>(
     files: &Tree,
     src: &dyn ContentSource,
 ) -> Result<(), FatError> {
-    let sectors = u32::try_from(spec.size_bytes / 512).map_err(|_| FatError::TooSmall(spec.size_bytes))?;
+    let sectors =
+        u32::try_from(spec.size_bytes / 512).map_err(|_| FatError::TooSmall(spec.size_bytes))?;
     let opts = FormatVolumeOptions::new()
         .fat_type(FatType::Fat32)
         .bytes_per_cluster(cluster_size(spec.size_bytes)?)
@@ -94,14 +106,21 @@ pub fn write_fat<D: Read + Write + Seek>(
         .volume_id(spec.volume_id)
         .volume_label(spec.label.0);
     fatfs::format_volume(&mut disk, opts).map_err(FatError::Format)?;
-    disk.seek(io::SeekFrom::Start(0)).map_err(FatError::Format)?;
-    let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(time_provider(spec.epoch)))
+    disk.seek(io::SeekFrom::Start(0))
         .map_err(FatError::Format)?;
+    let fs = FileSystem::new(
+        &mut disk,
+        FsOptions::new().time_provider(time_provider(spec.epoch)),
+    )
+    .map_err(FatError::Format)?;
     {
         let root = fs.root_dir();
         for e in files.iter() {
             let path = e.path.as_str();
-            let werr = |source| FatError::Write { path: path.to_owned(), source };
+            let werr = |source| FatError::Write {
+                path: path.to_owned(),
+                source,
+            };
             match &e.kind {
                 EntryKind::Dir => {
                     root.create_dir(path).map_err(werr)?;
@@ -109,7 +128,10 @@ pub fn write_fat<D: Read + Write + Seek>(
                 EntryKind::File(c) => {
                     let mut f = root.create_file(path).map_err(werr)?;
                     let mut r = src.open(c).map_err(werr)?;
-                    copy_all(&mut r, &mut f).map_err(|source| FatError::Full { path: path.to_owned(), source })?;
+                    copy_all(&mut r, &mut f).map_err(|source| FatError::Full {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                     f.flush().map_err(werr)?;
                 }
                 EntryKind::Delete => {}
@@ -182,7 +204,8 @@ fn fix_dot_entries<D: Read + Write + Seek>(disk: &mut D) -> io::Result<()> {
             if e[0] == 0xe5 || attr == 0x0f || attr & 0x10 == 0 || e[0] == b'.' {
                 continue;
             }
-            let child = (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16) | u32::from(u16::from_le_bytes([e[26], e[27]]));
+            let child = (u32::from(u16::from_le_bytes([e[20], e[21]])) << 16)
+                | u32::from(u16::from_le_bytes([e[26], e[27]]));
             if child >= 2 {
                 todo.push(child);
             }
@@ -191,12 +214,17 @@ fn fix_dot_entries<D: Read + Write + Seek>(disk: &mut D) -> io::Result<()> {
             continue;
         }
         let lfn_dot = |e: &[u8]| e[11] == 0x0f && e[0] == 0x41;
-        if lfn_dot(&data[0..32]) && &data[32..43] == b".          " && lfn_dot(&data[64..96]) && &data[96..107] == b"..         " {
+        if lfn_dot(&data[0..32])
+            && &data[32..43] == b".          "
+            && lfn_dot(&data[64..96])
+            && &data[96..107] == b"..         "
+        {
             let mut head = [0u8; 128];
             head[0..32].copy_from_slice(&data[32..64]);
             head[32..64].copy_from_slice(&data[96..128]);
             // ".." of a child of the root points to cluster 0 by FAT convention.
-            let parent = (u32::from(u16::from_le_bytes([head[52], head[53]])) << 16) | u32::from(u16::from_le_bytes([head[58], head[59]]));
+            let parent = (u32::from(u16::from_le_bytes([head[52], head[53]])) << 16)
+                | u32::from(u16::from_le_bytes([head[58], head[59]]));
             if parent == root_cluster {
                 head[52..54].fill(0);
                 head[58..60].fill(0);
@@ -222,7 +250,10 @@ fn copy_all(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<()> {
 }
 
 fn unsupported(p: &EntryPath, kind: &'static str) -> FatError {
-    FatError::Unsupported { path: p.to_string(), kind }
+    FatError::Unsupported {
+        path: p.to_string(),
+        kind,
+    }
 }
 
 /// A clock that always reads one instant.
@@ -243,7 +274,8 @@ fn time_provider(epoch: SourceDateEpoch) -> &'static FixedTime {
     static CACHE: OnceLock<Mutex<BTreeMap<u64, &'static FixedTime>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(epoch.0).or_insert_with(|| Box::leak(Box::new(FixedTime(dos_datetime(epoch.0)))))
+    map.entry(epoch.0)
+        .or_insert_with(|| Box::leak(Box::new(FixedTime(dos_datetime(epoch.0)))))
 }
 
 /// UTC civil time of `secs`, clamped to FAT's range (1980-01-01 .. 2107-12-31).
@@ -255,7 +287,11 @@ pub fn dos_datetime(secs: u64) -> DateTime {
     let rem = s % 86_400;
     let (y, m, d) = civil_from_days(days);
     DateTime {
-        date: Date { year: y as u16, month: m as u16, day: d as u16 },
+        date: Date {
+            year: y as u16,
+            month: m as u16,
+            day: d as u16,
+        },
         time: Time {
             hour: (rem / 3600) as u16,
             min: (rem % 3600 / 60) as u16,
@@ -280,6 +316,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -72,7 +72,8 @@ impl EntryPath {
     /// True when `self` is `prefix` or lies below it (component-wise).
     pub fn starts_with(&self, prefix: &EntryPath) -> bool {
         self.0 == prefix.0
-            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&prefix.0)
+                && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
     }
 
     /// The part below `prefix`, `None` if `self` is not strictly below it.
@@ -114,6 +115,7 @@ impl std::str::FromStr for EntryPath {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -124,7 +126,13 @@ mod tests {
         for bad in ["/etc", "etc/", "a//b", "a/../b", "./a", "a/."] {
             assert!(EntryPath::new(bad).is_err(), "{bad}");
         }
-        assert_eq!(EntryPath::from_archive("./etc/").ok().flatten().map(|p| p.0), Some("etc".into()));
+        assert_eq!(
+            EntryPath::from_archive("./etc/")
+                .ok()
+                .flatten()
+                .map(|p| p.0),
+            Some("etc".into())
+        );
         assert_eq!(EntryPath::from_archive("./"), Ok(None));
         assert!(EntryPath::from_archive("./a/../b").is_err());
     }
@@ -134,7 +142,10 @@ mod tests {
         let p = |s: &str| EntryPath::new(s).unwrap();
         assert!(p("boot/firmware/config.txt").starts_with(&p("boot/firmware")));
         assert!(!p("boot/firmware2").starts_with(&p("boot/firmware")));
-        assert_eq!(p("boot/firmware/a/b").strip_prefix(&p("boot/firmware")), Some(p("a/b")));
+        assert_eq!(
+            p("boot/firmware/a/b").strip_prefix(&p("boot/firmware")),
+            Some(p("a/b"))
+        );
         assert_eq!(p("boot/firmware").strip_prefix(&p("boot/firmware")), None);
         assert_eq!(p("a/b/c").parent(), Some(p("a/b")));
         assert!(p("a") < p("a-b") && p("a-b") < p("a/b"));

@@ -64,7 +64,15 @@ impl Guid {
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = hex::encode(self.0);
-        write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -141,11 +149,21 @@ pub fn layout(boot_bytes: u64, root_bytes: u64, gpt: bool) -> Layout {
     let root_start = boot_start + boot_len;
     let root_len = up(root_bytes);
     let disk_len = root_start + root_len + if gpt { ALIGN } else { 0 };
-    Layout { boot_start, boot_len, root_start, root_len, disk_len }
+    Layout {
+        boot_start,
+        boot_len,
+        root_start,
+        root_len,
+        disk_len,
+    }
 }
 
 /// Writes the table for `layout` at the start (and, for GPT, the end) of `w`.
-pub fn write_table<W: Write + Seek>(w: &mut W, spec: &TableSpec, l: &Layout) -> Result<(), TableError> {
+pub fn write_table<W: Write + Seek>(
+    w: &mut W,
+    spec: &TableSpec,
+    l: &Layout,
+) -> Result<(), TableError> {
     match spec {
         TableSpec::Mbr { disk_id } => write_mbr(w, *disk_id, l),
         TableSpec::Gpt { disk, boot, root } => write_gpt(w, *disk, *boot, *root, l),
@@ -170,11 +188,25 @@ fn mbr_entry(e: &mut [u8], kind: u8, start: u64, sectors: u64) -> Result<(), Tab
 }
 
 /// Classic MBR: partition 1 FAT32 LBA (0x0c), partition 2 Linux (0x83).
-pub fn write_mbr<W: Write + Seek>(w: &mut W, disk_id: DiskId, l: &Layout) -> Result<(), TableError> {
+pub fn write_mbr<W: Write + Seek>(
+    w: &mut W,
+    disk_id: DiskId,
+    l: &Layout,
+) -> Result<(), TableError> {
     let mut s = [0u8; 512];
     s[440..444].copy_from_slice(&disk_id.0.to_le_bytes());
-    mbr_entry(&mut s[446..462], MBR_TYPE_FAT32_LBA, lba(l.boot_start), lba(l.boot_len))?;
-    mbr_entry(&mut s[462..478], MBR_TYPE_LINUX, lba(l.root_start), lba(l.root_len))?;
+    mbr_entry(
+        &mut s[446..462],
+        MBR_TYPE_FAT32_LBA,
+        lba(l.boot_start),
+        lba(l.boot_len),
+    )?;
+    mbr_entry(
+        &mut s[462..478],
+        MBR_TYPE_LINUX,
+        lba(l.root_start),
+        lba(l.root_len),
+    )?;
     s[510] = 0x55;
     s[511] = 0xaa;
     w.seek(SeekFrom::Start(0)).map_err(TableError::Write)?;
@@ -185,7 +217,13 @@ const GPT_ENTRIES: usize = 128;
 const GPT_ENTRY_SIZE: usize = 128;
 const GPT_ARRAY_SECTORS: u64 = (GPT_ENTRIES * GPT_ENTRY_SIZE) as u64 / SECTOR;
 
-fn gpt_entry(kind: &str, unique: Guid, first: u64, last: u64, name: &str) -> Result<[u8; 128], TableError> {
+fn gpt_entry(
+    kind: &str,
+    unique: Guid,
+    first: u64,
+    last: u64,
+    name: &str,
+) -> Result<[u8; 128], TableError> {
     let mut e = [0u8; 128];
     e[0..16].copy_from_slice(&Guid::from_str(kind)?.to_disk());
     e[16..32].copy_from_slice(&unique.to_disk());
@@ -198,7 +236,15 @@ fn gpt_entry(kind: &str, unique: Guid, first: u64, last: u64, name: &str) -> Res
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gpt_header(disk: Guid, this: u64, other: u64, first_usable: u64, last_usable: u64, array: u64, array_crc: u32) -> [u8; 512] {
+fn gpt_header(
+    disk: Guid,
+    this: u64,
+    other: u64,
+    first_usable: u64,
+    last_usable: u64,
+    array: u64,
+    array_crc: u32,
+) -> [u8; 512] {
     let mut h = [0u8; 512];
     h[0..8].copy_from_slice(b"EFI PART");
     h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
@@ -218,11 +264,22 @@ fn gpt_header(disk: Guid, this: u64, other: u64, first_usable: u64, last_usable:
 }
 
 /// GPT with a protective MBR, primary and backup headers and entry arrays (CRC32 checked).
-pub fn write_gpt<W: Write + Seek>(w: &mut W, disk: Guid, boot: Guid, root: Guid, l: &Layout) -> Result<(), TableError> {
+pub fn write_gpt<W: Write + Seek>(
+    w: &mut W,
+    disk: Guid,
+    boot: Guid,
+    root: Guid,
+    l: &Layout,
+) -> Result<(), TableError> {
     let total = lba(l.disk_len);
     let last = total - 1;
     let mut pmbr = [0u8; 512];
-    mbr_entry(&mut pmbr[446..462], 0xee, 1, (total - 1).min(u64::from(u32::MAX)))?;
+    mbr_entry(
+        &mut pmbr[446..462],
+        0xee,
+        1,
+        (total - 1).min(u64::from(u32::MAX)),
+    )?;
     pmbr[446 + 1..446 + 4].copy_from_slice(&[0x00, 0x02, 0x00]);
     pmbr[510] = 0x55;
     pmbr[511] = 0xaa;
@@ -246,9 +303,18 @@ pub fn write_gpt<W: Write + Seek>(w: &mut W, disk: Guid, boot: Guid, root: Guid,
     let last_usable = last - 1 - GPT_ARRAY_SECTORS;
     let backup_array = last - GPT_ARRAY_SECTORS;
     let primary = gpt_header(disk, 1, last, first_usable, last_usable, 2, array_crc);
-    let backup = gpt_header(disk, last, 1, first_usable, last_usable, backup_array, array_crc);
+    let backup = gpt_header(
+        disk,
+        last,
+        1,
+        first_usable,
+        last_usable,
+        backup_array,
+        array_crc,
+    );
     let mut put = |at: u64, b: &[u8]| -> Result<(), TableError> {
-        w.seek(SeekFrom::Start(at * SECTOR)).map_err(TableError::Write)?;
+        w.seek(SeekFrom::Start(at * SECTOR))
+            .map_err(TableError::Write)?;
         w.write_all(b).map_err(TableError::Write)
     };
     put(0, &pmbr)?;
@@ -280,7 +346,9 @@ impl PartKind {
     pub fn is_fat(&self) -> bool {
         match self {
             Self::Mbr(t) => matches!(t, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e | 0xef),
-            Self::Gpt(g) => [GPT_TYPE_ESP, GPT_TYPE_BASIC_DATA].iter().any(|t| Guid::from_str(t).ok() == Some(*g)),
+            Self::Gpt(g) => [GPT_TYPE_ESP, GPT_TYPE_BASIC_DATA]
+                .iter()
+                .any(|t| Guid::from_str(t).ok() == Some(*g)),
         }
     }
     pub fn is_linux(&self) -> bool {
@@ -295,8 +363,15 @@ impl PartKind {
 /// A table read from a disk image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Table {
-    Mbr { disk_id: DiskId, partitions: Vec<Partition> },
-    Gpt { disk: Guid, partitions: Vec<Partition>, problems: Vec<String> },
+    Mbr {
+        disk_id: DiskId,
+        partitions: Vec<Partition>,
+    },
+    Gpt {
+        disk: Guid,
+        partitions: Vec<Partition>,
+        problems: Vec<String>,
+    },
 }
 
 impl Table {
@@ -308,12 +383,18 @@ impl Table {
     /// The PARTUUID the kernel gives partition `number`.
     pub fn partuuid(&self, number: u32) -> Option<String> {
         match self {
-            Self::Mbr { disk_id, partitions } => {
-                partitions.iter().any(|p| p.number == number).then(|| format!("{disk_id}-{number:02x}"))
-            }
-            Self::Gpt { partitions, .. } => {
-                partitions.iter().find(|p| p.number == number).and_then(|p| p.guid).map(|g| g.to_string())
-            }
+            Self::Mbr {
+                disk_id,
+                partitions,
+            } => partitions
+                .iter()
+                .any(|p| p.number == number)
+                .then(|| format!("{disk_id}-{number:02x}")),
+            Self::Gpt { partitions, .. } => partitions
+                .iter()
+                .find(|p| p.number == number)
+                .and_then(|p| p.guid)
+                .map(|g| g.to_string()),
         }
     }
 }
@@ -361,7 +442,10 @@ pub fn read_table<R: Read + Seek>(r: &mut R, disk_len: u64) -> Result<Table, Rea
             guid: None,
         })
         .collect();
-    Ok(Table::Mbr { disk_id, partitions })
+    Ok(Table::Mbr {
+        disk_id,
+        partitions,
+    })
 }
 
 fn read_gpt<R: Read + Seek>(r: &mut R, disk_len: u64) -> Result<Table, ReadTableError> {
@@ -399,7 +483,9 @@ fn read_gpt<R: Read + Seek>(r: &mut R, disk_len: u64) -> Result<Table, ReadTable
         problems.push("GPT partition entry array CRC32 mismatch".to_owned());
     }
     if backup_lba * SECTOR + SECTOR > disk_len {
-        problems.push(format!("backup GPT header LBA {backup_lba} lies beyond the end of the image"));
+        problems.push(format!(
+            "backup GPT header LBA {backup_lba} lies beyond the end of the image"
+        ));
     } else {
         let mut b = [0u8; 512];
         r.seek(SeekFrom::Start(backup_lba * SECTOR))?;
@@ -426,5 +512,9 @@ fn read_gpt<R: Read + Seek>(r: &mut R, disk_len: u64) -> Result<Table, ReadTable
             }
         })
         .collect();
-    Ok(Table::Gpt { disk: Guid::from_disk(&h[56..72]), partitions, problems })
+    Ok(Table::Gpt {
+        disk: Guid::from_disk(&h[56..72]),
+        partitions,
+        problems,
+    })
 }

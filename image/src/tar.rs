@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use ::tar::{Archive, Builder, EntryType, Header};
 
 use crate::path::{EntryPath, PathError};
-use crate::tree::{len_simple, open_simple, Content, ContentSource, Entry, EntryKind, Layer, RangeReader, Tree};
+use crate::tree::{
+    len_simple, open_simple, Content, ContentSource, Entry, EntryKind, Layer, RangeReader, Tree,
+};
 
 /// Seconds since the epoch that every timestamp in an image is clamped to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,19 +21,44 @@ pub struct SourceDateEpoch(pub u64);
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
     #[error("cannot read base rootfs tar {path}")]
-    Open { path: PathBuf, #[source] source: io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot read entry {index} of base rootfs tar {path}")]
-    Read { path: PathBuf, index: usize, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        index: usize,
+        #[source]
+        source: io::Error,
+    },
     #[error("base rootfs tar {path}: bad entry name")]
-    Name { path: PathBuf, #[source] source: PathError },
+    Name {
+        path: PathBuf,
+        #[source]
+        source: PathError,
+    },
     #[error("base rootfs tar {path}: hard link {link} points to {target}, which is not an earlier regular file")]
-    Hardlink { path: PathBuf, link: String, target: String },
+    Hardlink {
+        path: PathBuf,
+        link: String,
+        target: String,
+    },
     #[error("base rootfs tar {path}: entry {name} has unsupported type {kind:?}")]
-    Unsupported { path: PathBuf, name: String, kind: EntryType },
+    Unsupported {
+        path: PathBuf,
+        name: String,
+        kind: EntryType,
+    },
     #[error("cannot spool base rootfs contents to a temporary file")]
     Spool(#[source] io::Error),
     #[error("cannot write root tar entry {path}")]
-    Write { path: String, #[source] source: io::Error },
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Sizes of a written root tar, used to size the ext4 partition.
@@ -65,18 +92,27 @@ pub struct Rootfs {
 impl ContentSource for Rootfs {
     fn open<'a>(&'a self, content: &'a Content) -> io::Result<Box<dyn Read + 'a>> {
         let Content::Base { offset, len } = content else {
-            return open_simple(content).unwrap_or_else(|| Err(io::Error::other("unresolvable content")));
+            return open_simple(content)
+                .unwrap_or_else(|| Err(io::Error::other("unresolvable content")));
         };
         let file = match &self.base {
             Base::InPlace(f) | Base::Spool(f) => f,
-            Base::None => return Err(io::Error::other("content refers to a base rootfs but there is none")),
+            Base::None => {
+                return Err(io::Error::other(
+                    "content refers to a base rootfs but there is none",
+                ))
+            }
         };
-        Ok(Box::new(RangeReader { file, pos: *offset, end: offset + len }))
+        Ok(Box::new(RangeReader {
+            file,
+            pos: *offset,
+            end: offset + len,
+        }))
     }
     fn len(&self, content: &Content) -> io::Result<u64> {
         match content {
             Content::Base { len, .. } => Ok(*len),
-            other => len_simple(other).unwrap_or_else(|| Ok(0)),
+            other => len_simple(other).unwrap_or(Ok(0)),
         }
     }
 }
@@ -86,14 +122,20 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 impl Rootfs {
     /// An empty root (for images made only of layers).
     pub fn empty() -> Self {
-        Self { tree: Tree::new(), base: Base::None }
+        Self {
+            tree: Tree::new(),
+            base: Base::None,
+        }
     }
 
     /// Indexes a base rootfs tar. An uncompressed tar is indexed in place (file contents are
     /// read from it later by offset); a zstd-compressed one is decompressed once, its file
     /// contents spooled to an unlinked temp file in `spool_dir`.
     pub fn from_base_tar(path: &Path, spool_dir: &Path) -> Result<Self, TarError> {
-        let open_err = |source| TarError::Open { path: path.to_owned(), source };
+        let open_err = |source| TarError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = File::open(path).map_err(open_err)?;
         let mut magic = [0u8; 4];
         let n = file.read(&mut magic).map_err(open_err)?;
@@ -103,21 +145,36 @@ impl Rootfs {
             let spool = tempfile::tempfile_in(spool_dir).map_err(TarError::Spool)?;
             let mut spool_w = BufWriter::new(spool);
             let mut pos = 0u64;
-            let tree = index(path, Archive::new(dec).entries().map_err(open_err)?, |entry| {
-                let len = io::copy(entry, &mut spool_w)?;
-                let off = pos;
-                pos += len;
-                Ok(Content::Base { offset: off, len })
-            })?;
-            let spool = spool_w.into_inner().map_err(|e| TarError::Spool(e.into_error()))?;
-            Ok(Self { tree, base: Base::Spool(spool) })
+            let tree = index(
+                path,
+                Archive::new(dec).entries().map_err(open_err)?,
+                |entry| {
+                    let len = io::copy(entry, &mut spool_w)?;
+                    let off = pos;
+                    pos += len;
+                    Ok(Content::Base { offset: off, len })
+                },
+            )?;
+            let spool = spool_w
+                .into_inner()
+                .map_err(|e| TarError::Spool(e.into_error()))?;
+            Ok(Self {
+                tree,
+                base: Base::Spool(spool),
+            })
         } else {
             let reader = File::open(path).map_err(open_err)?;
             let mut ar = Archive::new(BufReader::with_capacity(1 << 16, reader));
             let tree = index(path, ar.entries_with_seek().map_err(open_err)?, |entry| {
-                Ok(Content::Base { offset: entry.raw_file_position(), len: entry.size() })
+                Ok(Content::Base {
+                    offset: entry.raw_file_position(),
+                    len: entry.size(),
+                })
             })?;
-            Ok(Self { tree, base: Base::InPlace(file) })
+            Ok(Self {
+                tree,
+                base: Base::InPlace(file),
+            })
         }
     }
 
@@ -138,7 +195,11 @@ impl Rootfs {
 
     /// Writes the tree as one sorted tar: mtimes clamped to `epoch`, numeric owners only
     /// (no user/group names), hard-link groups kept, missing parents added as 0755 root dirs.
-    pub fn write_tar<W: Write>(&mut self, out: W, epoch: SourceDateEpoch) -> Result<TarStats, TarError> {
+    pub fn write_tar<W: Write>(
+        &mut self,
+        out: W,
+        epoch: SourceDateEpoch,
+    ) -> Result<TarStats, TarError> {
         self.tree.add_missing_parents();
         let mut counting = CountingWriter { inner: out, n: 0 };
         let mut b = Builder::new(&mut counting);
@@ -149,16 +210,21 @@ impl Rootfs {
         };
         // Root directory first, like mmdebstrap's "./".
         let mut root = header(EntryType::Directory, 0o755, 0, 0, epoch.0);
-        b.append_data(&mut root, "./", io::empty()).map_err(werr("."))?;
+        b.append_data(&mut root, "./", io::empty())
+            .map_err(werr("."))?;
         let mut groups: HashMap<u64, String> = HashMap::new();
         for e in self.tree.iter() {
             let name = e.path.to_string();
             let mtime = e.mtime.unwrap_or(epoch.0).min(epoch.0);
             if !e.xattrs.is_empty() {
-                let mut x: Vec<(String, &[u8])> =
-                    e.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())).collect();
+                let mut x: Vec<(String, &[u8])> = e
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                    .collect();
                 x.sort();
-                b.append_pax_extensions(x.iter().map(|(k, v)| (k.as_str(), *v))).map_err(werr(&name))?;
+                b.append_pax_extensions(x.iter().map(|(k, v)| (k.as_str(), *v)))
+                    .map_err(werr(&name))?;
             }
             stats.entries += 1;
             match &e.kind {
@@ -176,28 +242,39 @@ impl Rootfs {
                     h.set_size(len);
                     let r = ContentSource::open(self, c).map_err(werr(&name))?;
                     // A short source must not yield a corrupt archive: take + length check.
-                    let mut r = ExactReader { inner: r.take(len), left: len };
+                    let mut r = ExactReader {
+                        inner: r.take(len),
+                        left: len,
+                    };
                     b.append_data(&mut h, &name, &mut r).map_err(werr(&name))?;
                     stats.data_blocks_bytes += len.div_ceil(4096) * 4096;
                 }
                 EntryKind::Dir => {
                     let mut h = header(EntryType::Directory, e.mode, e.uid, e.gid, mtime);
-                    b.append_data(&mut h, format!("{name}/"), io::empty()).map_err(werr(&name))?;
+                    b.append_data(&mut h, format!("{name}/"), io::empty())
+                        .map_err(werr(&name))?;
                 }
                 EntryKind::Symlink(t) => {
                     let mut h = header(EntryType::Symlink, e.mode, e.uid, e.gid, mtime);
                     b.append_link(&mut h, &name, t).map_err(werr(&name))?;
                 }
-                EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
-                    let t = if matches!(e.kind, EntryKind::CharDevice { .. }) { EntryType::Char } else { EntryType::Block };
+                EntryKind::CharDevice { major, minor }
+                | EntryKind::BlockDevice { major, minor } => {
+                    let t = if matches!(e.kind, EntryKind::CharDevice { .. }) {
+                        EntryType::Char
+                    } else {
+                        EntryType::Block
+                    };
                     let mut h = header(t, e.mode, e.uid, e.gid, mtime);
                     h.set_device_major(*major).map_err(werr(&name))?;
                     h.set_device_minor(*minor).map_err(werr(&name))?;
-                    b.append_data(&mut h, &name, io::empty()).map_err(werr(&name))?;
+                    b.append_data(&mut h, &name, io::empty())
+                        .map_err(werr(&name))?;
                 }
                 EntryKind::Fifo => {
                     let mut h = header(EntryType::Fifo, e.mode, e.uid, e.gid, mtime);
-                    b.append_data(&mut h, &name, io::empty()).map_err(werr(&name))?;
+                    b.append_data(&mut h, &name, io::empty())
+                        .map_err(werr(&name))?;
                 }
                 EntryKind::Delete => stats.entries -= 1,
             }
@@ -230,7 +307,10 @@ impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && self.left > 0 && !buf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file content shorter than its size"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file content shorter than its size",
+            ));
         }
         self.left -= n as u64;
         Ok(n)
@@ -262,10 +342,18 @@ fn index<R: Read>(
     let mut tree = Tree::new();
     let mut next_group = 0u64;
     for (index, entry) in entries.enumerate() {
-        let rerr = |source| TarError::Read { path: path.to_owned(), index, source };
+        let rerr = |source| TarError::Read {
+            path: path.to_owned(),
+            index,
+            source,
+        };
         let mut entry = entry.map_err(rerr)?;
         let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(p) = EntryPath::from_archive(&raw_name).map_err(|source| TarError::Name { path: path.to_owned(), source })? else {
+        let Some(p) = EntryPath::from_archive(&raw_name).map_err(|source| TarError::Name {
+            path: path.to_owned(),
+            source,
+        })?
+        else {
             continue; // the root itself
         };
         let h = entry.header().clone();
@@ -275,7 +363,10 @@ fn index<R: Read>(
         let mtime = h.mtime().map_err(rerr)?;
         let et = h.entry_type();
         let dev = |h: &Header| -> io::Result<(u32, u32)> {
-            Ok((h.device_major()?.unwrap_or(0), h.device_minor()?.unwrap_or(0)))
+            Ok((
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            ))
         };
         let mut xattrs = Vec::new();
         if let Some(exts) = entry.pax_extensions().map_err(rerr)? {
@@ -290,18 +381,32 @@ fn index<R: Read>(
         }
         let mut link_group = None;
         let kind = match et {
-            EntryType::Regular | EntryType::Continuous => EntryKind::File(content(&mut entry).map_err(rerr)?),
+            EntryType::Regular | EntryType::Continuous => {
+                EntryKind::File(content(&mut entry).map_err(rerr)?)
+            }
             EntryType::Directory => EntryKind::Dir,
             EntryType::Symlink => {
-                let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let t = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 EntryKind::Symlink(t)
             }
             EntryType::Link => {
-                let t = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                let bad = || TarError::Hardlink { path: path.to_owned(), link: raw_name.clone(), target: t.clone() };
+                let t = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let bad = || TarError::Hardlink {
+                    path: path.to_owned(),
+                    link: raw_name.clone(),
+                    target: t.clone(),
+                };
                 let tp = EntryPath::from_archive(&t).ok().flatten().ok_or_else(bad)?;
                 let target = tree.get(&tp).ok_or_else(bad)?;
-                let EntryKind::File(c) = &target.kind else { return Err(bad()) };
+                let EntryKind::File(c) = &target.kind else {
+                    return Err(bad());
+                };
                 let c = c.clone();
                 let g = match target.link_group {
                     Some(g) => g,
@@ -328,9 +433,24 @@ fn index<R: Read>(
             EntryType::Fifo => EntryKind::Fifo,
             // Global pax headers carry no file.
             EntryType::XGlobalHeader => continue,
-            other => return Err(TarError::Unsupported { path: path.to_owned(), name: raw_name, kind: other }),
+            other => {
+                return Err(TarError::Unsupported {
+                    path: path.to_owned(),
+                    name: raw_name,
+                    kind: other,
+                })
+            }
         };
-        tree.insert(Entry { path: p, kind, mode, uid, gid, mtime: Some(mtime), xattrs, link_group });
+        tree.insert(Entry {
+            path: p,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime: Some(mtime),
+            xattrs,
+            link_group,
+        });
     }
     Ok(tree)
 }

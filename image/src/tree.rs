@@ -33,8 +33,14 @@ pub enum EntryKind {
     File(Content),
     Dir,
     Symlink(String),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     /// Whiteout: removes the path (and everything below it) from the layers underneath.
     Delete,
@@ -61,7 +67,16 @@ pub struct Entry {
 impl Entry {
     /// A root-owned entry with the given mode.
     pub fn new(path: EntryPath, kind: EntryKind, mode: u32) -> Self {
-        Self { path, kind, mode: mode & 0o7777, uid: 0, gid: 0, mtime: None, xattrs: Vec::new(), link_group: None }
+        Self {
+            path,
+            kind,
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            mtime: None,
+            xattrs: Vec::new(),
+            link_group: None,
+        }
     }
     pub fn file(path: EntryPath, content: Content, mode: u32) -> Self {
         Self::new(path, EntryKind::File(content), mode)
@@ -145,7 +160,10 @@ impl Read for RangeReader<'_> {
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let got = self.file.read_at(&mut buf[..n], self.pos)?;
         if got == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "base file shorter than its index"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "base file shorter than its index",
+            ));
         }
         self.pos += got as u64;
         Ok(got)
@@ -182,7 +200,10 @@ impl Tree {
 
     /// Inserts one entry with layer semantics.
     pub fn insert(&mut self, e: Entry) {
-        let replaces_dir = matches!(self.entries.get(&e.path).map(|x| &x.kind), Some(EntryKind::Dir));
+        let replaces_dir = matches!(
+            self.entries.get(&e.path).map(|x| &x.kind),
+            Some(EntryKind::Dir)
+        );
         if replaces_dir && e.kind != EntryKind::Dir {
             self.remove_below(&e.path);
         }
@@ -207,7 +228,10 @@ impl Tree {
         let lo = format!("{dir}/");
         let hi = format!("{dir}0");
         self.entries
-            .range::<str, _>((std::ops::Bound::Included(lo.as_str()), std::ops::Bound::Excluded(hi.as_str())))
+            .range::<str, _>((
+                std::ops::Bound::Included(lo.as_str()),
+                std::ops::Bound::Excluded(hi.as_str()),
+            ))
             .map(|(_, e)| e)
     }
 
@@ -260,6 +284,7 @@ impl Tree {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -302,10 +327,17 @@ mod tests {
         let mut t = Tree::new();
         t.insert(Entry::dir(p("boot"), 0o755));
         t.insert(Entry::dir(p("boot/firmware"), 0o755));
-        t.insert(Entry::file(p("boot/firmware/config.txt"), Content::bytes("a"), 0o644));
+        t.insert(Entry::file(
+            p("boot/firmware/config.txt"),
+            Content::bytes("a"),
+            0o644,
+        ));
         t.insert(Entry::file(p("boot/firmware2"), Content::bytes("b"), 0o644));
         let boot = t.split_off_below(&p("boot/firmware"));
-        assert_eq!(boot.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["config.txt"]);
+        assert_eq!(
+            boot.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["config.txt"]
+        );
         assert!(t.get(&p("boot/firmware")).is_some() && t.get(&p("boot/firmware2")).is_some());
         t.insert(Entry::file(p("boot"), Content::bytes("x"), 0o644));
         assert_eq!(t.len(), 1);

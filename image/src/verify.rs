@@ -47,50 +47,104 @@ impl fmt::Display for Finding {
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("cannot read image {path}")]
-    Open { path: PathBuf, #[source] source: io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{tool} not found: apt-get install {package}")]
-    ToolMissing { tool: &'static str, package: &'static str, #[source] source: io::Error },
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot extract partition {number} to {path}")]
-    Extract { number: u32, path: PathBuf, #[source] source: io::Error },
+    Extract {
+        number: u32,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn finding(kind: FindingKind, location: impl Into<String>, message: impl Into<String>) -> Finding {
-    Finding { kind, location: location.into(), message: message.into() }
+    Finding {
+        kind,
+        location: location.into(),
+        message: message.into(),
+    }
 }
 
 /// Verifies `image`; scratch copies of the partitions go to `work_dir` and are removed.
 pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, VerifyError> {
-    let oerr = |source| VerifyError::Open { path: image.to_owned(), source };
+    let oerr = |source| VerifyError::Open {
+        path: image.to_owned(),
+        source,
+    };
     let mut f = File::open(image).map_err(oerr)?;
     let disk_len = f.metadata().map_err(oerr)?.len();
     let mut out = Vec::new();
     let table = match table::read_table(&mut f, disk_len) {
         Ok(t) => t,
         Err(e) => {
-            out.push(finding(FindingKind::PartitionTable, "sector 0", format!("no usable partition table: {e}")));
+            out.push(finding(
+                FindingKind::PartitionTable,
+                "sector 0",
+                format!("no usable partition table: {e}"),
+            ));
             return Ok(out);
         }
     };
     check_table(&table, disk_len, &mut out);
     let parts = table.partitions();
-    let Some(boot) = parts.iter().find(|p| p.kind.is_fat() && p.start + p.len <= disk_len) else {
-        out.push(finding(FindingKind::PartitionTable, "partition table", "no FAT boot partition"));
+    let Some(boot) = parts
+        .iter()
+        .find(|p| p.kind.is_fat() && p.start + p.len <= disk_len)
+    else {
+        out.push(finding(
+            FindingKind::PartitionTable,
+            "partition table",
+            "no FAT boot partition",
+        ));
         return Ok(out);
     };
 
     // Boot partition.
-    let boot_copy = tempfile::Builder::new().prefix("pibake-verify-boot.").tempfile_in(work_dir)
-        .map_err(|source| VerifyError::Extract { number: boot.number, path: work_dir.to_owned(), source })?;
-    extract(&f, boot, boot_copy.as_file()).map_err(|source| VerifyError::Extract { number: boot.number, path: boot_copy.path().to_owned(), source })?;
+    let boot_copy = tempfile::Builder::new()
+        .prefix("pibake-verify-boot.")
+        .tempfile_in(work_dir)
+        .map_err(|source| VerifyError::Extract {
+            number: boot.number,
+            path: work_dir.to_owned(),
+            source,
+        })?;
+    extract(&f, boot, boot_copy.as_file()).map_err(|source| VerifyError::Extract {
+        number: boot.number,
+        path: boot_copy.path().to_owned(),
+        source,
+    })?;
     let loc = format!("partition {} (FAT)", boot.number);
-    let (code, text) = run_tool("fsck.vfat", "dosfstools", Command::new("fsck.vfat").arg("-n").arg(boot_copy.path()))?;
+    let (code, text) = run_tool(
+        "fsck.vfat",
+        "dosfstools",
+        Command::new("fsck.vfat").arg("-n").arg(boot_copy.path()),
+    )?;
     if code != Some(0) {
-        out.push(finding(FindingKind::BootFilesystem, &loc, format!("fsck.vfat -n reports problems: {}", text.trim())));
+        out.push(finding(
+            FindingKind::BootFilesystem,
+            &loc,
+            format!("fsck.vfat -n reports problems: {}", text.trim()),
+        ));
     }
     let boot_files = match BootFiles::open(&f, boot) {
         Ok(b) => b,
         Err(e) => {
-            out.push(finding(FindingKind::BootFilesystem, &loc, format!("cannot read the FAT filesystem: {e}")));
+            out.push(finding(
+                FindingKind::BootFilesystem,
+                &loc,
+                format!("cannot read the FAT filesystem: {e}"),
+            ));
             return Ok(out);
         }
     };
@@ -100,10 +154,18 @@ pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, Verif
     drop(boot_copy);
 
     // Root partition.
-    let root = root_part
-        .or_else(|| parts.iter().find(|p| p.kind.is_linux() && p.number != boot.number).cloned());
+    let root = root_part.or_else(|| {
+        parts
+            .iter()
+            .find(|p| p.kind.is_linux() && p.number != boot.number)
+            .cloned()
+    });
     let Some(root) = root else {
-        out.push(finding(FindingKind::PartitionTable, "partition table", "no Linux root partition"));
+        out.push(finding(
+            FindingKind::PartitionTable,
+            "partition table",
+            "no Linux root partition",
+        ));
         return Ok(out);
     };
     if root.start + root.len > disk_len {
@@ -111,23 +173,51 @@ pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, Verif
     }
     let rloc = format!("partition {} (root)", root.number);
     let mut sb = [0u8; 1024];
-    f.seek(SeekFrom::Start(root.start + 1024)).and_then(|_| f.read_exact(&mut sb)).map_err(oerr)?;
+    f.seek(SeekFrom::Start(root.start + 1024))
+        .and_then(|_| f.read_exact(&mut sb))
+        .map_err(oerr)?;
     if sb[56..58] != [0x53, 0xef] {
-        out.push(finding(FindingKind::RootFilesystem, &rloc, "not an ext2/3/4 filesystem (no superblock magic)"));
+        out.push(finding(
+            FindingKind::RootFilesystem,
+            &rloc,
+            "not an ext2/3/4 filesystem (no superblock magic)",
+        ));
         return Ok(out);
     }
-    let root_copy = tempfile::Builder::new().prefix("pibake-verify-root.").tempfile_in(work_dir)
-        .map_err(|source| VerifyError::Extract { number: root.number, path: work_dir.to_owned(), source })?;
-    extract(&f, &root, root_copy.as_file()).map_err(|source| VerifyError::Extract { number: root.number, path: root_copy.path().to_owned(), source })?;
+    let root_copy = tempfile::Builder::new()
+        .prefix("pibake-verify-root.")
+        .tempfile_in(work_dir)
+        .map_err(|source| VerifyError::Extract {
+            number: root.number,
+            path: work_dir.to_owned(),
+            source,
+        })?;
+    extract(&f, &root, root_copy.as_file()).map_err(|source| VerifyError::Extract {
+        number: root.number,
+        path: root_copy.path().to_owned(),
+        source,
+    })?;
     let rp = root_copy.path();
-    let (code, text) = run_tool("e2fsck", "e2fsprogs", Command::new("e2fsck").arg("-fn").arg(rp))?;
+    let (code, text) = run_tool(
+        "e2fsck",
+        "e2fsprogs",
+        Command::new("e2fsck").arg("-fn").arg(rp),
+    )?;
     if code != Some(0) {
-        out.push(finding(FindingKind::RootFilesystem, &rloc, format!("e2fsck -fn reports problems: {}", text.trim())));
+        out.push(finding(
+            FindingKind::RootFilesystem,
+            &rloc,
+            format!("e2fsck -fn reports problems: {}", text.trim()),
+        ));
     }
     let (_, ls) = debugfs(rp, "ls -l /etc/ssh")?;
     for name in ls.lines().filter_map(|l| l.split_whitespace().last()) {
         if name.starts_with("ssh_host_") {
-            out.push(finding(FindingKind::SshHostKey, format!("/etc/ssh/{name}"), "SSH host key baked into the image: every card would share it"));
+            out.push(finding(
+                FindingKind::SshHostKey,
+                format!("/etc/ssh/{name}"),
+                "SSH host key baked into the image: every card would share it",
+            ));
         }
     }
     let (_, stat) = debugfs(rp, "stat /etc/machine-id")?;
@@ -149,19 +239,37 @@ fn check_table(t: &Table, disk_len: u64, out: &mut Vec<Finding>) {
     }
     let parts = t.partitions();
     if parts.is_empty() {
-        out.push(finding(FindingKind::PartitionTable, "partition table", "no partitions"));
+        out.push(finding(
+            FindingKind::PartitionTable,
+            "partition table",
+            "no partitions",
+        ));
     }
     for p in parts {
         if p.start + p.len > disk_len {
-            out.push(finding(FindingKind::PartitionTable, format!("partition {}", p.number),
-                format!("ends at byte {} beyond the end of the image ({disk_len})", p.start + p.len)));
+            out.push(finding(
+                FindingKind::PartitionTable,
+                format!("partition {}", p.number),
+                format!(
+                    "ends at byte {} beyond the end of the image ({disk_len})",
+                    p.start + p.len
+                ),
+            ));
         }
         if p.start < 512 {
-            out.push(finding(FindingKind::PartitionTable, format!("partition {}", p.number), "starts inside the partition table"));
+            out.push(finding(
+                FindingKind::PartitionTable,
+                format!("partition {}", p.number),
+                "starts inside the partition table",
+            ));
         }
         for q in parts.iter().filter(|q| q.number > p.number) {
             if p.start < q.start + q.len && q.start < p.start + p.len {
-                out.push(finding(FindingKind::PartitionTable, format!("partition {}", p.number), format!("overlaps partition {}", q.number)));
+                out.push(finding(
+                    FindingKind::PartitionTable,
+                    format!("partition {}", p.number),
+                    format!("overlaps partition {}", q.number),
+                ));
             }
         }
     }
@@ -175,10 +283,16 @@ struct BootFiles<'a> {
 impl<'a> BootFiles<'a> {
     fn open(f: &'a File, p: &Partition) -> io::Result<Self> {
         let w = Window::new(f, p.start, p.len)?;
-        Ok(Self { fs: FileSystem::new(w, FsOptions::new())? })
+        Ok(Self {
+            fs: FileSystem::new(w, FsOptions::new())?,
+        })
     }
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let mut file = self.fs.root_dir().open_file(path.trim_start_matches('/')).ok()?;
+        let mut file = self
+            .fs
+            .root_dir()
+            .open_file(path.trim_start_matches('/'))
+            .ok()?;
         let mut v = Vec::new();
         file.read_to_end(&mut v).ok()?;
         Some(v)
@@ -198,30 +312,66 @@ fn check_cmdline(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option
     let text = String::from_utf8_lossy(&raw);
     let body = text.strip_suffix('\n').unwrap_or(&text);
     if body.contains('\n') || body.contains('\r') {
-        out.push(finding(FindingKind::Cmdline, "cmdline.txt", "must be a single line (the firmware reads only the first)"));
+        out.push(finding(
+            FindingKind::Cmdline,
+            "cmdline.txt",
+            "must be a single line (the firmware reads only the first)",
+        ));
     }
     let first = body.lines().next().unwrap_or("");
-    let Some(root) = first.split_whitespace().find_map(|w| w.strip_prefix("root=")) else {
-        out.push(finding(FindingKind::Cmdline, "cmdline.txt", "no root= parameter"));
+    let Some(root) = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("root="))
+    else {
+        out.push(finding(
+            FindingKind::Cmdline,
+            "cmdline.txt",
+            "no root= parameter",
+        ));
         return None;
     };
     let parts = t.partitions();
     let found = if let Some(id) = root.strip_prefix("PARTUUID=") {
-        parts.iter().find(|p| t.partuuid(p.number).is_some_and(|u| u.eq_ignore_ascii_case(id))).cloned()
+        parts
+            .iter()
+            .find(|p| {
+                t.partuuid(p.number)
+                    .is_some_and(|u| u.eq_ignore_ascii_case(id))
+            })
+            .cloned()
     } else if let Some(dev) = root.strip_prefix("/dev/") {
         // mmcblk0p2, nvme0n1p2, sda2, vda2: the trailing number is the partition.
-        let digits: String = dev.chars().rev().take_while(|c| c.is_ascii_digit()).collect::<Vec<_>>().into_iter().rev().collect();
-        digits.parse::<u32>().ok().and_then(|n| parts.iter().find(|p| p.number == n).cloned())
+        let digits: String = dev
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| parts.iter().find(|p| p.number == n).cloned())
     } else {
         // UUID=/LABEL= name a filesystem, not a partition: checked against the ext4 superblock
         // is beyond this check; accept them without locating the partition.
         return None;
     };
     match found {
-        None => out.push(finding(FindingKind::Cmdline, "cmdline.txt", format!("root={root} matches no partition of the image"))),
-        Some(p) if !p.kind.is_linux() => {
-            out.push(finding(FindingKind::Cmdline, "cmdline.txt", format!("root={root} names partition {}, which is not a Linux partition", p.number)))
-        }
+        None => out.push(finding(
+            FindingKind::Cmdline,
+            "cmdline.txt",
+            format!("root={root} matches no partition of the image"),
+        )),
+        Some(p) if !p.kind.is_linux() => out.push(finding(
+            FindingKind::Cmdline,
+            "cmdline.txt",
+            format!(
+                "root={root} names partition {}, which is not a Linux partition",
+                p.number
+            ),
+        )),
         Some(p) => return Some(p),
     }
     None
@@ -229,7 +379,11 @@ fn check_cmdline(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option
 
 fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
     let Some(raw) = b.read("config.txt") else {
-        out.push(finding(FindingKind::ConfigReference, "config.txt", "missing"));
+        out.push(finding(
+            FindingKind::ConfigReference,
+            "config.txt",
+            "missing",
+        ));
         return;
     };
     let text = String::from_utf8_lossy(&raw);
@@ -240,7 +394,13 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
         let line = line.trim_end_matches('\r');
         let n = line.chars().count();
         if n > MAX_CONFIG_LINE {
-            out.push(finding(FindingKind::ConfigLineTooLong, &loc, format!("line is {n} characters; the firmware truncates lines over {MAX_CONFIG_LINE}")));
+            out.push(finding(
+                FindingKind::ConfigLineTooLong,
+                &loc,
+                format!(
+                    "line is {n} characters; the firmware truncates lines over {MAX_CONFIG_LINE}"
+                ),
+            ));
         }
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
@@ -248,10 +408,17 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
         }
         let mut need = |path: String, what: &str| {
             if !b.exists(&path) {
-                out.push(finding(FindingKind::ConfigReference, &loc, format!("{what} {path} is not on the boot partition")));
+                out.push(finding(
+                    FindingKind::ConfigReference,
+                    &loc,
+                    format!("{what} {path} is not on the boot partition"),
+                ));
             }
         };
-        if let Some(rest) = l.strip_prefix("initramfs ").or_else(|| l.strip_prefix("initramfs\t")) {
+        if let Some(rest) = l
+            .strip_prefix("initramfs ")
+            .or_else(|| l.strip_prefix("initramfs\t"))
+        {
             if let Some(file) = rest.split_whitespace().next() {
                 need(format!("{os_prefix}{file}"), "initramfs");
             }
@@ -261,7 +428,9 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
             need(rest.trim().to_owned(), "included file");
             continue;
         }
-        let Some((key, value)) = l.split_once('=') else { continue };
+        let Some((key, value)) = l.split_once('=') else {
+            continue;
+        };
         let (key, value) = (key.trim(), value.trim());
         match key {
             "os_prefix" => os_prefix = value.to_owned(),
@@ -272,7 +441,10 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
             "dtoverlay" => {
                 let name = value.split([',', ':']).next().unwrap_or("").trim();
                 if !name.is_empty() {
-                    need(format!("{os_prefix}{overlay_prefix}{name}.dtbo"), "dtoverlay");
+                    need(
+                        format!("{os_prefix}{overlay_prefix}{name}.dtbo"),
+                        "dtoverlay",
+                    );
                 }
             }
             _ => {}
@@ -298,9 +470,21 @@ fn extract(src: &File, p: &Partition, dst: &File) -> io::Result<()> {
     dst.set_len(p.len)
 }
 
-fn run_tool(tool: &'static str, package: &'static str, cmd: &mut Command) -> Result<(Option<i32>, String), VerifyError> {
-    let o = cmd.env("LC_ALL", "C").output().map_err(|source| VerifyError::ToolMissing { tool, package, source })?;
-    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+fn run_tool(
+    tool: &'static str,
+    package: &'static str,
+    cmd: &mut Command,
+) -> Result<(Option<i32>, String), VerifyError> {
+    let o = cmd
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|source| VerifyError::ToolMissing {
+            tool,
+            package,
+            source,
+        })?;
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     Ok((o.status.code(), text))
 }
 
@@ -311,7 +495,14 @@ fn debugfs(fs: &Path, request: &str) -> Result<(Option<i32>, String), VerifyErro
         .arg(request)
         .arg(fs)
         .output()
-        .map_err(|source| VerifyError::ToolMissing { tool: "debugfs", package: "e2fsprogs", source })?;
+        .map_err(|source| VerifyError::ToolMissing {
+            tool: "debugfs",
+            package: "e2fsprogs",
+            source,
+        })?;
     // stdout carries the answer; stderr only the banner and "not found" messages.
-    Ok((o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned()))
+    Ok((
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    ))
 }

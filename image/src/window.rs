@@ -15,7 +15,12 @@ pub struct Window<T> {
 impl<T: Seek> Window<T> {
     pub fn new(mut inner: T, start: u64, len: u64) -> io::Result<Self> {
         inner.seek(SeekFrom::Start(start))?;
-        Ok(Self { inner, start, len, pos: 0 })
+        Ok(Self {
+            inner,
+            start,
+            len,
+            pos: 0,
+        })
     }
     pub fn into_inner(self) -> T {
         self.inner
@@ -27,7 +32,9 @@ impl<T: Seek> Window<T> {
 
 impl<T: Read + Seek> Read for Window<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(usize::try_from(self.left()).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left()).unwrap_or(usize::MAX));
         if n == 0 {
             return Ok(0);
         }
@@ -42,9 +49,14 @@ impl<T: Write + Seek> Write for Window<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = buf.len().min(usize::try_from(self.left()).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left()).unwrap_or(usize::MAX));
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past the end of the partition"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
         }
         let w = self.inner.write(&buf[..n])?;
         self.pos += w as u64;
@@ -62,7 +74,12 @@ impl<T: Seek> Seek for Window<T> {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         }
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the partition"))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the partition",
+            )
+        })?;
         self.inner.seek(SeekFrom::Start(self.start + new))?;
         self.pos = new;
         Ok(new)
@@ -70,6 +87,7 @@ impl<T: Seek> Seek for Window<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Cursor;

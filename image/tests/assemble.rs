@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;
@@ -6,12 +8,24 @@ use common::*;
 use pibake_image::table::Guid;
 
 fn debugfs(img: &str, offset: u64, req: &str) -> String {
-    run(Command::new("debugfs").arg("-R").arg(req).arg(format!("{img}?offset={offset}")))
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(req)
+        .arg(format!("{img}?offset={offset}")))
 }
 
 #[test]
 fn image_is_reproducible_sparse_and_tools_agree() {
-    for t in [("sfdisk", "fdisk"), ("fsck.vfat", "dosfstools"), ("e2fsck", "e2fsprogs"), ("debugfs", "e2fsprogs"), ("mtype", "mtools"), ("bmaptool", "bmap-tools"), ("zstd", "zstd"), ("sha256sum", "coreutils")] {
+    for t in [
+        ("sfdisk", "fdisk"),
+        ("fsck.vfat", "dosfstools"),
+        ("e2fsck", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("mtype", "mtools"),
+        ("bmaptool", "bmap-tools"),
+        ("zstd", "zstd"),
+        ("sha256sum", "coreutils"),
+    ] {
         need(t.0, t.1);
     }
     let (d1, d2) = (tmpdir(), tmpdir());
@@ -20,34 +34,65 @@ fn image_is_reproducible_sparse_and_tools_agree() {
     // Reproducible: same bytes from two separate work dirs.
     assert_eq!(a.sha256, b.sha256);
     assert_eq!(file_sha256(&a.img), a.sha256);
-    for (x, y) in [(&a.zst, &b.zst), (&a.bmap, &b.bmap), (&a.sha256_file, &b.sha256_file)] {
+    for (x, y) in [
+        (&a.zst, &b.zst),
+        (&a.bmap, &b.bmap),
+        (&a.sha256_file, &b.sha256_file),
+    ] {
         assert_eq!(file_sha256(x), file_sha256(y), "{} differs", x.display());
     }
     let img = a.img.to_str().unwrap();
 
     // .sha256 is sha256sum's format.
-    let check = run(Command::new("sha256sum").arg("-c").arg(&a.sha256_file).current_dir(d1.path()));
+    let check = run(Command::new("sha256sum")
+        .arg("-c")
+        .arg(&a.sha256_file)
+        .current_dir(d1.path()));
     assert!(check.contains("lab-worker.img: OK"), "{check}");
 
     // Sparse on disk: allocated blocks far below the apparent size.
     let st = std::fs::metadata(&a.img).unwrap();
     let allocated = std::os::unix::fs::MetadataExt::blocks(&st) * 512;
-    assert!(allocated < a.image_bytes / 20, "allocated {allocated} of {}", a.image_bytes);
+    assert!(
+        allocated < a.image_bytes / 20,
+        "allocated {allocated} of {}",
+        a.image_bytes
+    );
     // Every zero block is a hole: what is allocated is what the bmap maps.
-    assert!(allocated <= a.mapped_bytes + (64 << 10), "allocated {allocated}, mapped {}", a.mapped_bytes);
+    assert!(
+        allocated <= a.mapped_bytes + (64 << 10),
+        "allocated {allocated}, mapped {}",
+        a.mapped_bytes
+    );
 
     // Partition table.
     let j = run(Command::new("sfdisk").arg("--json").arg(img));
-    assert!(j.contains("\"id\": \"0x5eedb00c\"") && j.contains("\"type\": \"c\"") && j.contains("\"type\": \"83\""), "{j}");
-    assert!(j.contains(&format!("\"start\": {}", a.layout.root_start / 512)), "{j}");
+    assert!(
+        j.contains("\"id\": \"0x5eedb00c\"")
+            && j.contains("\"type\": \"c\"")
+            && j.contains("\"type\": \"83\""),
+        "{j}"
+    );
+    assert!(
+        j.contains(&format!("\"start\": {}", a.layout.root_start / 512)),
+        "{j}"
+    );
 
     // Both filesystems clean, checked by their own tools on extracted partitions.
     let boot = d1.path().join("boot.fat");
     let root = d1.path().join("root.ext4");
     let raw = std::fs::read(&a.img).unwrap();
     let l = a.layout;
-    std::fs::write(&boot, &raw[l.boot_start as usize..(l.boot_start + l.boot_len) as usize]).unwrap();
-    std::fs::write(&root, &raw[l.root_start as usize..(l.root_start + l.root_len) as usize]).unwrap();
+    std::fs::write(
+        &boot,
+        &raw[l.boot_start as usize..(l.boot_start + l.boot_len) as usize],
+    )
+    .unwrap();
+    std::fs::write(
+        &root,
+        &raw[l.root_start as usize..(l.root_start + l.root_len) as usize],
+    )
+    .unwrap();
     drop(raw);
     run(Command::new("fsck.vfat").arg("-n").arg(&boot));
     let e = run(Command::new("e2fsck").arg("-fn").arg(&root));
@@ -57,42 +102,90 @@ fn image_is_reproducible_sparse_and_tools_agree() {
     // ext4: owners, modes, contents, label, UUID, timestamps.
     let off = l.root_start;
     let s = debugfs(img, off, "stat /home/pi/.profile");
-    assert!(s.contains("Mode:  0640") && s.contains("User:  1000") && s.contains("Group:  1000"), "{s}");
-    let s = debugfs(img, off, "stat /etc/NetworkManager/system-connections/eth0.nmconnection");
-    assert!(s.contains("Mode:  0600") && s.contains("User:     0"), "{s}");
+    assert!(
+        s.contains("Mode:  0640") && s.contains("User:  1000") && s.contains("Group:  1000"),
+        "{s}"
+    );
+    let s = debugfs(
+        img,
+        off,
+        "stat /etc/NetworkManager/system-connections/eth0.nmconnection",
+    );
+    assert!(
+        s.contains("Mode:  0600") && s.contains("User:     0"),
+        "{s}"
+    );
     let s = debugfs(img, off, "stat /usr/bin/tool");
-    assert!(s.contains("Mode:  04755") && s.contains("Links: 2"), "setuid and hard link kept: {s}");
+    assert!(
+        s.contains("Mode:  04755") && s.contains("Links: 2"),
+        "setuid and hard link kept: {s}"
+    );
     assert!(s.contains("2023"), "mtime clamped to the epoch: {s}");
     assert_eq!(debugfs(img, off, "cat /etc/hostname"), "node1\n");
     assert_eq!(debugfs(img, off, "cat /etc/machine-id"), "uninitialized\n");
     let ls = debugfs(img, off, "ls -l /boot/firmware");
-    assert!(!ls.contains("config.txt"), "boot files must not be in the root fs: {ls}");
+    assert!(
+        !ls.contains("config.txt"),
+        "boot files must not be in the root fs: {ls}"
+    );
     let ls = debugfs(img, off, "ls -l /var");
     assert!(!ls.contains("obsolete"), "{ls}");
     let stats = debugfs(img, off, "stats");
-    assert!(stats.contains(&format!("Filesystem UUID:          {}", Guid::from_hash([4; 16]))), "{stats}");
-    assert!(stats.contains("Filesystem volume name:   rootfs"), "{stats}");
-    assert!(stats.contains(&format!("Directory Hash Seed:      {}", Guid::from_hash([5; 16]))), "{stats}");
+    assert!(
+        stats.contains(&format!(
+            "Filesystem UUID:          {}",
+            Guid::from_hash([4; 16])
+        )),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("Filesystem volume name:   rootfs"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains(&format!(
+            "Directory Hash Seed:      {}",
+            Guid::from_hash([5; 16])
+        )),
+        "{stats}"
+    );
 
     // FAT via mtools.
     let fat = format!("{img}@@{}", l.boot_start);
-    assert_eq!(run(Command::new("mtype").args(["-i", &fat, "::config.txt"])), CONFIG_TXT);
+    assert_eq!(
+        run(Command::new("mtype").args(["-i", &fat, "::config.txt"])),
+        CONFIG_TXT
+    );
     let cmd = run(Command::new("mtype").args(["-i", &fat, "::cmdline.txt"]));
     assert!(cmd.contains("root=PARTUUID=5eedb00c-02 "), "{cmd}");
     assert_eq!(a.root_partuuid, "5eedb00c-02");
     let dir = run(Command::new("mdir").args(["-i", &fat, "::/overlays"]));
-    assert!(dir.contains("gpio-shutdown.dtbo") && dir.contains("2023-11-14"), "{dir}");
+    assert!(
+        dir.contains("gpio-shutdown.dtbo") && dir.contains("2023-11-14"),
+        "{dir}"
+    );
 
     // bmaptool accepts the .bmap (checksums of every range) and copies an identical image.
     let copy = d1.path().join("copy.img");
-    run(Command::new("bmaptool").args(["copy", "--bmap"]).arg(&a.bmap).arg(&a.img).arg(&copy));
+    run(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(&a.bmap)
+        .arg(&a.img)
+        .arg(&copy));
     assert_eq!(file_sha256(&copy), a.sha256);
     // And the .zst decompresses to the image.
     let unz = d1.path().join("unz.img");
-    run(Command::new("zstd").args(["-d", "-q", "-o"]).arg(&unz).arg(&a.zst));
+    run(Command::new("zstd")
+        .args(["-d", "-q", "-o"])
+        .arg(&unz)
+        .arg(&a.zst));
     assert_eq!(file_sha256(&unz), a.sha256);
     // No temp files left behind.
-    let left: Vec<_> = std::fs::read_dir(d1.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".tmp")).collect();
+    let left: Vec<_> = std::fs::read_dir(d1.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -104,11 +197,16 @@ fn gpt_image_partuuid_and_sfdisk() {
     assert_eq!(a.root_partuuid, g3);
     let img = a.img.to_str().unwrap();
     let j = run(Command::new("sfdisk").arg("--json").arg(img));
-    assert!(j.contains("\"label\": \"gpt\"") && j.to_lowercase().contains(&g3), "{j}");
+    assert!(
+        j.contains("\"label\": \"gpt\"") && j.to_lowercase().contains(&g3),
+        "{j}"
+    );
     let v = run(Command::new("sfdisk").arg("--verify").arg(img));
     assert!(v.contains("No errors detected"), "{v}");
     let fat = format!("{img}@@{}", a.layout.boot_start);
     let cmd = run(Command::new("mtype").args(["-i", &fat, "::cmdline.txt"]));
     assert!(cmd.contains(&format!("root=PARTUUID={g3} ")), "{cmd}");
-    run(Command::new("e2fsck").arg("-fn").arg(format!("{img}?offset={}", a.layout.root_start)));
+    run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{img}?offset={}", a.layout.root_start)));
 }

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -16,8 +18,16 @@ fn copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 
 /// Rewrites or removes a file on the image's FAT partition (offset `start`, `len`).
 fn fat_edit(img: &Path, start: u64, len: u64, path: &str, content: Option<&str>) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(img).unwrap();
-    let fs = fatfs::FileSystem::new(Window::new(&f, start, len).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let fs = fatfs::FileSystem::new(
+        Window::new(&f, start, len).unwrap(),
+        fatfs::FsOptions::new(),
+    )
+    .unwrap();
     match content {
         None => fs.root_dir().remove(path).unwrap(),
         Some(c) => {
@@ -31,9 +41,17 @@ fn fat_edit(img: &Path, start: u64, len: u64, path: &str, content: Option<&str>)
 
 fn fat_read(img: &Path, start: u64, len: u64, path: &str) -> String {
     let f = std::fs::File::open(img).unwrap();
-    let fs = fatfs::FileSystem::new(Window::new(&f, start, len).unwrap(), fatfs::FsOptions::new()).unwrap();
+    let fs = fatfs::FileSystem::new(
+        Window::new(&f, start, len).unwrap(),
+        fatfs::FsOptions::new(),
+    )
+    .unwrap();
     let mut s = String::new();
-    fs.root_dir().open_file(path).unwrap().read_to_string(&mut s).unwrap();
+    fs.root_dir()
+        .open_file(path)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
     s
 }
 
@@ -42,8 +60,15 @@ fn ext4_write(img: &Path, offset: u64, dest: &str, content: &str, dir: &Path) {
     let src = dir.join("planted");
     std::fs::write(&src, content).unwrap();
     let fs = format!("{}?offset={offset}", img.display());
-    let _ = Command::new("debugfs").args(["-w", "-R", &format!("rm {dest}"), &fs]).output();
-    run(Command::new("debugfs").args(["-w", "-R", &format!("write {} {dest}", src.display()), &fs]));
+    let _ = Command::new("debugfs")
+        .args(["-w", "-R", &format!("rm {dest}"), &fs])
+        .output();
+    run(Command::new("debugfs").args([
+        "-w",
+        "-R",
+        &format!("write {} {dest}", src.display()),
+        &fs,
+    ]));
 }
 
 fn kinds(f: &[Finding]) -> Vec<FindingKind> {
@@ -67,41 +92,88 @@ fn passes_on_our_images_and_finds_planted_faults() {
 
     // A missing overlay.
     let img = copy(&good.img, d.path(), "no-overlay.img");
-    fat_edit(&img, l.boot_start, l.boot_len, "overlays/disable-bt.dtbo", None);
+    fat_edit(
+        &img,
+        l.boot_start,
+        l.boot_len,
+        "overlays/disable-bt.dtbo",
+        None,
+    );
     let f = verify_image(&img, &work).unwrap();
     assert_eq!(kinds(&f), [FindingKind::ConfigReference], "{f:#?}");
-    assert!(f[0].location == "config.txt:7" && f[0].message.contains("overlays/disable-bt.dtbo"), "{f:#?}");
+    assert!(
+        f[0].location == "config.txt:7" && f[0].message.contains("overlays/disable-bt.dtbo"),
+        "{f:#?}"
+    );
 
     // A config.txt line over 98 characters, and a missing kernel.
     let img = copy(&good.img, d.path(), "long-line.img");
-    let long = format!("{CONFIG_TXT}dtparam=i2c_arm=on{}\nkernel=missing.img\n", ",i2c_arm_baudrate=100000".repeat(4));
+    let long = format!(
+        "{CONFIG_TXT}dtparam=i2c_arm=on{}\nkernel=missing.img\n",
+        ",i2c_arm_baudrate=100000".repeat(4)
+    );
     fat_edit(&img, l.boot_start, l.boot_len, "config.txt", Some(&long));
     let f = verify_image(&img, &work).unwrap();
-    assert_eq!(kinds(&f), [FindingKind::ConfigLineTooLong, FindingKind::ConfigReference], "{f:#?}");
+    assert_eq!(
+        kinds(&f),
+        [FindingKind::ConfigLineTooLong, FindingKind::ConfigReference],
+        "{f:#?}"
+    );
     assert_eq!(f[0].location, "config.txt:10");
     assert!(f[1].message.contains("missing.img"), "{f:#?}");
 
     // Baked SSH host keys.
     let img = copy(&good.img, d.path(), "ssh.img");
-    ext4_write(&img, l.root_start, "/etc/ssh/ssh_host_ed25519_key", "not a real key\n", d.path());
-    ext4_write(&img, l.root_start, "/etc/ssh/ssh_host_ed25519_key.pub", "ssh-ed25519 AAAA test\n", d.path());
+    ext4_write(
+        &img,
+        l.root_start,
+        "/etc/ssh/ssh_host_ed25519_key",
+        "not a real key\n",
+        d.path(),
+    );
+    ext4_write(
+        &img,
+        l.root_start,
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+        "ssh-ed25519 AAAA test\n",
+        d.path(),
+    );
     let f = verify_image(&img, &work).unwrap();
-    assert_eq!(kinds(&f), [FindingKind::SshHostKey, FindingKind::SshHostKey], "{f:#?}");
+    assert_eq!(
+        kinds(&f),
+        [FindingKind::SshHostKey, FindingKind::SshHostKey],
+        "{f:#?}"
+    );
     assert_eq!(f[0].location, "/etc/ssh/ssh_host_ed25519_key");
 
     // A baked machine-id.
     let img = copy(&good.img, d.path(), "machine-id.img");
-    ext4_write(&img, l.root_start, "/etc/machine-id", "0123456789abcdef0123456789abcdef\n", d.path());
+    ext4_write(
+        &img,
+        l.root_start,
+        "/etc/machine-id",
+        "0123456789abcdef0123456789abcdef\n",
+        d.path(),
+    );
     let f = verify_image(&img, &work).unwrap();
     assert_eq!(kinds(&f), [FindingKind::MachineId], "{f:#?}");
 
     // cmdline.txt naming another disk, and one with two lines.
     let img = copy(&good.img, d.path(), "cmdline.img");
-    fat_edit(&img, l.boot_start, l.boot_len, "cmdline.txt", Some(&cmdline("deadbeef-02")));
+    fat_edit(
+        &img,
+        l.boot_start,
+        l.boot_len,
+        "cmdline.txt",
+        Some(&cmdline("deadbeef-02")),
+    );
     let f = verify_image(&img, &work).unwrap();
     assert_eq!(kinds(&f), [FindingKind::Cmdline], "{f:#?}");
     assert!(f[0].message.contains("root=PARTUUID=deadbeef-02"), "{f:#?}");
-    let two = format!("{}quiet\n", fat_read(&img, l.boot_start, l.boot_len, "cmdline.txt").replace("deadbeef", "5eedb00c"));
+    let two = format!(
+        "{}quiet\n",
+        fat_read(&img, l.boot_start, l.boot_len, "cmdline.txt").replace("deadbeef", "5eedb00c")
+    );
     fat_edit(&img, l.boot_start, l.boot_len, "cmdline.txt", Some(&two));
     let f = verify_image(&img, &work).unwrap();
     assert_eq!(kinds(&f), [FindingKind::Cmdline], "{f:#?}");
@@ -111,7 +183,11 @@ fn passes_on_our_images_and_finds_planted_faults() {
     let img = copy(&good.img, d.path(), "broken.img");
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap();
         // Second FAT copy differs from the first: fsck.vfat notices.
         let mut bs = [0u8; 512];
         f.read_exact_at(&mut bs, l.boot_start).unwrap();
@@ -120,14 +196,35 @@ fn passes_on_our_images_and_finds_planted_faults() {
         let fat2 = l.boot_start + (reserved + fat_sectors) * 512 + 8;
         f.write_all_at(&[0x12, 0x34, 0x56, 0x07], fat2).unwrap();
         // Root directory inode (2) mode zeroed: e2fsck notices.
-        let stats = run(Command::new("debugfs").args(["-R", "imap <2>", &format!("{}?offset={}", img.display(), l.root_start)]));
-        let loc: u64 = stats.split("located at block ").nth(1).and_then(|s| s.split(',').next()).and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| panic!("{stats}"));
-        let off: u64 = stats.split("offset 0x").nth(1).and_then(|s| u64::from_str_radix(s.trim(), 16).ok()).unwrap_or_else(|| panic!("{stats}"));
-        f.write_all_at(&[0, 0], l.root_start + loc * 4096 + off).unwrap();
+        let stats = run(Command::new("debugfs").args([
+            "-R",
+            "imap <2>",
+            &format!("{}?offset={}", img.display(), l.root_start),
+        ]));
+        let loc: u64 = stats
+            .split("located at block ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{stats}"));
+        let off: u64 = stats
+            .split("offset 0x")
+            .nth(1)
+            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("{stats}"));
+        f.write_all_at(&[0, 0], l.root_start + loc * 4096 + off)
+            .unwrap();
     }
     let f = verify_image(&img, &work).unwrap();
-    assert_eq!(kinds(&f), [FindingKind::BootFilesystem, FindingKind::RootFilesystem], "{f:#?}");
-    assert!(f[0].message.contains("fsck.vfat") && f[1].message.contains("e2fsck"), "{f:#?}");
+    assert_eq!(
+        kinds(&f),
+        [FindingKind::BootFilesystem, FindingKind::RootFilesystem],
+        "{f:#?}"
+    );
+    assert!(
+        f[0].message.contains("fsck.vfat") && f[1].message.contains("e2fsck"),
+        "{f:#?}"
+    );
 
     // Not an image at all.
     let junk = d.path().join("junk.img");
