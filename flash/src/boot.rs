@@ -1,0 +1,186 @@
+//! Per-card files on the FAT boot partition (partition 1), written with `fatfs` straight into
+//! the flashed target: no mount, so nothing else on the card changes.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use fatfs::{FileSystem, FsOptions};
+use pibake_image::table::{self, ReadTableError};
+use pibake_image::window::Window;
+
+/// The file the first-boot agent reads to pick its node (`node = "<name>"`).
+pub const NODE_FILE: &str = "pibake-node.toml";
+/// Secrets for the agent to ingest (it moves them to 0600 files and wipes this copy).
+pub const SECRETS_FILE: &str = "pibake-secrets.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootFilesError {
+    #[error("node name {0:?}: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")]
+    NodeName(String),
+    #[error("cannot read the secrets file {0}")]
+    SecretsRead(PathBuf, #[source] io::Error),
+    #[error("secrets file {path} is not valid TOML (line {line}); it is copied as is for the agent, so fix it first")]
+    SecretsToml { path: PathBuf, line: usize },
+    #[error("cannot read the partition table of {0}")]
+    Table(PathBuf, #[source] ReadTableError),
+    #[error("{0} has no partition 1")]
+    NoBootPartition(PathBuf),
+    #[error("partition 1 of {path} is not FAT (type {kind}); is this a Raspberry Pi image?")]
+    NotFat { path: PathBuf, kind: String },
+    #[error("cannot open the FAT boot partition of {0}")]
+    Fat(PathBuf, #[source] io::Error),
+    #[error("cannot write {file} to the boot partition of {path}")]
+    Write {
+        path: PathBuf,
+        file: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file} on the boot partition of {path} reads back different from what was written")]
+    ReadBack { path: PathBuf, file: &'static str },
+}
+
+/// A node's name as the cluster file spells it (a hostname label).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeName(String);
+
+impl FromStr for NodeName {
+    type Err = BootFilesError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BootFilesError::NodeName(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl NodeName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The content of `pibake-node.toml`. The name's alphabet needs no TOML escaping.
+    pub fn node_file(&self) -> String {
+        format!("node = \"{}\"\n", self.0)
+    }
+}
+
+/// Reads a secrets file and checks it parses, without echoing any of it in errors.
+pub fn read_secrets(path: &Path) -> Result<Vec<u8>, BootFilesError> {
+    let bytes = std::fs::read(path).map_err(|e| BootFilesError::SecretsRead(path.to_owned(), e))?;
+    let bad = |off: usize| BootFilesError::SecretsToml {
+        path: path.to_owned(),
+        line: bytes[..off.min(bytes.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1,
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| bad(e.valid_up_to()))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(bad(e.span().map_or(0, |s| s.start)));
+    }
+    Ok(bytes)
+}
+
+/// Writes `files` (name, content) into the root of partition 1 of the disk (or image) open as
+/// `disk`, replacing files of the same name, and reads them back.
+pub fn write_boot_files(
+    disk: &File,
+    disk_len: u64,
+    path: &Path,
+    files: &[(&'static str, &[u8])],
+) -> Result<(), BootFilesError> {
+    let t = table::read_table(&mut &*disk, disk_len)
+        .map_err(|e| BootFilesError::Table(path.to_owned(), e))?;
+    let p = t
+        .partitions()
+        .iter()
+        .find(|p| p.number == 1)
+        .ok_or_else(|| BootFilesError::NoBootPartition(path.to_owned()))?;
+    if !p.kind.is_fat() {
+        return Err(BootFilesError::NotFat {
+            path: path.to_owned(),
+            kind: format!("{:?}", p.kind),
+        });
+    }
+    let fat_err = |e| BootFilesError::Fat(path.to_owned(), e);
+    let win = Window::new(disk, p.start, p.len).map_err(fat_err)?;
+    let fs = FileSystem::new(win, FsOptions::new()).map_err(fat_err)?;
+    {
+        let root = fs.root_dir();
+        for &(file, content) in files {
+            let werr = |source| BootFilesError::Write {
+                path: path.to_owned(),
+                file,
+                source,
+            };
+            let mut f = root.create_file(file).map_err(werr)?;
+            f.truncate().map_err(werr)?;
+            f.write_all(content).map_err(werr)?;
+            f.flush().map_err(werr)?;
+        }
+        for &(file, content) in files {
+            let mut back = Vec::new();
+            root.open_file(file)
+                .and_then(|mut f| f.read_to_end(&mut back))
+                .map_err(|source| BootFilesError::Write {
+                    path: path.to_owned(),
+                    file,
+                    source,
+                })?;
+            if back != content {
+                return Err(BootFilesError::ReadBack {
+                    path: path.to_owned(),
+                    file,
+                });
+            }
+        }
+    }
+    fs.unmount().map_err(fat_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        assert_eq!(
+            NodeName::from_str("w1").expect("valid").node_file(),
+            "node = \"w1\"\n"
+        );
+        for bad in ["", "W1", "w_1", "-w", "w-", "a\"b", &"a".repeat(64)] {
+            assert!(NodeName::from_str(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn secrets_must_parse_and_errors_do_not_echo_them() -> anyhow::Result<()> {
+        let d = tempfile::tempdir()?;
+        let p = d.path().join("s.toml");
+        std::fs::write(&p, "token = \"example-not-a-secret\"\n")?;
+        assert_eq!(read_secrets(&p)?, b"token = \"example-not-a-secret\"\n");
+        std::fs::write(&p, "a = 1\nswarm_token = SWMTKN-example\n")?;
+        let e = read_secrets(&p).expect_err("bad TOML");
+        let msg = e.to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(!msg.contains("SWMTKN"), "{msg}");
+        Ok(())
+    }
+}

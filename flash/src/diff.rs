@@ -1,0 +1,536 @@
+//! What changed between two builds: packages, files and the boot configuration lines, read
+//! from each image's `.manifest.json` (and, when a manifest lacks the boot texts, from the
+//! image's FAT partition).
+//!
+//! Manifest format read here (JSON; other keys are ignored, they carry input hashes etc.):
+//! ```json
+//! { "packages": { "<name>": "<version>" },
+//!   "files": [ { "path": "/etc/x", "mode": 420, "uid": 0, "gid": 0, "sha256": "<hex>", "size": 12 } ],
+//!   "boot": { "config.txt": "<text>", "cmdline.txt": "<text>" } }
+//! ```
+//! `packages` may also be a list of `{ "name", "version" }`; `mode` may be a number or an octal
+//! string (`"0644"`); every top-level key is optional.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use fatfs::{FileSystem, FsOptions};
+use pibake_image::table;
+use pibake_image::window::Window;
+use serde::Deserialize;
+
+/// The boot files whose lines are compared.
+pub const BOOT_FILES: [&str; 2] = ["config.txt", "cmdline.txt"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] io::Error),
+    #[error("{path}: not a pibake manifest")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no manifest for image {image}: expected {manifest}")]
+    NoManifest { image: PathBuf, manifest: PathBuf },
+    #[error("{path}: file {file:?} has mode {mode:?}, want a number or an octal string")]
+    Mode {
+        path: PathBuf,
+        file: String,
+        mode: String,
+    },
+    #[error("cannot read the boot partition of {0}")]
+    Boot(PathBuf, #[source] io::Error),
+    #[error("cannot read the partition table of {0}")]
+    Table(PathBuf, #[source] table::ReadTableError),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPackages {
+    Map(BTreeMap<String, String>),
+    List(Vec<RawPackage>),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPackage {
+    name: String,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawMode {
+    Num(u32),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawFile {
+    path: String,
+    mode: Option<RawMode>,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    sha256: Option<String>,
+    size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawManifest {
+    packages: Option<RawPackages>,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    #[serde(default)]
+    boot: BTreeMap<String, String>,
+}
+
+/// One file as a manifest lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    pub mode: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// The parts of a manifest that `diff` compares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub packages: BTreeMap<String, String>,
+    pub files: BTreeMap<String, FileEntry>,
+    /// Boot file name → text.
+    pub boot: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DiffError> {
+        let raw: RawManifest = serde_json::from_str(text).map_err(|source| DiffError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        let packages = match raw.packages {
+            None => BTreeMap::new(),
+            Some(RawPackages::Map(m)) => m,
+            Some(RawPackages::List(l)) => l.into_iter().map(|p| (p.name, p.version)).collect(),
+        };
+        let mut files = BTreeMap::new();
+        for f in raw.files {
+            let mode = match f.mode {
+                None => None,
+                Some(RawMode::Num(n)) => Some(n),
+                Some(RawMode::Text(t)) => Some(
+                    u32::from_str_radix(t.trim_start_matches("0o"), 8).map_err(|_| {
+                        DiffError::Mode {
+                            path: path.to_owned(),
+                            file: f.path.clone(),
+                            mode: t.clone(),
+                        }
+                    })?,
+                ),
+            };
+            files.insert(
+                f.path,
+                FileEntry {
+                    mode,
+                    uid: f.uid,
+                    gid: f.gid,
+                    sha256: f.sha256,
+                    size: f.size,
+                },
+            );
+        }
+        Ok(Self {
+            packages,
+            files,
+            boot: raw.boot,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self, DiffError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| DiffError::Read(path.to_owned(), e))?;
+        Self::parse(&text, path)
+    }
+}
+
+/// `x.img` / `x.img.zst` → `x.manifest.json` beside it.
+pub fn manifest_path(image: &Path) -> PathBuf {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".zst").unwrap_or(&name);
+    let stem = stem.strip_suffix(".img").unwrap_or(stem);
+    image.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// A manifest given directly (`*.json`) or the one beside an image; boot texts the manifest
+/// lacks are read from a raw image's FAT partition.
+pub fn load(path: &Path) -> Result<Manifest, DiffError> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return Manifest::read(path);
+    }
+    let mpath = manifest_path(path);
+    if !mpath.is_file() {
+        return Err(DiffError::NoManifest {
+            image: path.to_owned(),
+            manifest: mpath,
+        });
+    }
+    let mut m = Manifest::read(&mpath)?;
+    let raw = {
+        let s = path.to_string_lossy();
+        PathBuf::from(s.strip_suffix(".zst").unwrap_or(&s))
+    };
+    if BOOT_FILES.iter().any(|f| !m.boot.contains_key(*f))
+        && raw.is_file()
+        && !crate::source::is_zstd(&raw)
+    {
+        for (name, text) in read_boot_texts(&raw)? {
+            m.boot.entry(name).or_insert(text);
+        }
+    }
+    Ok(m)
+}
+
+/// config.txt and cmdline.txt from partition 1 of a raw image, read with fatfs.
+pub fn read_boot_texts(image: &Path) -> Result<BTreeMap<String, String>, DiffError> {
+    let f = File::open(image).map_err(|e| DiffError::Read(image.to_owned(), e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| DiffError::Read(image.to_owned(), e))?
+        .len();
+    let t = table::read_table(&mut &f, len).map_err(|e| DiffError::Table(image.to_owned(), e))?;
+    let berr = |e| DiffError::Boot(image.to_owned(), e);
+    let p = t
+        .partitions()
+        .iter()
+        .find(|p| p.number == 1 && p.kind.is_fat())
+        .ok_or_else(|| {
+            berr(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no FAT partition 1",
+            ))
+        })?;
+    // Read-only descriptor: any write fatfs might try fails instead of touching the image.
+    let fs = FileSystem::new(
+        Window::new(&f, p.start, p.len).map_err(berr)?,
+        FsOptions::new(),
+    )
+    .map_err(berr)?;
+    let mut out = BTreeMap::new();
+    for name in BOOT_FILES {
+        match fs.root_dir().open_file(name) {
+            Ok(mut file) => {
+                let mut s = String::new();
+                file.read_to_string(&mut s).map_err(berr)?;
+                out.insert(name.to_owned(), s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(berr(e)),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageChange {
+    Added {
+        name: String,
+        version: String,
+    },
+    Removed {
+        name: String,
+        version: String,
+    },
+    Version {
+        name: String,
+        from: String,
+        to: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileChange {
+    Added {
+        path: String,
+        entry: FileEntry,
+    },
+    Removed {
+        path: String,
+    },
+    /// Content and/or metadata changed; the fields say which.
+    Changed {
+        path: String,
+        content: Option<(Option<u64>, Option<u64>)>,
+        mode: Option<(Option<u32>, Option<u32>)>,
+        owner: Option<((u32, u32), (u32, u32))>,
+    },
+}
+
+/// A boot file's changed lines, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineDiff {
+    pub file: String,
+    /// `('-', line)` removed, `('+', line)` added.
+    pub lines: Vec<(char, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDiff {
+    pub a: String,
+    pub b: String,
+    pub packages: Vec<PackageChange>,
+    pub files: Vec<FileChange>,
+    pub boot: Vec<LineDiff>,
+}
+
+/// Compares two images or manifests.
+pub fn diff(a: &Path, b: &Path) -> Result<ImageDiff, DiffError> {
+    let ma = load(a)?;
+    let mb = load(b)?;
+    let label = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Ok(diff_manifests(&label(a), &ma, &label(b), &mb))
+}
+
+/// Compares two parsed manifests; `a`, `b` label them in the rendering.
+pub fn diff_manifests(a: &str, ma: &Manifest, b: &str, mb: &Manifest) -> ImageDiff {
+    let mut packages = Vec::new();
+    for (name, va) in &ma.packages {
+        match mb.packages.get(name) {
+            None => packages.push(PackageChange::Removed {
+                name: name.clone(),
+                version: va.clone(),
+            }),
+            Some(vb) if vb != va => packages.push(PackageChange::Version {
+                name: name.clone(),
+                from: va.clone(),
+                to: vb.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, vb) in &mb.packages {
+        if !ma.packages.contains_key(name) {
+            packages.push(PackageChange::Added {
+                name: name.clone(),
+                version: vb.clone(),
+            });
+        }
+    }
+    packages.sort_by(|x, y| pkg_name(x).cmp(pkg_name(y)));
+
+    let mut files = Vec::new();
+    let paths: std::collections::BTreeSet<&String> =
+        ma.files.keys().chain(mb.files.keys()).collect();
+    for p in paths {
+        match (ma.files.get(p), mb.files.get(p)) {
+            (Some(_), None) => files.push(FileChange::Removed { path: p.clone() }),
+            (None, Some(e)) => files.push(FileChange::Added {
+                path: p.clone(),
+                entry: e.clone(),
+            }),
+            (Some(x), Some(y)) => {
+                let content =
+                    (x.sha256 != y.sha256 || x.size != y.size).then_some((x.size, y.size));
+                let mode = (x.mode != y.mode).then_some((x.mode, y.mode));
+                let owner =
+                    ((x.uid, x.gid) != (y.uid, y.gid)).then_some(((x.uid, x.gid), (y.uid, y.gid)));
+                if content.is_some() || mode.is_some() || owner.is_some() {
+                    files.push(FileChange::Changed {
+                        path: p.clone(),
+                        content,
+                        mode,
+                        owner,
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    let mut boot = Vec::new();
+    let names: std::collections::BTreeSet<&String> = ma.boot.keys().chain(mb.boot.keys()).collect();
+    for name in names {
+        let ta = ma.boot.get(name).map_or("", String::as_str);
+        let tb = mb.boot.get(name).map_or("", String::as_str);
+        let lines = line_diff(ta, tb);
+        if !lines.is_empty() {
+            boot.push(LineDiff {
+                file: name.clone(),
+                lines,
+            });
+        }
+    }
+    ImageDiff {
+        a: a.to_owned(),
+        b: b.to_owned(),
+        packages,
+        files,
+        boot,
+    }
+}
+
+fn pkg_name(c: &PackageChange) -> &str {
+    match c {
+        PackageChange::Added { name, .. }
+        | PackageChange::Removed { name, .. }
+        | PackageChange::Version { name, .. } => name,
+    }
+}
+
+fn line_diff(a: &str, b: &str) -> Vec<(char, String)> {
+    use similar::{ChangeTag, TextDiff};
+    TextDiff::from_lines(a, b)
+        .iter_all_changes()
+        .filter_map(|c| {
+            let tag = match c.tag() {
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
+                ChangeTag::Equal => return None,
+            };
+            Some((tag, c.value().trim_end_matches('\n').to_owned()))
+        })
+        .collect()
+}
+
+fn mode_s(m: Option<u32>) -> String {
+    m.map_or_else(|| "?".to_owned(), |m| format!("{m:04o}"))
+}
+
+fn size_s(s: Option<u64>) -> String {
+    s.map_or_else(|| "?".to_owned(), |s| s.to_string())
+}
+
+impl ImageDiff {
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty() && self.files.is_empty() && self.boot.is_empty()
+    }
+
+    /// Stable text: sections in a fixed order, entries sorted, no timestamps.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "--- {}\n+++ {}", self.a, self.b);
+        let (mut add, mut rem, mut chg) = (0, 0, 0);
+        for p in &self.packages {
+            match p {
+                PackageChange::Added { .. } => add += 1,
+                PackageChange::Removed { .. } => rem += 1,
+                PackageChange::Version { .. } => chg += 1,
+            }
+        }
+        let _ = writeln!(s, "packages: {add} added, {rem} removed, {chg} changed");
+        for p in &self.packages {
+            let _ = match p {
+                PackageChange::Added { name, version } => writeln!(s, "  + {name} {version}"),
+                PackageChange::Removed { name, version } => writeln!(s, "  - {name} {version}"),
+                PackageChange::Version { name, from, to } => {
+                    writeln!(s, "  ~ {name} {from} -> {to}")
+                }
+            };
+        }
+        let (mut add, mut rem, mut chg) = (0, 0, 0);
+        for f in &self.files {
+            match f {
+                FileChange::Added { .. } => add += 1,
+                FileChange::Removed { .. } => rem += 1,
+                FileChange::Changed { .. } => chg += 1,
+            }
+        }
+        let _ = writeln!(s, "files: {add} added, {rem} removed, {chg} changed");
+        for f in &self.files {
+            let _ = match f {
+                FileChange::Added { path, entry } => writeln!(
+                    s,
+                    "  + {path} ({} {}:{}, {} bytes)",
+                    mode_s(entry.mode),
+                    entry.uid,
+                    entry.gid,
+                    size_s(entry.size)
+                ),
+                FileChange::Removed { path } => writeln!(s, "  - {path}"),
+                FileChange::Changed {
+                    path,
+                    content,
+                    mode,
+                    owner,
+                } => {
+                    let mut parts = Vec::new();
+                    if let Some((x, y)) = content {
+                        parts.push(format!("content ({} -> {} bytes)", size_s(*x), size_s(*y)));
+                    }
+                    if let Some((x, y)) = mode {
+                        parts.push(format!("mode {} -> {}", mode_s(*x), mode_s(*y)));
+                    }
+                    if let Some(((u1, g1), (u2, g2))) = owner {
+                        parts.push(format!("owner {u1}:{g1} -> {u2}:{g2}"));
+                    }
+                    writeln!(s, "  ~ {path}: {}", parts.join(", "))
+                }
+            };
+        }
+        for name in BOOT_FILES {
+            match self.boot.iter().find(|d| d.file == name) {
+                None => {
+                    let _ = writeln!(s, "{name}: unchanged");
+                }
+                Some(d) => {
+                    let _ = writeln!(s, "{name}:");
+                    for (tag, line) in &d.lines {
+                        let _ = writeln!(s, "  {tag} {line}");
+                    }
+                }
+            }
+        }
+        for d in self
+            .boot
+            .iter()
+            .filter(|d| !BOOT_FILES.contains(&d.file.as_str()))
+        {
+            let _ = writeln!(s, "{}:", d.file);
+            for (tag, line) in &d.lines {
+                let _ = writeln!(s, "  {tag} {line}");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_packages_and_octal_modes_are_read() -> anyhow::Result<()> {
+        let m = Manifest::parse(
+            r#"{"packages":[{"name":"a","version":"1"}],"files":[{"path":"/x","mode":"0600","uid":0,"gid":0}],"inputs":{}}"#,
+            Path::new("m.json"),
+        )?;
+        assert_eq!(m.packages.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m.files.get("/x").and_then(|f| f.mode), Some(0o600));
+        Ok(())
+    }
+
+    #[test]
+    fn manifest_beside_image() {
+        assert_eq!(
+            manifest_path(Path::new("/o/lab-worker.img.zst")),
+            Path::new("/o/lab-worker.manifest.json")
+        );
+        assert_eq!(
+            manifest_path(Path::new("/o/lab-worker.img")),
+            Path::new("/o/lab-worker.manifest.json")
+        );
+    }
+}
