@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::bmap::{BlockRange, Bmap, BmapError, ByteSpan, ChecksumKind, RangeHasher};
 use crate::boot::{self, BootFilesError, NodeName};
 use crate::source::{self, ImageSource, SourceError};
-use crate::target::{HostView, Target, TargetError, TargetKind};
+use crate::target::{self, HostView, Target, TargetError, TargetKind};
 
 /// Granularity of the zero-skipping for file targets without a bmap.
 const BLOCK: usize = 4096;
@@ -168,15 +168,16 @@ pub fn flash_with_hooks(
         .as_deref()
         .map(boot::read_secrets)
         .transpose()?;
-    let target = Target::inspect(&opts.target)?;
     refuse_source_as_target(opts)?;
-    if let TargetKind::BlockDevice { dev, .. } = target.kind {
+    // Safety checks come before the device is even opened to read its size.
+    if let Some(dev) = target::device_number(&opts.target)? {
         let host = HostView::current().map_err(ioe(
             "cannot read the host's mounts",
             Path::new("/proc/self/mountinfo"),
         ))?;
         host.check_device(&opts.target, dev)?;
     }
+    let target = Target::inspect(&opts.target)?;
 
     let bmap_path = find_bmap(opts);
     let bmap = bmap_path.as_deref().map(Bmap::read).transpose()?;

@@ -161,6 +161,19 @@ impl Target {
     }
 }
 
+/// The device number of `path` if it is a block device (symlinks followed).
+pub fn device_number(path: &Path) -> Result<Option<DevNum>, TargetError> {
+    match fs::metadata(path) {
+        Ok(md) if md.file_type().is_block_device() => Ok(Some(DevNum::from_raw(md.rdev()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TargetError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 const SYS_DEV_BLOCK: &str = "/sys/dev/block";
 
 /// The host state the safety checks read; tests build one from text.
