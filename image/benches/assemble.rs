@@ -46,6 +46,9 @@ fn synth(path: &Path, mib: u64) -> anyhow::Result<()> {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_600_000_000);
             h.set_size(0);
             b.append_data(
                 &mut h,
@@ -79,6 +82,9 @@ fn synth(path: &Path, mib: u64) -> anyhow::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
         h.set_size(size);
         b.append_data(&mut h, format!("usr/share/d{:05}/f{i}", i / 200), &buf[..])?;
         total += size;
@@ -180,6 +186,9 @@ fn main() -> anyhow::Result<()> {
         "assemble (all outputs): {:.2} s  (index, root tar, FAT, mke2fs, scan+bmap+sha256+zstd)",
         t_assemble.as_secs_f64()
     );
+    for (name, d) in &out.phases {
+        println!("  {name:<24} {:.2} s", d.as_secs_f64());
+    }
     println!("cp --sparse=always:    {:.2} s", t_cp.as_secs_f64());
     println!(
         "ratio assemble / cp:   {:.2}x  (goal <= 2x)",

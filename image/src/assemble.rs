@@ -59,6 +59,54 @@ pub struct ImageIds {
     pub hash_seed: Guid,
 }
 
+/// Which partition table to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TableKind {
+    #[default]
+    Mbr,
+    Gpt,
+}
+
+impl ImageIds {
+    /// Derives every identifier from the image's input hash: each is the SHA-256 of the hash
+    /// and a fixed purpose string, so ids are stable per input and distinct per purpose.
+    pub fn from_input_hash(input: &[u8; 32], table: TableKind) -> Self {
+        let d = |purpose: &str| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(b"pibake-image-id\0");
+            h.update(purpose.as_bytes());
+            h.update(b"\0");
+            h.update(input);
+            h.finalize().into()
+        };
+        let guid = |purpose: &str| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d(purpose)[..16]);
+            Guid::from_hash(b)
+        };
+        let word = |purpose: &str| {
+            let v = d(purpose);
+            u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+        };
+        let table = match table {
+            TableKind::Mbr => TableSpec::Mbr {
+                disk_id: crate::table::DiskId(word("mbr disk id")),
+            },
+            TableKind::Gpt => TableSpec::Gpt {
+                disk: guid("gpt disk"),
+                boot: guid("gpt boot"),
+                root: guid("gpt root"),
+            },
+        };
+        Self {
+            table,
+            fat_volume_id: word("fat volume id"),
+            fs_uuid: guid("ext4 uuid"),
+            hash_seed: guid("ext4 hash seed"),
+        }
+    }
+}
+
 /// Everything `assemble` needs besides the tree.
 #[derive(Clone, Debug)]
 pub struct AssembleSpec {
@@ -118,6 +166,8 @@ pub struct ImageOutputs {
     pub layout: Layout,
     pub root_partuuid: String,
     pub root_tar: TarStats,
+    /// Wall time of each step, for progress reports and the benchmark.
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Where the boot partition's files sit in the root tree.
@@ -129,6 +179,12 @@ pub fn boot_dir() -> EntryPath {
 /// itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
 /// already be in the tree (use `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
 pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
+    let mut clock = std::time::Instant::now();
+    let mut phases = Vec::new();
+    let mut lap = |name: &'static str| {
+        phases.push((name, clock.elapsed()));
+        clock = std::time::Instant::now();
+    };
     let bdir = boot_dir();
     let boot = rootfs.split_off(&bdir);
     if rootfs.tree().get(&bdir).is_none() {
@@ -161,6 +217,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
             .map_err(ioe("cannot write the root tar", tar_tmp.path()))?;
         s
     };
+    lap("root tar");
 
     // 2. Sizes.
     let root_bytes = ext4::size_for(&stats, spec.root_headroom_percent, spec.root_min_free);
@@ -183,6 +240,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     let win = Window::new(f, layout.boot_start, layout.boot_len)
         .map_err(ioe("cannot seek the image", img_tmp.path()))?;
     fat::write_fat(win, &fat_spec, &boot, rootfs)?;
+    lap("table + FAT");
     let ext = Ext4Spec {
         size_bytes: layout.root_len,
         uuid: spec.ids.fs_uuid,
@@ -199,12 +257,14 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         &spec.work_dir,
     )?;
     drop(tar_tmp);
+    lap("mke2fs");
 
     // 4. One pass over the image: punch holes over zero blocks, bmap ranges, sha256, zstd.
     let zst_path = spec.out_dir.join(format!("{}.img.zst", spec.name));
     let zst_tmp = atomic::temp_beside(&zst_path)?;
     let scan = finish_pass(img_tmp.as_file(), zst_tmp.as_file(), spec.zstd_level)
         .map_err(ioe("cannot scan and compress the image", img_tmp.path()))?;
+    lap("scan, bmap, sha256, zstd");
     let img_name = format!("{}.img", spec.name);
     let bmap_xml = bmap_xml(layout.disk_len, &scan.ranges);
     let sha_line = format!("{}  {}\n", scan.sha256, img_name);
@@ -215,6 +275,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     atomic::write(&bmap_path, bmap_xml.as_bytes())?;
     let sha_path = spec.out_dir.join(format!("{}.sha256", spec.name));
     atomic::write(&sha_path, sha_line.as_bytes())?;
+    lap("fsync + rename");
 
     Ok(ImageOutputs {
         img: img_path,
@@ -231,6 +292,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         layout,
         root_partuuid: spec.ids.table.root_partuuid(),
         root_tar: stats,
+        phases,
     })
 }
 
@@ -255,32 +317,87 @@ fn zstd_workers() -> u32 {
         .max(1)
 }
 
+/// Reads the image once: the whole-image SHA-256 and the zstd stream run on their own
+/// threads (zstd with its own workers too) while this thread finds zero blocks and hashes
+/// the mapped ranges; then zero runs are punched out so the file is sparse.
 fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
-    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, zst), level)?;
-    // Multithreaded zstd output is the same for any worker count >= 1.
-    enc.multithread(zstd_workers())?;
-    enc.include_checksum(true)?;
-    let mut whole = Sha256::new();
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
+
+    let (tx_sha, rx_sha) = sync_channel::<Arc<Vec<u8>>>(4);
+    let (tx_z, rx_z) = sync_channel::<Arc<Vec<u8>>>(4);
+    std::thread::scope(|s| {
+        let sha = s.spawn(move || {
+            let mut h = Sha256::new();
+            for c in rx_sha {
+                h.update(&c[..]);
+            }
+            hex::encode(h.finalize())
+        });
+        let z = s.spawn(move || -> io::Result<()> {
+            let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, zst), level)?;
+            // Multithreaded zstd output is the same for any worker count >= 1.
+            enc.multithread(zstd_workers())?;
+            enc.include_checksum(true)?;
+            for c in rx_z {
+                enc.write_all(&c)?;
+            }
+            let w = enc.finish()?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        });
+        let scanned = scan_blocks(img, &tx_sha, &tx_z);
+        drop(tx_sha);
+        drop(tx_z);
+        let sha = sha
+            .join()
+            .map_err(|_| io::Error::other("sha256 thread panicked"))?;
+        z.join()
+            .map_err(|_| io::Error::other("zstd thread panicked"))??;
+        let (ranges, holes) = scanned?;
+        // Zero blocks written by mkfs tools become holes: the .img stays sparse on disk.
+        for (s, e) in holes {
+            rustix::fs::fallocate(
+                img.as_fd(),
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                s * BMAP_BLOCK,
+                (e - s) * BMAP_BLOCK,
+            )?;
+        }
+        Ok(Scan {
+            sha256: sha,
+            ranges,
+        })
+    })
+}
+
+type Holes = Vec<(u64, u64)>;
+
+fn scan_blocks(
+    img: &File,
+    tx_sha: &std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>,
+    tx_z: &std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>,
+) -> io::Result<(Vec<MappedRange>, Holes)> {
     let mut ranges: Vec<MappedRange> = Vec::new();
     let mut cur: Option<(u64, Sha256)> = None;
     let mut hole_start: Option<u64> = None;
-    let mut holes: Vec<(u64, u64)> = Vec::new();
-    let mut buf = vec![0u8; 4 << 20];
+    let mut holes = Vec::new();
     let mut block = 0u64;
     let mut r = img;
     // The fd's cursor is shared with the writers that ran before: start from byte 0.
     io::Seek::seek(&mut r, io::SeekFrom::Start(0))?;
+    let gone = || io::Error::other("an output thread stopped early");
     loop {
+        let mut buf = vec![0u8; 4 << 20];
         let n = read_full(&mut r, &mut buf)?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        whole.update(chunk);
-        enc.write_all(chunk)?;
+        buf.truncate(n);
+        let chunk = std::sync::Arc::new(buf);
+        tx_sha.send(chunk.clone()).map_err(|_| gone())?;
+        tx_z.send(chunk.clone()).map_err(|_| gone())?;
         for b in chunk.chunks(BMAP_BLOCK as usize) {
-            let zero = is_zero(b);
-            if zero {
+            if is_zero(b) {
                 if let Some((first, h)) = cur.take() {
                     ranges.push(MappedRange {
                         first,
@@ -310,21 +427,7 @@ fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
     if let Some(s) = hole_start.take() {
         holes.push((s, block));
     }
-    let w = enc.finish()?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    // Zero blocks written by mkfs tools become holes: the .img stays sparse on disk.
-    for (s, e) in holes {
-        rustix::fs::fallocate(
-            img.as_fd(),
-            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            s * BMAP_BLOCK,
-            (e - s) * BMAP_BLOCK,
-        )?;
-    }
-    Ok(Scan {
-        sha256: hex::encode(whole.finalize()),
-        ranges,
-    })
+    Ok((ranges, holes))
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

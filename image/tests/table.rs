@@ -141,3 +141,18 @@ fn sfdisk_reads_mbr_and_gpt() {
     let v = run(Command::new("sfdisk").arg("--verify").arg(&f));
     assert!(v.contains("No errors detected"), "{v}");
 }
+
+#[test]
+fn ids_from_input_hash_are_stable_and_distinct() {
+    use pibake_image::assemble::{ImageIds, TableKind};
+    let a = ImageIds::from_input_hash(&[7; 32], TableKind::Mbr);
+    assert_eq!(a, ImageIds::from_input_hash(&[7; 32], TableKind::Mbr));
+    assert_ne!(a, ImageIds::from_input_hash(&[8; 32], TableKind::Mbr));
+    assert_ne!(a.fs_uuid, a.hash_seed);
+    let g = ImageIds::from_input_hash(&[7; 32], TableKind::Gpt);
+    let TableSpec::Gpt { disk, boot, root } = g.table else {
+        panic!("not gpt")
+    };
+    assert!(disk != boot && boot != root && disk != root);
+    assert_eq!(g.fs_uuid, a.fs_uuid);
+}
