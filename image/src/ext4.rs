@@ -92,11 +92,16 @@ pub fn check_mke2fs() -> Result<String, Ext4Error> {
         .map_err(Ext4Error::Missing)?;
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    parse_version(&text)
+}
+
+/// Parses `mke2fs 1.47.2 (1-Jan-2025)` and checks it is at least 1.47.1.
+pub fn parse_version(text: &str) -> Result<String, Ext4Error> {
     let ver = text
         .split_whitespace()
         .skip_while(|w| *w != "mke2fs")
         .nth(1)
-        .ok_or_else(|| Ext4Error::Version(text.clone()))?
+        .ok_or_else(|| Ext4Error::Version(text.to_owned()))?
         .to_owned();
     let nums: Vec<u32> = ver.split('.').map(|n| n.parse().unwrap_or(0)).collect();
     let v = (
@@ -163,4 +168,43 @@ pub fn make_ext4(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_gate() {
+        assert_eq!(
+            parse_version("mke2fs 1.47.2 (1-Jan-2025)\n\tUsing EXT2FS Library version 1.47.2\n")
+                .unwrap(),
+            "1.47.2"
+        );
+        assert_eq!(parse_version("mke2fs 1.48 (1-Jan-2026)").unwrap(), "1.48");
+        let e = parse_version("mke2fs 1.47.0 (5-Feb-2023)").unwrap_err();
+        assert!(
+            e.to_string().contains("1.47.0 is too old")
+                && e.to_string().contains("bookworm-backports"),
+            "{e}"
+        );
+        assert!(matches!(
+            parse_version("garbage"),
+            Err(Ext4Error::Version(_))
+        ));
+    }
+
+    #[test]
+    fn sizing_leaves_headroom() {
+        let s = TarStats {
+            entries: 30_000,
+            data_blocks_bytes: 1 << 30,
+            tar_bytes: 0,
+        };
+        let size = size_for(&s, 20, 128 << 20);
+        assert_eq!(size % (4 << 20), 0);
+        assert!(size > (1 << 30) * 12 / 10 + (128 << 20), "{size}");
+        assert!(inodes_for(&s, size) >= 60_000);
+    }
 }

@@ -210,3 +210,28 @@ fn gpt_image_partuuid_and_sfdisk() {
         .arg("-fn")
         .arg(format!("{img}?offset={}", a.layout.root_start)));
 }
+
+/// The .img.zst must not depend on the builder's core count: zstd's multithreaded output is
+/// the same for every worker count >= 1 (it differs from single-threaded mode).
+#[test]
+fn zstd_multithreaded_output_is_independent_of_workers() {
+    use std::io::Write;
+    let mut data = Vec::new();
+    let mut x: u32 = 1;
+    while data.len() < 24 << 20 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        if x.is_multiple_of(3) {
+            data.extend_from_slice(b"text text text ");
+        } else {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let z = |workers: u32| {
+        let mut e = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        e.multithread(workers).unwrap();
+        e.write_all(&data).unwrap();
+        e.finish().unwrap()
+    };
+    let one = z(1);
+    assert!(one == z(2) && one == z(4));
+}
