@@ -1,10 +1,13 @@
 //! pibake: reproducible Raspberry Pi cluster images from one declarative
 //! description. See ARCHITECTURE.md for the map.
 
+pub mod atomic;
 pub mod boot;
+pub mod build;
 pub mod diag;
 pub mod hash;
 pub mod inputs;
 pub mod model;
 pub mod plan;
 pub mod render;
+pub mod rootfs;

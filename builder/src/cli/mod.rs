@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use pibake::build::{self, BuildOptions};
 use pibake::inputs::{self, LockOutcome};
+use pibake::model::TableKind;
 use pibake::model::{self, Cluster};
 use pibake::plan::{self, LockInfo, Selection};
 use std::path::{Path, PathBuf};
@@ -81,6 +83,34 @@ enum Command {
     },
     /// Remove store entries no lock or recorded build references.
     Gc,
+    /// Build the images of the plan into images/ (or --out).
+    Build {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// One image per node instead of one per role.
+        #[arg(long)]
+        per_node: bool,
+        /// Only this role (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Only this node, as a per-node image (repeatable).
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR", default_value = "images")]
+        out: PathBuf,
+        /// Partition table, overriding the cluster file.
+        #[arg(long, value_name = "mbr|gpt")]
+        table: Option<String>,
+        /// The aarch64 first-boot agent (default: what `cargo xtask agent` builds).
+        #[arg(long, value_name = "FILE")]
+        agent: Option<PathBuf>,
+    },
+    /// Check any Raspberry Pi image: table, filesystems, boot files, no baked identity.
+    Verify {
+        /// The image file (.img).
+        image: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +188,70 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Build {
+            cluster,
+            per_node,
+            roles,
+            nodes,
+            out,
+            table,
+            agent,
+        } => {
+            let Some(model) = load_valid(&cluster.config)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let table = match table.as_deref() {
+                None => None,
+                Some("mbr") => Some(TableKind::Mbr),
+                Some("gpt") => Some(TableKind::Gpt),
+                Some(other) => anyhow::bail!("--table {other}: use mbr or gpt"),
+            };
+            let store = inputs::open_store(store_dir.as_deref())?;
+            let lock = inputs::read_lock(&model)?;
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            inputs::fetch(&model, &lock, &store, offline, progress)?;
+            let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
+            let selection = Selection {
+                per_node,
+                roles,
+                nodes,
+            };
+            let plan = plan::plan(&model, &lock_info, &selection)?;
+            let data = model::data_dir_for(&cluster.config);
+            let agent = agent
+                .or_else(|| std::env::var_os("PIBAKE_AGENT_BIN").map(PathBuf::from))
+                .unwrap_or_else(|| {
+                    data.join(
+                        "target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot",
+                    )
+                });
+            let work_dir = store.root().join("work");
+            let options = BuildOptions {
+                out_dir: out,
+                work_dir,
+                agent,
+                dtbo_dir: data.join("overlays/dtbo"),
+                table,
+                progress,
+            };
+            let built = build::build(&model, &plan, &lock, &store, &options)?;
+            print!("{}", build::summary(&built));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { image } => {
+            let work = tempfile::tempdir().context("creating a work directory")?;
+            let findings = pibake_image::verify::verify_image(&image, work.path())?;
+            for finding in &findings {
+                println!("{finding}");
+            }
+            if findings.is_empty() {
+                eprintln!("{}: ok", image.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{}: {} finding(s)", image.display(), findings.len());
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Gc => {
             let store = inputs::open_store(store_dir.as_deref())?;

@@ -149,6 +149,18 @@ pub fn suggest_host_label(name: &str) -> String {
     s
 }
 
+impl serde::Serialize for Ipv4Net {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,17 +189,5 @@ mod tests {
         assert!(!is_host_label("worker_1"));
         assert!(!is_host_label("-worker"));
         assert_eq!(suggest_host_label("Worker_1"), "worker-1");
-    }
-}
-
-impl serde::Serialize for Ipv4Net {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
     }
 }

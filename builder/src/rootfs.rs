@@ -1,0 +1,159 @@
+//! The rootfs stage: mmdebstrap installs exactly the locked packages from a
+//! local repository made of the store's .debs (offline), for arm64 through
+//! qemu-user binfmt, with SOURCE_DATE_EPOCH from the lock. The tar is kept in
+//! the store; a pointer named by the stage's input hash finds it again.
+
+use crate::plan::RootfsStage;
+use pibake_inputs::repo::{self, RepoError};
+use pibake_inputs::store::{EntryName, StoreError};
+use pibake_inputs::{Lock, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(
+        "mmdebstrap is not installed: run `apt-get install mmdebstrap` (or `cargo xtask setup`)"
+    )]
+    NoMmdebstrap,
+    #[error("arm64 programs cannot run here: run `apt-get install qemu-user-static` and register it with binfmt_misc (`cargo xtask setup` does both)")]
+    NoBinfmt,
+    #[error("making the local repository of the locked packages")]
+    Repo(#[source] RepoError),
+    #[error("store")]
+    Store(#[source] StoreError),
+    #[error("mmdebstrap failed ({status}); its log is {}", log.display())]
+    Mmdebstrap { status: String, log: PathBuf },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+    let path = path.to_path_buf();
+    move |source| RootfsError::Io { what, path, source }
+}
+
+/// Paths removed or reset in the rootfs because they must not be shared by
+/// clones or differ between two runs (DESIGN.md invariants 1 and 6).
+const SCRUB: &str = r#"set -e
+root="$1"
+rm -f "$root"/etc/ssh/ssh_host_*
+printf 'uninitialized\n' > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+rm -f "$root/var/lib/systemd/random-seed" "$root/var/lib/systemd/credential.secret"
+rm -f "$root/var/cache/ldconfig/aux-cache"
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+rm -rf "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
+find "$root/var/log" -type f -delete
+rm -rf "$root"/tmp/* "$root"/var/tmp/*
+rm -f "$root/etc/resolv.conf"
+ln -s ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+printf 'pibake\n' > "$root/etc/hostname"
+printf '# Add your Debian mirror here (pibake builds from a pinned, local repository).\n' > "$root/etc/apt/sources.list"
+rm -f "$root"/etc/apt/sources.list.d/*
+"#;
+
+/// Where the stage's pointer lives: `<store>/stages/rootfs-<input hash>`.
+fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
+    store
+        .root()
+        .join("stages")
+        .join(format!("rootfs-{}", stage.input_hash))
+}
+
+/// The stored tar of a stage, if it was built before.
+pub fn cached(store: &Store, stage: &RootfsStage) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(pointer(store, stage)).ok()?;
+    let (sha, file) = name.trim().split_once('-')?;
+    let entry = EntryName::new(sha.parse().ok()?, file).ok()?;
+    store.contains(&entry).then(|| store.path_of(&entry))
+}
+
+fn check_tools(arch: &str) -> Result<(), RootfsError> {
+    let have = |p: &str| Path::new(p).exists();
+    if !have("/usr/bin/mmdebstrap") {
+        return Err(RootfsError::NoMmdebstrap);
+    }
+    if arch == "arm64"
+        && std::env::consts::ARCH != "aarch64"
+        && !have("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    {
+        return Err(RootfsError::NoBinfmt);
+    }
+    Ok(())
+}
+
+/// Returns the stage's tar in the store, building it first if needed; the
+/// bool says whether it was cached.
+pub fn ensure(
+    store: &Store,
+    lock: &Lock,
+    stage: &RootfsStage,
+    work: &Path,
+) -> Result<(PathBuf, bool), RootfsError> {
+    if let Some(path) = cached(store, stage) {
+        return Ok((path, true));
+    }
+    check_tools(&stage.arch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("rootfs-")
+        .tempdir_in(work)
+        .map_err(io("cannot create a work directory in", work))?;
+    let view = repo::build(lock, store, &dir.path().join("repo")).map_err(RootfsError::Repo)?;
+    let tar = dir.path().join("rootfs.tar");
+    let log = work.join(format!("{}.mmdebstrap.log", stage.id));
+    let log_file = std::fs::File::create(&log).map_err(io("cannot create", &log))?;
+    let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
+    let status = Command::new("mmdebstrap")
+        .env("SOURCE_DATE_EPOCH", lock.source_date_epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("TMPDIR")
+        .arg("--mode=auto")
+        .arg("--variant=essential")
+        .arg(format!("--architectures={}", stage.arch))
+        .arg(format!("--include={}", include.join(",")))
+        .arg("--aptopt=Acquire::Languages \"none\"")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*/changelog*")
+        .arg(format!(
+            "--customize-hook=sh -c '{}' sh \"$1\"",
+            SCRUB.replace('\'', "'\\''")
+        ))
+        // An empty suite: the flat repository holds exactly the locked
+        // packages, so every index counts for the Essential:yes selection.
+        .arg("")
+        .arg(&tar)
+        // copy: makes apt copy the .debs into the chroot (file: would need
+        // the repository visible inside it).
+        .arg(view.sources_list_line().replacen("file:", "copy:", 1))
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().map_err(io("cannot write", &log))?)
+        .stderr(log_file)
+        .status()
+        .map_err(io("cannot run mmdebstrap for", &tar))?;
+    if !status.success() {
+        return Err(RootfsError::Mmdebstrap {
+            status: status.to_string(),
+            log,
+        });
+    }
+    let entry = store
+        .insert_file(&format!("{}.tar", stage.id), &tar, None)
+        .map_err(RootfsError::Store)?;
+    let pointer = pointer(store, stage);
+    let parent = pointer.parent().unwrap_or(store.root());
+    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+    crate::atomic::write(&pointer, format!("{entry}\n").as_bytes())
+        .map_err(io("cannot write", &pointer))?;
+    store
+        .add_root(
+            &format!("rootfs-{}", stage.input_hash),
+            std::slice::from_ref(&entry),
+        )
+        .map_err(RootfsError::Store)?;
+    Ok((store.path_of(&entry), false))
+}
