@@ -67,14 +67,26 @@ fn pibake(args: &[&str]) -> anyhow::Result<()> {
     run("cargo", &full)
 }
 
-/// Builds the reference lab's images.
+/// Builds the reference lab's images into images/ (extra arguments go to
+/// `pibake build`, e.g. `--per-node`).
 fn lab(args: &[String]) -> anyhow::Result<()> {
     setup::host()?;
+    let agent = agent::build_agent(&workspace_root())?;
+    build_lab(&agent, args)
+}
+
+fn build_lab(agent: &Path, args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
     let config = "examples/lab/cluster.toml";
     pibake(&["check", "-c", config])?;
-    pibake(&["plan", "-c", config])?;
-    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _ = extra;
+    // Keeps the committed lock (checking it covers the profiles).
+    pibake(&["lock", "-c", config])?;
+    pibake(&["fetch", "-c", config])?;
+    let agent = agent.to_string_lossy().into_owned();
+    let mut build = vec!["build", "-c", config, "--agent", &agent];
+    build.extend(args.iter().map(String::as_str));
+    pibake(&build)?;
+    eprintln!("lab: images built in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -98,10 +110,25 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         size / 1024,
         agent_started.elapsed()
     );
-    let mut test_args = vec!["test", "--workspace"];
-    test_args.extend(args.iter().map(String::as_str));
     let bin_str = bin.to_string_lossy().into_owned();
+    let mut test_args = vec!["test", "--workspace"];
+    let qemu_ring = workspace_root().join("tests/qemu/Cargo.toml").exists();
+    if qemu_ring {
+        test_args.extend(["--exclude", "pibake-qemu-tests"]);
+    }
+    test_args.extend(args.iter().map(String::as_str));
     run_env("cargo", &test_args, &[("PIBAKE_AGENT_BIN", &bin_str)])?;
+    if qemu_ring {
+        // The QEMU ring boots the lab's real role images.
+        build_lab(&bin, &[])?;
+        let ring = Instant::now();
+        run_env(
+            "cargo",
+            &["test", "-p", "pibake-qemu-tests", "--", "--test-threads=1"],
+            &[("PIBAKE_AGENT_BIN", &bin_str)],
+        )?;
+        eprintln!("qemu ring: {:.0?}", ring.elapsed());
+    }
     eprintln!("xtask test: all green in {:.0?}", started.elapsed());
     Ok(())
 }
