@@ -38,13 +38,19 @@ impl KernelFiles {
     }
 }
 
-/// The device-tree overlay line of the shutdown button.
+/// The device-tree overlay line of the shutdown button. `gpio_pull` is
+/// written as the number the overlay's `brcm,pull` takes (0 off, 1 down,
+/// 2 up): overlays/dtbo/gpio-shutdown.dts.
 pub fn button_line(button: &Button) -> String {
+    let pull = match button.pull.as_str() {
+        "off" => 0,
+        "down" => 1,
+        _ => 2,
+    };
     format!(
-        "dtoverlay=gpio-shutdown,gpio_pin={},active_low={},gpio_pull={},debounce={}",
+        "dtoverlay=gpio-shutdown,gpio_pin={},active_low={},gpio_pull={pull},debounce={}",
         button.gpio,
         u8::from(button.active_low),
-        button.pull,
         button.debounce_ms
     )
 }

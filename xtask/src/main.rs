@@ -90,6 +90,27 @@ fn build_lab(agent: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lab's kernel image package in the store (not the metapackage).
+fn lab_kernel_deb() -> anyhow::Result<PathBuf> {
+    let store = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir).join("pibake"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/pibake"),
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&store)
+        .with_context(|| format!("reading the store {}", store.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.contains("-linux-image-") && name.ends_with("_arm64.deb") && !name.contains("-linux-image-arm64_")
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .with_context(|| format!("no linux-image-*-arm64 .deb in {}: `pibake fetch` first", store.display()))
+}
+
 /// The whole suite: formatting, lints, every crate's tests, the agent's
 /// cross build under qemu-user.
 fn test(args: &[String]) -> anyhow::Result<()> {
@@ -111,13 +132,24 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         agent_started.elapsed()
     );
     let bin_str = bin.to_string_lossy().into_owned();
+    // The lab's inputs: its kernel package gives the base DTBs the overlay
+    // tests apply pibake's .dtbo files to.
+    let config = "examples/lab/cluster.toml";
+    pibake(&["lock", "-c", config])?;
+    pibake(&["fetch", "-c", config])?;
+    let kernel_deb = lab_kernel_deb()?;
+    let kernel_deb = kernel_deb.to_string_lossy().into_owned();
     let mut test_args = vec!["test", "--workspace"];
     let qemu_ring = workspace_root().join("tests/qemu/Cargo.toml").exists();
     if qemu_ring {
         test_args.extend(["--exclude", "pibake-qemu-tests"]);
     }
     test_args.extend(args.iter().map(String::as_str));
-    run_env("cargo", &test_args, &[("PIBAKE_AGENT_BIN", &bin_str)])?;
+    run_env(
+        "cargo",
+        &test_args,
+        &[("PIBAKE_AGENT_BIN", &bin_str), ("PIBAKE_KERNEL_DEB", &kernel_deb)],
+    )?;
     if qemu_ring {
         // The QEMU ring boots the lab's real role images.
         build_lab(&bin, &[])?;
