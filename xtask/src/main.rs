@@ -101,14 +101,22 @@ fn lab_kernel_deb() -> anyhow::Result<PathBuf> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.contains("-linux-image-") && name.ends_with("_arm64.deb") && !name.contains("-linux-image-arm64_")
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.contains("-linux-image-")
+                && name.ends_with("_arm64.deb")
+                && !name.contains("-linux-image-arm64_")
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .with_context(|| format!("no linux-image-*-arm64 .deb in {}: `pibake fetch` first", store.display()))
+    found.pop().with_context(|| {
+        format!(
+            "no linux-image-*-arm64 .deb in {}: `pibake fetch` first",
+            store.display()
+        )
+    })
 }
 
 /// The whole suite: formatting, lints, every crate's tests, the agent's
@@ -119,7 +127,14 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     let agent_started = Instant::now();
     let bin = agent::build_agent(&workspace_root())?;
@@ -148,7 +163,10 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run_env(
         "cargo",
         &test_args,
-        &[("PIBAKE_AGENT_BIN", &bin_str), ("PIBAKE_KERNEL_DEB", &kernel_deb)],
+        &[
+            ("PIBAKE_AGENT_BIN", &bin_str),
+            ("PIBAKE_KERNEL_DEB", &kernel_deb),
+        ],
     )?;
     if qemu_ring {
         // The QEMU ring boots the lab's real role images.

@@ -42,11 +42,7 @@ const BACKPORTS: &[&str] = &["e2fsprogs", "qemu-system-arm"];
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/pibake-backports.sources";
 
 pub fn host() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     let old_e2fsprogs = !e2fsprogs_recent();
     let no_qemu_system = !Path::new("/usr/bin/qemu-system-aarch64").exists();
     if !missing.is_empty() || old_e2fsprogs || no_qemu_system {
@@ -54,8 +50,16 @@ pub fn host() -> anyhow::Result<()> {
             bail!(
                 "missing host packages: {} {}{}; run `sudo cargo xtask setup`",
                 missing.join(" "),
-                if old_e2fsprogs { "e2fsprogs>=1.47.1 " } else { "" },
-                if no_qemu_system { "qemu-system-arm" } else { "" }
+                if old_e2fsprogs {
+                    "e2fsprogs>=1.47.1 "
+                } else {
+                    ""
+                },
+                if no_qemu_system {
+                    "qemu-system-arm"
+                } else {
+                    ""
+                }
             );
         }
         apt_install(&missing)?;
@@ -75,7 +79,8 @@ fn e2fsprogs_recent() -> bool {
     let Ok(out) = Command::new("mke2fs").arg("-V").output() else {
         return false;
     };
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     // "mke2fs 1.47.2 (1-Jan-2025)"
     text.split_whitespace()
         .nth(1)
@@ -123,7 +128,10 @@ pub fn host_mirror() -> anyhow::Result<String> {
             }
         } else if name.ends_with(".list") {
             for line in text.lines() {
-                let words: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[')).collect();
+                let words: Vec<&str> = line
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with('['))
+                    .collect();
                 if words.len() >= 3 && words[0] == "deb" && words[2] == "bookworm" {
                     return Ok(words[1].to_string());
                 }
@@ -139,7 +147,8 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         let text = format!(
             "# Written by `cargo xtask setup` (pibake): newer e2fsprogs and QEMU.\nTypes: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
         );
-        std::fs::write(BACKPORTS_SOURCE, text).with_context(|| format!("writing {BACKPORTS_SOURCE}"))?;
+        std::fs::write(BACKPORTS_SOURCE, text)
+            .with_context(|| format!("writing {BACKPORTS_SOURCE}"))?;
     }
     let foreign = Command::new("dpkg")
         .arg("--print-foreign-architectures")
@@ -155,7 +164,14 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     if !packages.is_empty() {
         crate::run_env("apt-get", &args, &env)?;
     }
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends", "-t", "bookworm-backports"];
+    let mut args = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-t",
+        "bookworm-backports",
+    ];
     args.extend_from_slice(BACKPORTS);
     crate::run_env("apt-get", &args, &env)?;
     Ok(())
@@ -166,9 +182,20 @@ fn binfmt() -> anyhow::Result<()> {
     let dir = Path::new("/proc/sys/fs/binfmt_misc");
     if !dir.join("register").exists() {
         if !is_root() {
-            bail!("binfmt_misc is not mounted; run `sudo mount -t binfmt_misc binfmt_misc {}`", dir.display());
+            bail!(
+                "binfmt_misc is not mounted; run `sudo mount -t binfmt_misc binfmt_misc {}`",
+                dir.display()
+            );
         }
-        crate::run("mount", &["-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"])?;
+        crate::run(
+            "mount",
+            &[
+                "-t",
+                "binfmt_misc",
+                "binfmt_misc",
+                "/proc/sys/fs/binfmt_misc",
+            ],
+        )?;
     }
     if dir.join("qemu-aarch64").exists() {
         return Ok(());

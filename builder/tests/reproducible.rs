@@ -1,0 +1,130 @@
+//! Reproducibility of the whole pipeline on a small image: lock the
+//! Essential/required set from the host's Debian mirror, then fetch, rootfs
+//! stage (mmdebstrap under qemu-user) and assembly twice, from two empty
+//! stores; the rootfs tars and the images must be byte-identical. The agent
+//! comes from PIBAKE_AGENT_BIN (`cargo xtask test` builds it).
+
+mod common;
+
+use pibake::build::{self, BuildOptions};
+use pibake::inputs;
+use pibake::model;
+use pibake::plan::{self, LockInfo, Selection};
+use std::path::{Path, PathBuf};
+
+const CLUSTER: &str = r#"format = 1
+
+[cluster]
+name = "tiny"
+domain = "tiny.internal"
+timezone = "UTC"
+
+[cluster.admin]
+user = "pi"
+
+[network]
+subnet = "10.9.0.0/24"
+gateway = "10.9.0.1"
+dns = ["10.9.0.1"]
+
+[roles.tiny]
+profile = "tiny"
+
+[nodes.tiny1]
+role = "tiny"
+platform = "rpi4"
+address = "10.9.0.11"
+
+[time]
+upstream = ["pool.ntp.org"]
+
+[swarm]
+managers = ["tiny1"]
+join = "managers"
+"#;
+
+const PROFILE: &str = r#"format = 1
+description = "Essential/required set only, with a stand-in kernel (test)"
+platforms = ["rpi4"]
+overlays = ["fake-kernel", "gpio-shutdown", "static-net"]
+"#;
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).expect("readable");
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn agent() -> PathBuf {
+    let path = std::env::var_os("PIBAKE_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            common::workspace_root()
+                .join("target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot")
+        });
+    assert!(
+        path.is_file(),
+        "the aarch64 agent {} is missing: run `cargo xtask agent` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn small_image_is_reproducible_from_two_empty_stores() {
+    let agent = agent();
+    let root = common::workspace_root();
+    let tmp = tempfile::tempdir_in(root.join("target")).expect("tempdir");
+    let data = tmp.path();
+    std::fs::create_dir_all(data.join("profiles")).expect("mkdir");
+    std::fs::create_dir_all(data.join("overlays/fake-kernel/root/boot/firmware")).expect("mkdir");
+    std::fs::create_dir_all(data.join("tiny")).expect("mkdir");
+    for overlay in ["gpio-shutdown", "static-net", "dtbo"] {
+        std::os::unix::fs::symlink(
+            root.join("overlays").join(overlay),
+            data.join("overlays").join(overlay),
+        )
+        .expect("symlink");
+    }
+    std::fs::write(
+        data.join("overlays/fake-kernel/root/boot/firmware/vmlinuz-0.0.0-test"),
+        b"not a kernel\n",
+    )
+    .expect("write");
+    std::fs::write(data.join("profiles/tiny.toml"), PROFILE).expect("write");
+    let cluster_file = data.join("tiny/cluster.toml");
+    std::fs::write(&cluster_file, CLUSTER).expect("write");
+
+    let checked = model::load(&cluster_file).expect("readable");
+    assert!(!checked.has_errors(), "{}", checked.report());
+    let cluster = checked.cluster.expect("valid");
+
+    let mut results = Vec::new();
+    for run in ["a", "b"] {
+        let store = inputs::open_store(Some(&data.join(format!("store-{run}")))).expect("store");
+        // The first run writes the lock; the second keeps it (same lock).
+        inputs::lock(&cluster, &store, false).expect("lock");
+        let lock = inputs::read_lock(&cluster).expect("lock");
+        inputs::fetch(&cluster, &lock, &store, false, false).expect("fetch");
+        let info = LockInfo::read(&cluster_file).expect("lock info");
+        let plan = plan::plan(&cluster, &info, &Selection::default()).expect("plan");
+        let options = BuildOptions {
+            out_dir: data.join(format!("out-{run}")),
+            work_dir: data.join(format!("work-{run}")),
+            agent: agent.clone(),
+            dtbo_dir: data.join("overlays/dtbo"),
+            table: None,
+            progress: false,
+        };
+        let built = build::build(&cluster, &plan, &lock, &store, &options).expect("build");
+        assert_eq!(built.len(), 1);
+        assert!(!built[0].cached, "run {run} must build from scratch");
+        let stage = plan.rootfs.values().next().expect("one rootfs stage");
+        let tar = pibake::rootfs::cached(&store, stage).expect("rootfs stored");
+        results.push((sha256(&tar), sha256(&built[0].img), built[0].sha256.clone()));
+    }
+    let (a, b) = (&results[0], &results[1]);
+    assert_eq!(a.0, b.0, "rootfs tars differ between two empty stores");
+    assert_eq!(a.1, b.1, "images differ between two empty stores");
+    assert_eq!(a.1, a.2, "the reported sha256 is not the image's");
+}
