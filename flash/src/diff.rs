@@ -523,6 +523,33 @@ mod tests {
     }
 
     #[test]
+    fn version_changes_and_removals() -> anyhow::Result<()> {
+        let a = Manifest::parse(
+            r#"{"packages":{"a":"1","b":"2"},"files":[{"path":"/x","uid":0,"gid":0,"sha256":"aa","size":1}]}"#,
+            Path::new("a"),
+        )?;
+        let b = Manifest::parse(r#"{"packages":{"a":"1.1"}}"#, Path::new("b"))?;
+        let d = diff_manifests("a", &a, "b", &b);
+        assert_eq!(
+            d.packages,
+            [
+                PackageChange::Version {
+                    name: "a".into(),
+                    from: "1".into(),
+                    to: "1.1".into()
+                },
+                PackageChange::Removed {
+                    name: "b".into(),
+                    version: "2".into()
+                },
+            ]
+        );
+        assert_eq!(d.files, [FileChange::Removed { path: "/x".into() }]);
+        assert!(d.render().contains("  ~ a 1 -> 1.1\n"), "{}", d.render());
+        Ok(())
+    }
+
+    #[test]
     fn manifest_beside_image() {
         assert_eq!(
             manifest_path(Path::new("/o/lab-worker.img.zst")),
