@@ -105,6 +105,8 @@ pub struct Manifest {
     pub name: String,
     pub role: String,
     pub node: Option<String>,
+    /// Platforms the image is for (`rpi4`, `rpi5`).
+    pub platforms: Vec<String>,
     /// Hash of every input of this image (plan hash, agent, overlays).
     pub input_hash: String,
     pub rootfs_input_hash: String,
@@ -512,6 +514,11 @@ fn build_image(
         name: name.to_string(),
         role: image.role.clone(),
         node: image.node.clone(),
+        platforms: image
+            .platforms
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
         input_hash: input_hash.to_string(),
         rootfs_input_hash: plan.rootfs[&image.rootfs].input_hash.to_string(),
         layers_hash: image.layers_hash.to_string(),

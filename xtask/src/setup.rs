@@ -33,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "curl",
     "python3",
+    "ipxe-qemu",
+    "iproute2",
 ];
 
 /// Packages that must come from bookworm-backports (mke2fs -d tar needs
@@ -65,6 +67,22 @@ pub fn host() -> anyhow::Result<()> {
         apt_install(&missing)?;
     }
     binfmt()?;
+    python_tools()?;
+    Ok(())
+}
+
+/// check-jsonschema validates the release workflow against GitHub's schema.
+fn python_tools() -> anyhow::Result<()> {
+    let have = Command::new("check-jsonschema")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        crate::run(
+            "python3",
+            &["-m", "pip", "install", "--quiet", "check-jsonschema"],
+        )?;
+    }
     Ok(())
 }
 

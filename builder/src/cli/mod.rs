@@ -106,6 +106,37 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         agent: Option<PathBuf>,
     },
+    /// Write an image to a card (or file), verify it, and put the node and secrets files on it.
+    Flash {
+        /// The image (.img or .img.zst); its .bmap beside it is used when present.
+        image: PathBuf,
+        /// A block device or a file.
+        target: PathBuf,
+        /// The node this card becomes (pibake-node.toml on the boot partition).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Secrets for the agent (pibake-secrets.toml on the boot partition).
+        #[arg(long, value_name = "FILE")]
+        secrets: Option<PathBuf>,
+        /// Do not ask before overwriting a device.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// What differs between two images or manifests: packages, files, boot files.
+    Diff { a: PathBuf, b: PathBuf },
+    /// Write the rpi-imager repository JSON and SHA256SUMS for built images.
+    ReleaseManifest {
+        /// Directory with the built images and manifests.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// URL the assets are published under.
+        #[arg(long, value_name = "URL")]
+        url_base: String,
+        #[arg(long, value_name = "FILE")]
+        os_list: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        sums: PathBuf,
+    },
     /// Check any Raspberry Pi image: table, filesystems, boot files, no baked identity.
     Verify {
         /// The image file (.img).
@@ -253,6 +284,63 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
+        Command::Flash {
+            image,
+            target,
+            node,
+            secrets,
+            yes,
+        } => {
+            let node = match node {
+                Some(n) => Some(n.parse().map_err(|e| anyhow::anyhow!("--node {n}: {e}"))?),
+                None => None,
+            };
+            let options = pibake_flash::FlashOptions {
+                image,
+                target,
+                node,
+                secrets,
+                yes,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..pibake_flash::FlashOptions::default()
+            };
+            let mut confirm = |question: &str| -> bool {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    eprintln!("{question} (no terminal to ask on: pass --yes)");
+                    return false;
+                }
+                eprint!("{question} [y/N] ");
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                matches!(answer.trim(), "y" | "Y" | "yes")
+            };
+            let report = pibake_flash::flash(&options, &mut confirm)?;
+            eprintln!(
+                "wrote {} of {} bytes, verified {} bytes in {:.1?}; boot files: {}",
+                report.bytes_written,
+                report.image_bytes,
+                report.bytes_verified,
+                report.elapsed,
+                report.boot_files.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff { a, b } => {
+            let diff = pibake_flash::diff::diff(&a, &b)?;
+            print!("{}", diff.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReleaseManifest {
+            dir,
+            url_base,
+            os_list,
+            sums,
+        } => {
+            release_manifest(&dir, &url_base, &os_list, &sums)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc => {
             let store = inputs::open_store(store_dir.as_deref())?;
             let keep = store
@@ -327,4 +415,64 @@ fn load_valid(path: &Path) -> anyhow::Result<Option<Cluster>> {
         );
     }
     Ok(checked.cluster)
+}
+
+/// Writes the rpi-imager os_list JSON for every built image in `dir`, then
+/// SHA256SUMS over every asset (the os_list included).
+fn release_manifest(dir: &Path, url_base: &str, os_list: &Path, sums: &Path) -> anyhow::Result<()> {
+    use pibake_flash::release::{self, ImageMeta, ReleaseImage};
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    manifests.sort();
+    anyhow::ensure!(
+        !manifests.is_empty(),
+        "no *.manifest.json in {}: build first",
+        dir.display()
+    );
+    let mut images = Vec::new();
+    let mut assets = Vec::new();
+    for path in &manifests {
+        let manifest: build::Manifest = serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let zst = dir.join(format!("{}.img.zst", manifest.name));
+        let devices = manifest
+            .platforms
+            .iter()
+            .map(|p| match p.as_str() {
+                "rpi4" => "pi4-64bit".to_string(),
+                "rpi5" => "pi5-64bit".to_string(),
+                other => other.to_string(),
+            })
+            .collect();
+        let meta = ImageMeta {
+            name: manifest.name.clone(),
+            description: format!("pibake image {} (role {})", manifest.name, manifest.role),
+            url: format!(
+                "{}/{}.img.zst",
+                url_base.trim_end_matches('/'),
+                manifest.name
+            ),
+            icon: None,
+            release_date: release::release_date(manifest.source_date_epoch),
+            devices,
+        };
+        images.push(ReleaseImage::measure(&zst, &meta)?);
+        for ext in ["img.zst", "bmap", "sha256", "manifest.json"] {
+            assets.push(dir.join(format!("{}.{ext}", manifest.name)));
+        }
+    }
+    pibake::atomic::write(os_list, release::rpi_imager_manifest(&images).as_bytes())?;
+    assets.push(os_list.to_path_buf());
+    pibake::atomic::write(sums, release::sha256sums(&assets)?.as_bytes())?;
+    eprintln!(
+        "{}: {} images; {}",
+        os_list.display(),
+        images.len(),
+        sums.display()
+    );
+    Ok(())
 }
