@@ -1,0 +1,78 @@
+//! QEMU harness for pibake's image-level tests.
+//!
+//! Boots the lab's role images under `qemu-system-aarch64 -M virt` with the
+//! kernel and initrd read out of the image's own boot partition, on a qcow2
+//! copy-on-write overlay (the built image is never written), inside a network
+//! namespace made by the test. Assertions read the serial console, a
+//! test-only probe channel, and the overlay's disk after power-off.
+//!
+//! - [`images`]: where the built images are, and a failure naming the build
+//!   command when they are missing.
+//! - [`disk`]: MBR partitions, FAT files (mtools) and ext4 files (debugfs) of
+//!   a raw disk file.
+//! - [`overlay`]: the qcow2 overlay of one VM: boot-partition edits before
+//!   boot, a raw snapshot after power-off.
+//! - [`net`]: the network namespace, its bridge, taps, and a chronyd time
+//!   server inside it.
+//! - [`probe`]: the test-only unit passed through the kernel command line
+//!   (never baked into an image) that reports state over a virtio port.
+//! - [`vm`]: one QEMU process, its console, `wait_for`, power-off and kill.
+
+pub mod disk;
+pub mod images;
+pub mod net;
+pub mod overlay;
+pub mod probe;
+pub mod tool;
+pub mod vm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What can go wrong in the harness. Messages name the file or command.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("image {path} is missing: build the lab images first with `cargo xtask lab` (images dir from PIBAKE_IMAGES_DIR, default <workspace>/images)")]
+    ImageMissing { path: PathBuf },
+    #[error("`{tool}` is not installed: apt-get install {package}")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot run `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} has no usable MBR partition table: {why}")]
+    Partitions { path: PathBuf, why: String },
+    #[error("{what} not seen within {waited:?}{exited}; last console lines:\n{tail}")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        exited: String,
+        tail: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, HarnessError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let path = path.into();
+    move |source| HarnessError::Io { path, source }
+}

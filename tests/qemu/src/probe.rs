@@ -1,0 +1,225 @@
+//! The test probe: a unit and a script that exist only on the kernel command
+//! line the test passes (systemd credentials: `systemd.extra-unit.*` makes
+//! the unit, `ImportCredential=` hands it the script). Nothing is baked into
+//! the image. It runs after multi-user.target, writes a report to a virtio
+//! serial port (kept apart from the console, so lines never interleave) and
+//! powers the VM off.
+
+use base64::Engine;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Name of the virtio serial port the probe writes to.
+pub const PORT: &str = "pibake.probe";
+/// Name of the probe unit.
+pub const UNIT: &str = "pibake-probe.service";
+/// Name of the credential holding the probe script.
+const SCRIPT_CREDENTIAL: &str = "pibake.probe.sh";
+
+/// Marks the start of a section in the report: `@@ <name>`.
+const MARK: &str = "@@ ";
+
+const UNIT_TEXT: &str = "\
+[Unit]
+Description=pibake test probe (kernel command line only)
+After=multi-user.target
+[Service]
+Type=oneshot
+ImportCredential=pibake.probe.sh
+ExecStart=/bin/sh ${CREDENTIALS_DIRECTORY}/pibake.probe.sh
+TimeoutStartSec=infinity
+SuccessAction=poweroff
+FailureAction=poweroff
+";
+
+/// Opens the port, then the common report.
+const PRELUDE: &str = "\
+o=/dev/virtio-ports/pibake.probe
+modprobe virtio_console
+i=0;while [ ! -e $o ]&&[ $i -lt 60 ];do sleep 1;i=$((i+1));done
+s(){ echo \"@@ $1\";}
+";
+
+const REPORT: &str = "\
+{ s failed;systemctl --failed --no-legend --plain
+s status;pibake-firstboot status --json
+s addr;ip -4 -o addr show
+s hostname;hostname
+s end;} >$o 2>&1
+";
+
+/// What the probe does before its report.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// Report and power off.
+    Report,
+    /// On the first Swarm manager: once the swarm is active, report the
+    /// worker join token (what an operator reads to flash the workers'
+    /// boot partitions), then wait until `nodes` nodes are Ready, list them,
+    /// report and power off.
+    SwarmManager { nodes: u32, wait: Duration },
+}
+
+impl Probe {
+    fn script(&self) -> String {
+        match self {
+            Probe::Report => format!("{PRELUDE}{REPORT}"),
+            Probe::SwarmManager { nodes, wait } => {
+                let w = wait.as_secs();
+                format!(
+                    "{PRELUDE}\
+t=0;until [ \"$(docker info -f '{{{{.Swarm.LocalNodeState}}}}')\" = active ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
+{{ s token;docker swarm join-token -q worker;}} >$o 2>&1
+t=0;until [ \"$(docker node ls --format '{{{{.Status}}}}'|grep -c Ready)\" -ge {nodes} ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
+{{ s nodes;docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}} >$o 2>&1
+{REPORT}"
+                )
+            }
+        }
+    }
+
+    /// The kernel command-line arguments that install and start the probe.
+    pub fn kernel_args(&self) -> Vec<String> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        vec![
+            format!(
+                "systemd.set_credential_binary=systemd.extra-unit.{UNIT}:{}",
+                b64.encode(UNIT_TEXT)
+            ),
+            format!(
+                "systemd.set_credential_binary={SCRIPT_CREDENTIAL}:{}",
+                b64.encode(self.script())
+            ),
+            format!("systemd.wants={UNIT}"),
+        ]
+    }
+}
+
+/// One step of `pibake-firstboot status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StepStatus {
+    pub step: String,
+    pub state: String,
+    pub why: String,
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// The probe's report, by section.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub sections: BTreeMap<String, String>,
+}
+
+impl Report {
+    /// Parses the text of the probe port. The last section of a name wins.
+    pub fn parse(text: &str) -> Self {
+        let mut sections = BTreeMap::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix(MARK) {
+                if let Some((n, body)) = current.take() {
+                    sections.insert(n, body);
+                }
+                current = Some((name.trim().to_owned(), String::new()));
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        if let Some((n, body)) = current {
+            sections.insert(n, body);
+        }
+        Report { sections }
+    }
+
+    /// Whether the report is complete (its last section was written).
+    pub fn complete(&self) -> bool {
+        self.sections.contains_key("end")
+    }
+
+    pub fn section(&self, name: &str) -> Option<&str> {
+        self.sections.get(name).map(String::as_str)
+    }
+
+    /// Failed units (`systemctl --failed`), by unit name.
+    pub fn failed_units(&self) -> Vec<String> {
+        self.section("failed")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|u| u.contains('.'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The agent's status, `None` when the JSON is missing or invalid.
+    pub fn status(&self) -> Option<Vec<StepStatus>> {
+        serde_json::from_str(self.section("status")?).ok()
+    }
+
+    pub fn step(&self, step: &str) -> Option<StepStatus> {
+        self.status()?.into_iter().find(|s| s.step == step)
+    }
+
+    /// IPv4 addresses on `dev` (`ip -4 -o addr`), without prefix length.
+    pub fn addresses(&self, dev: &str) -> Vec<String> {
+        self.section("addr")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.get(1) == Some(&dev) && w.get(2) == Some(&"inet"))
+                    .then(|| w.get(3).and_then(|a| a.split('/').next()))
+                    .flatten()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    pub fn hostname(&self) -> Option<String> {
+        self.section("hostname").map(|s| s.trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sections() {
+        let text = "noise\n@@ failed\npibake-swarm.service loaded failed failed pibake Swarm\n\
+            @@ status\n[{\"step\":\"identity\",\"state\":\"done\",\"at\":1,\"at_utc\":\"x\",\"why\":\"w\",\"node\":\"worker1\"}]\n\
+            @@ addr\n2: eth0    inet 192.168.188.21/24 brd 192.168.188.255 scope global eth0\\n\n\
+            @@ hostname\nworker1\n@@ end\n";
+        let r = Report::parse(text);
+        assert!(r.complete());
+        assert_eq!(r.failed_units(), vec!["pibake-swarm.service"]);
+        assert_eq!(r.addresses("eth0"), vec!["192.168.188.21"]);
+        assert_eq!(r.hostname().as_deref(), Some("worker1"));
+        let id = r.step("identity").expect("identity step");
+        assert_eq!(id.node.as_deref(), Some("worker1"));
+        assert_eq!(id.state, "done");
+    }
+
+    #[test]
+    fn incomplete_report_is_not_complete() {
+        let r = Report::parse("@@ failed\n@@ status\n[");
+        assert!(!r.complete());
+        assert!(r.status().is_none());
+        assert!(r.failed_units().is_empty());
+    }
+
+    #[test]
+    fn kernel_args_fit_the_command_line() {
+        let probe = Probe::SwarmManager {
+            nodes: 2,
+            wait: Duration::from_secs(900),
+        };
+        let len: usize = probe.kernel_args().iter().map(|a| a.len() + 1).sum();
+        // arm64 COMMAND_LINE_SIZE is 2048; leave room for root= and console=.
+        assert!(len < 1700, "probe arguments take {len} bytes");
+        assert!(probe.script().contains("{{.Swarm.LocalNodeState}}"));
+    }
+}
