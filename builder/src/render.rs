@@ -538,17 +538,7 @@ impl<'a> Context<'a> {
 /// A version-4-shaped UUID derived from names (no randomness in images).
 pub fn derived_uuid(parts: &[&str]) -> String {
     let hash = InputHash::of("uuid", parts);
-    let mut b: [u8; 16] = [0; 16];
-    b.copy_from_slice(&hash.bytes()[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.bytes()[..16]);
+    pibake_image::table::Guid::from_hash(bytes).to_string()
 }

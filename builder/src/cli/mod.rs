@@ -39,6 +39,30 @@ struct ClusterArg {
     config: PathBuf,
 }
 
+/// Which images of the plan.
+#[derive(Debug, clap::Args)]
+struct SelectionArgs {
+    /// One image per node instead of one per role.
+    #[arg(long)]
+    per_node: bool,
+    /// Only this role (repeatable).
+    #[arg(long = "role", value_name = "ROLE")]
+    roles: Vec<String>,
+    /// Only this node, as a per-node image (repeatable).
+    #[arg(long = "node", value_name = "NODE")]
+    nodes: Vec<String>,
+}
+
+impl From<SelectionArgs> for Selection {
+    fn from(args: SelectionArgs) -> Self {
+        Selection {
+            per_node: args.per_node,
+            roles: args.roles,
+            nodes: args.nodes,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Validate the cluster file and its profiles; print every finding.
@@ -50,15 +74,8 @@ enum Command {
     Plan {
         #[command(flatten)]
         cluster: ClusterArg,
-        /// One image per node instead of one per role.
-        #[arg(long)]
-        per_node: bool,
-        /// Only this role (repeatable).
-        #[arg(long = "role", value_name = "ROLE")]
-        roles: Vec<String>,
-        /// Only this node, as a per-node image (repeatable).
-        #[arg(long = "node", value_name = "NODE")]
-        nodes: Vec<String>,
+        #[command(flatten)]
+        selection: SelectionArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -87,15 +104,8 @@ enum Command {
     Build {
         #[command(flatten)]
         cluster: ClusterArg,
-        /// One image per node instead of one per role.
-        #[arg(long)]
-        per_node: bool,
-        /// Only this role (repeatable).
-        #[arg(long = "role", value_name = "ROLE")]
-        roles: Vec<String>,
-        /// Only this node, as a per-node image (repeatable).
-        #[arg(long = "node", value_name = "NODE")]
-        nodes: Vec<String>,
+        #[command(flatten)]
+        selection: SelectionArgs,
         /// Output directory.
         #[arg(long, value_name = "DIR", default_value = "images")]
         out: PathBuf,
@@ -222,9 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Build {
             cluster,
-            per_node,
-            roles,
-            nodes,
+            selection,
             out,
             table,
             agent,
@@ -243,12 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             inputs::fetch(&model, &lock, &store, offline, progress)?;
             let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
-            let selection = Selection {
-                per_node,
-                roles,
-                nodes,
-            };
-            let plan = plan::plan(&model, &lock_info, &selection)?;
+            let plan = plan::plan(&model, &lock_info, &selection.into())?;
             let data = model::data_dir_for(&cluster.config);
             let agent = agent
                 .or_else(|| std::env::var_os("PIBAKE_AGENT_BIN").map(PathBuf::from))
@@ -360,21 +363,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Check { cluster } => check(&cluster.config),
         Command::Plan {
             cluster,
-            per_node,
-            roles,
-            nodes,
+            selection,
             json,
         } => {
             let Some(model) = load_valid(&cluster.config)? else {
                 return Ok(ExitCode::from(1));
             };
             let lock = LockInfo::read(&cluster.config).context("reading the lock file")?;
-            let selection = Selection {
-                per_node,
-                roles,
-                nodes,
-            };
-            let plan = plan::plan(&model, &lock, &selection)?;
+            let plan = plan::plan(&model, &lock, &selection.into())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
