@@ -1,0 +1,676 @@
+//! The lab's role images booted in QEMU: each role personalizes itself, the
+//! clock gate, a power cut in first boot, a second boot, and a two-VM Swarm.
+//!
+//! Needs the images (`cargo xtask lab`), root (network namespaces, taps),
+//! qemu-system-arm, qemu-utils, mtools, e2fsprogs, iproute2, chrony.
+//! VMs run one at a time; the worker1 first boot is shared by the tests
+//! that compare against it.
+
+mod common;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use common::*;
+use pibake_firstboot::table::NodeTable;
+use pibake_qemu::disk::RawDisk;
+use pibake_qemu::images::role_image;
+use pibake_qemu::overlay::Overlay;
+use pibake_qemu::probe::Probe;
+use pibake_qemu::vm::{BootFiles, Network, Vm, VmSpec, MULTI_USER};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// worker1's uninterrupted first boot, by MAC, with a time server.
+#[derive(Debug)]
+struct Reference {
+    dir: PathBuf,
+    boot: BootFiles,
+    table: NodeTable,
+    overlay: Overlay,
+    first: Booted,
+}
+
+static REFERENCE: OnceLock<std::result::Result<Reference, String>> = OnceLock::new();
+
+/// Boots the reference once (callers hold the serial lock).
+fn reference() -> Result<&'static Reference> {
+    REFERENCE
+        .get_or_init(|| make_reference().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("worker1 reference boot failed: {e}"))
+}
+
+fn make_reference() -> Result<Reference> {
+    let dir = workdir("reference")?;
+    let boot = boot_files("worker", &dir)?;
+    let table = node_table("worker")?;
+    let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+    let lab = Lab::new(&dir, true)?;
+    let first = boot_once(
+        &lab,
+        &boot,
+        &overlay,
+        WORKER1,
+        &table,
+        "worker1",
+        "worker1-first",
+        &dir,
+        &BootOpts::default(),
+    )?;
+    Ok(Reference {
+        dir,
+        boot,
+        table,
+        overlay,
+        first,
+    })
+}
+
+fn timed<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f();
+    eprintln!("TIMING {name}: {:.0} s", start.elapsed().as_secs_f64());
+    out
+}
+
+/// The identity step chose `node` by `source` (the agent's words).
+fn assert_identity(b: &Booted, node: &str, source: &str) -> Result<()> {
+    let id = b.report.step("identity").ok_or_else(|| {
+        anyhow!(
+            "no identity step in the status: {:?}",
+            b.report.section("status")
+        )
+    })?;
+    ensure!(id.state == "done", "identity is {}: {}", id.state, id.why);
+    ensure!(
+        id.node.as_deref() == Some(node),
+        "identity chose {:?}, expected {node}",
+        id.node
+    );
+    ensure!(
+        id.why.contains(source),
+        "identity why {:?} does not name {source:?}",
+        id.why
+    );
+    Ok(())
+}
+
+/// Hostname, address, NM keyfile, machine-id, SSH host keys of `node`.
+fn assert_personalized(b: &Booted, node: Node) -> Result<()> {
+    let hostname = b.state.text("/etc/hostname").unwrap_or_default();
+    ensure!(
+        hostname.trim() == node.name,
+        "/etc/hostname is {hostname:?}"
+    );
+    ensure!(
+        b.report.hostname().as_deref() == Some(node.name),
+        "running hostname {:?}",
+        b.report.hostname()
+    );
+    let addrs = b.report.addresses("eth0");
+    ensure!(
+        addrs.iter().any(|a| a == node.address),
+        "eth0 has {addrs:?}, not {}",
+        node.address
+    );
+    let keyfile = "/etc/NetworkManager/system-connections/pibake-wired.nmconnection";
+    let stat = b
+        .state
+        .stat(keyfile)
+        .ok_or_else(|| anyhow!("{keyfile} is missing"))?;
+    ensure!(
+        stat.mode == 0o600 && stat.uid == 0,
+        "{keyfile} has mode {:o} uid {} (NM ignores it unless root 0600)",
+        stat.mode,
+        stat.uid
+    );
+    let text = b.state.text(keyfile).unwrap_or_default();
+    ensure!(
+        text.contains(&format!("address1={}/24", node.address)),
+        "{keyfile} does not carry {}:\n{text}",
+        node.address
+    );
+    machine_id(&b.state)?;
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        for suffix in ["", ".pub"] {
+            let name = format!("ssh_host_{kind}_key{suffix}");
+            ensure!(
+                b.state.ssh_keys.contains(&name),
+                "SSH host key {name} missing (have {:?})",
+                b.state.ssh_keys
+            );
+        }
+        let key = b
+            .state
+            .stat(&format!("/etc/ssh/ssh_host_{kind}_key"))
+            .ok_or_else(|| anyhow!("no {kind} key"))?;
+        ensure!(
+            key.mode == 0o600 && key.size > 0,
+            "{kind} host key mode {:o} size {}",
+            key.mode,
+            key.size
+        );
+    }
+    ensure!(
+        b.state.root_end == b.state.disk_len,
+        "root partition ends at {} but the disk has {} bytes: not grown",
+        b.state.root_end,
+        b.state.disk_len
+    );
+    Ok(())
+}
+
+/// No "Failed to start" on the console except for `allowed` units, and
+/// `systemctl --failed` lists exactly `failed`.
+fn assert_failed_units(b: &Booted, failed: &[&str]) -> Result<()> {
+    let mut units = b.report.failed_units();
+    units.sort();
+    let mut want: Vec<String> = failed.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    ensure!(
+        units == want,
+        "systemctl --failed lists {units:?}, expected {want:?}:\n{}",
+        b.report.section("failed").unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[test]
+fn worker_boots_and_personalizes_by_mac() -> Result<()> {
+    let _serial = serial();
+    timed("worker_boots_and_personalizes_by_mac", || {
+        let r = reference()?;
+        let b = &r.first;
+        ensure!(
+            regex::Regex::new(MULTI_USER)?.is_match(&b.console),
+            "multi-user.target never reached"
+        );
+        assert_identity(b, "worker1", "MAC address")?;
+        assert_personalized(b, WORKER1)?;
+        // A worker without a join token on its card cannot join: the Swarm
+        // step fails and says why; nothing else fails.
+        assert_failed_units(b, &["pibake-swarm.service"])?;
+        let swarm = b
+            .report
+            .step("swarm")
+            .ok_or_else(|| anyhow!("no swarm step"))?;
+        ensure!(
+            swarm.state == "failed" && swarm.why.contains("swarm_worker_token"),
+            "swarm step: {swarm:?}"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn clock_gate_passes_with_a_time_server() -> Result<()> {
+    let _serial = serial();
+    timed("clock_gate_passes_with_a_time_server", || {
+        let b = &reference()?.first;
+        let clock = b
+            .report
+            .step("clock")
+            .ok_or_else(|| anyhow!("no clock step"))?;
+        ensure!(clock.state == "done", "clock gate: {clock:?}");
+        ensure!(
+            !b.report
+                .failed_units()
+                .iter()
+                .any(|u| u == "pibake-clock.service"),
+            "pibake-clock.service failed"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn second_boot_changes_nothing_the_agent_owns() -> Result<()> {
+    let _serial = serial();
+    timed("second_boot_changes_nothing_the_agent_owns", || {
+        let r = reference()?;
+        let lab = Lab::new(&r.dir, true)?;
+        let second = boot_once(
+            &lab,
+            &r.boot,
+            &r.overlay,
+            WORKER1,
+            &r.table,
+            "worker1",
+            "worker1-second",
+            &r.dir,
+            &BootOpts::default(),
+        )?;
+        // The clock verdict is per boot by design (it carries the boot id).
+        let strip = |s: &AgentState| {
+            let mut c = comparable(s, false);
+            c.remove("/var/lib/pibake/clock.toml");
+            c
+        };
+        assert_same(&strip(&r.first.state), &strip(&second.state), "second boot")?;
+        ensure!(
+            second.state.root_end == r.first.state.root_end,
+            "root partition changed"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn boot_partition_file_wins_over_mac_and_ids_are_unique() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "boot_partition_file_wins_over_mac_and_ids_are_unique",
+        || {
+            let r = reference()?;
+            let dir = workdir("bootfile")?;
+            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker2", GROW)?;
+            let lab = Lab::new(&dir, true)?;
+            // worker1's MAC, but the card says worker2.
+            let b = boot_once(
+                &lab,
+                &r.boot,
+                &overlay,
+                WORKER1,
+                &r.table,
+                "worker2",
+                "worker2-bootfile",
+                &dir,
+                &BootOpts {
+                    boot_files: vec![(
+                        "pibake-node.toml".to_owned(),
+                        "node = \"worker2\"\n".to_owned(),
+                    )],
+                    ..BootOpts::default()
+                },
+            )?;
+            assert_identity(&b, "worker2", "boot partition")?;
+            assert_personalized(&b, WORKER2)?;
+            let first = machine_id(&r.first.state)?;
+            let second = machine_id(&b.state)?;
+            ensure!(
+                first != second,
+                "two fresh copies got the same machine-id {first}"
+            );
+            let key = "/etc/ssh/ssh_host_ed25519_key.pub";
+            ensure!(
+                r.first.state.text(key) != b.state.text(key),
+                "two fresh copies got the same SSH host key"
+            );
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "power_cut_in_first_boot_is_completed_by_the_next_boot",
+        || {
+            let r = reference()?;
+            let dir = workdir("powercut")?;
+            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+            let lab = Lab::new(&dir, true)?;
+            {
+                let mut vm = Vm::start(VmSpec {
+                    name: "worker1-cut".to_owned(),
+                    boot: &r.boot,
+                    disk: &overlay,
+                    mac: WORKER1.mac.to_owned(),
+                    rtc_base: rtc_now(),
+                    network: Network::Tap(&lab.ns),
+                    probe: None,
+                    kernel_args: Vec::new(),
+                    log_dir: dir.clone(),
+                })?;
+                // The agent has chosen the node and starts writing.
+                vm.wait_for(r"this board is node worker1", BOOT_TIMEOUT)?;
+                vm.kill();
+            }
+            let cut = read_state(&overlay, "worker1-cut", &r.table, "worker1")?;
+            ensure!(
+                cut.files.get("/var/lib/pibake/identity.toml") == Some(&None),
+                "the cut came too late: identity had already finished"
+            );
+            let b = boot_once(
+                &lab,
+                &r.boot,
+                &overlay,
+                WORKER1,
+                &r.table,
+                "worker1",
+                "worker1-after-cut",
+                &dir,
+                &BootOpts::default(),
+            )?;
+            assert_identity(&b, "worker1", "MAC address")?;
+            assert_personalized(&b, WORKER1)?;
+            // Equal to an uninterrupted first boot, except what is random by
+            // nature (machine-id, key material) or per boot (clock verdict).
+            let strip = |s: &AgentState| {
+                let mut c = comparable(s, true);
+                c.retain(|p, _| !p.starts_with("/etc/ssh/ssh_host_"));
+                c.remove("/etc/machine-id");
+                c.remove("/var/lib/pibake/clock.toml");
+                c
+            };
+            assert_same(
+                &strip(&r.first.state),
+                &strip(&b.state),
+                "after a power cut",
+            )?;
+            ensure!(
+                b.state.ssh_keys == r.first.state.ssh_keys,
+                "SSH host key set differs: {:?} vs {:?}",
+                b.state.ssh_keys,
+                r.first.state.ssh_keys
+            );
+            assert_failed_units(&b, &["pibake-swarm.service"])?;
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn clock_gate_fails_without_a_time_source_and_swarm_does_not_run() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "clock_gate_fails_without_a_time_source_and_swarm_does_not_run",
+        || {
+            let dir = workdir("noclock")?;
+            let boot = boot_files("worker", &dir)?;
+            let table = node_table("worker")?;
+            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+            let lab = Lab::new(&dir, false)?;
+            let b = boot_once(
+                &lab,
+                &boot,
+                &overlay,
+                WORKER1,
+                &table,
+                "worker1",
+                "worker1-noclock",
+                &dir,
+                &BootOpts::default(),
+            )?;
+            let clock = b
+                .report
+                .step("clock")
+                .ok_or_else(|| anyhow!("no clock step"))?;
+            ensure!(
+                clock.state == "failed",
+                "clock gate passed without a time source: {clock:?}"
+            );
+            let swarm = b
+                .report
+                .step("swarm")
+                .ok_or_else(|| anyhow!("no swarm step"))?;
+            ensure!(swarm.state == "pending", "swarm step ran: {swarm:?}");
+            ensure!(
+                b.state.files.get("/var/lib/pibake/swarm.toml") == Some(&None),
+                "swarm journal entry exists"
+            );
+            assert_failed_units(&b, &["pibake-clock.service"])?;
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn master_holds_the_vip_and_initializes_the_swarm() -> Result<()> {
+    let _serial = serial();
+    timed("master_holds_the_vip_and_initializes_the_swarm", || {
+        let dir = workdir("master")?;
+        let boot = boot_files("master", &dir)?;
+        let table = node_table("master")?;
+        let overlay = Overlay::create(&role_image("master")?, &dir, "master1", GROW)?;
+        let lab = Lab::new(&dir, true)?;
+        let b = boot_once(
+            &lab,
+            &boot,
+            &overlay,
+            MASTER1,
+            &table,
+            "master1",
+            "master1",
+            &dir,
+            &BootOpts::default(),
+        )?;
+        assert_identity(&b, "master1", "MAC address")?;
+        assert_personalized(&b, MASTER1)?;
+        let addrs = b.report.addresses("eth0");
+        ensure!(
+            addrs.iter().any(|a| *a == VIP.to_string()),
+            "VIP {VIP} not on eth0: {addrs:?}"
+        );
+        let swarm = b
+            .report
+            .step("swarm")
+            .ok_or_else(|| anyhow!("no swarm step"))?;
+        ensure!(swarm.state == "done", "swarm step: {swarm:?}");
+        let keepalived = b
+            .state
+            .text("/etc/keepalived/keepalived.conf")
+            .ok_or_else(|| anyhow!("no keepalived.conf installed"))?;
+        ensure!(
+            keepalived.contains("priority 150"),
+            "keepalived.conf of master1:\n{keepalived}"
+        );
+        assert_failed_units(&b, &[])?;
+        Ok(())
+    })
+}
+
+#[test]
+fn aux_boots_with_its_gps_pieces() -> Result<()> {
+    let _serial = serial();
+    timed("aux_boots_with_its_gps_pieces", || {
+        let dir = workdir("aux")?;
+        let boot = boot_files("aux", &dir)?;
+        let table = node_table("aux")?;
+        let overlay = Overlay::create(&role_image("aux")?, &dir, "aux1", GROW)?;
+        // aux1 is the time server itself: no other one on its segment.
+        let lab = Lab::new(&dir, false)?;
+        let b = boot_once(
+            &lab,
+            &boot,
+            &overlay,
+            AUX1,
+            &table,
+            "aux1",
+            "aux1",
+            &dir,
+            &BootOpts::default(),
+        )?;
+        assert_identity(&b, "aux1", "MAC address")?;
+        assert_personalized(&b, AUX1)?;
+        let chrony = b
+            .state
+            .text("/etc/chrony/chrony.conf")
+            .ok_or_else(|| anyhow!("no chrony.conf"))?;
+        for line in [
+            "refclock PPS /dev/pps0",
+            "refclock SOCK",
+            "allow 192.168.188.0/24",
+        ] {
+            ensure!(
+                chrony.contains(line),
+                "aux1 chrony.conf lacks {line:?}:\n{chrony}"
+            );
+        }
+        // No GPS receiver in QEMU and no upstream: the gate must refuse,
+        // and the Swarm step must not run.
+        assert_failed_units(&b, &["pibake-clock.service"])?;
+        let swarm = b
+            .report
+            .step("swarm")
+            .ok_or_else(|| anyhow!("no swarm step"))?;
+        ensure!(
+            swarm.state == "pending",
+            "swarm step ran without a verified clock: {swarm:?}"
+        );
+        Ok(())
+    })
+}
+
+/// Overlays named in config.txt, each `overlays/<name>.dtbo` in the FAT.
+#[test]
+fn config_txt_has_the_button_and_gps_lines_and_their_overlays() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "config_txt_has_the_button_and_gps_lines_and_their_overlays",
+        || {
+            for role in ["worker", "master", "aux"] {
+                let disk = RawDisk::open(&role_image(role)?)?;
+                let fat = disk.boot()?;
+                let config = fat.read_string("config.txt")?;
+                let lines: Vec<&str> = config.lines().map(str::trim).collect();
+                ensure!(
+                    lines
+                        .iter()
+                        .any(|l| l.starts_with("dtoverlay=gpio-shutdown")
+                            && l.contains("gpio_pin=3")),
+                    "lab-{role}: no gpio-shutdown on GPIO3 in config.txt:\n{config}"
+                );
+                let gps = [
+                    "enable_uart=1",
+                    "dtoverlay=disable-bt",
+                    "dtoverlay=pps-gpio,gpiopin=18",
+                ];
+                for want in gps {
+                    let has = lines.contains(&want);
+                    ensure!(
+                        has == (role == "aux"),
+                        "lab-{role}: {want:?} {} in config.txt",
+                        if has { "present" } else { "missing" }
+                    );
+                }
+                let dtbos = fat.list("/overlays")?;
+                for l in &lines {
+                    if let Some(rest) = l.strip_prefix("dtoverlay=") {
+                        let name = rest.split(',').next().unwrap_or_default();
+                        ensure!(
+                        dtbos.iter().any(|d| d.eq_ignore_ascii_case(&format!("{name}.dtbo"))),
+                        "lab-{role}: config.txt uses {name} but overlays/{name}.dtbo is missing (have {dtbos:?})"
+                    );
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
+    let _serial = serial();
+    timed("master_and_worker_form_a_swarm_through_the_vip", || {
+        let dir = workdir("swarm")?;
+        let mboot = boot_files("master", &dir)?;
+        let wboot = boot_files("worker", &dir)?;
+        let mtable = node_table("master")?;
+        let wtable = node_table("worker")?;
+        let moverlay = Overlay::create(&role_image("master")?, &dir, "master1", GROW)?;
+        let woverlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+        let lab = Lab::new(&dir, true)?;
+        let wait = Duration::from_secs(15 * 60);
+        let mut master = Vm::start(VmSpec {
+            name: "swarm-master1".to_owned(),
+            boot: &mboot,
+            disk: &moverlay,
+            mac: MASTER1.mac.to_owned(),
+            rtc_base: rtc_now(),
+            network: Network::Tap(&lab.ns),
+            probe: Some(Probe::SwarmManager { nodes: 2, wait }),
+            kernel_args: Vec::new(),
+            log_dir: dir.clone(),
+        })?;
+        // The operator reads the worker token from the master ...
+        let token = master.wait_probe_section("token", BOOT_TIMEOUT)?;
+        let token = token.trim();
+        ensure!(
+            token.starts_with("SWMTKN-"),
+            "no worker join token from master1: {token:?}"
+        );
+        ensure!(
+            lab.ns.ping(VIP, Duration::from_secs(3))?,
+            "VIP {VIP} does not answer"
+        );
+        // ... and puts it on the worker's boot partition.
+        woverlay.write_boot_files(&[(
+            "pibake-secrets.toml",
+            format!("swarm_worker_token = \"{token}\"\n").as_bytes(),
+        )])?;
+        let mut worker = Vm::start(VmSpec {
+            name: "swarm-worker1".to_owned(),
+            boot: &wboot,
+            disk: &woverlay,
+            mac: WORKER1.mac.to_owned(),
+            rtc_base: rtc_now(),
+            network: Network::Tap(&lab.ns),
+            probe: Some(Probe::Report),
+            kernel_args: Vec::new(),
+            log_dir: dir.clone(),
+        })?;
+        let wreport = worker.wait_report(BOOT_TIMEOUT)?;
+        let nodes = master.wait_probe_section("nodes", wait)?;
+        let mreport = master.wait_report(BOOT_TIMEOUT)?;
+        worker.wait_exit(POWEROFF_TIMEOUT)?;
+        master.wait_exit(POWEROFF_TIMEOUT)?;
+        drop((worker, master));
+        eprintln!("docker node ls on master1:\n{nodes}");
+        let ready = |host: &str| {
+            nodes
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(host) && l.contains("Ready"))
+        };
+        ensure!(
+            ready("master1") && ready("worker1"),
+            "docker node ls on master1:\n{nodes}"
+        );
+        let swarm = wreport
+            .step("swarm")
+            .ok_or_else(|| anyhow!("no swarm step on worker1"))?;
+        ensure!(swarm.state == "done", "worker1 swarm step: {swarm:?}");
+        ensure!(
+            wreport.failed_units().is_empty(),
+            "worker1 failed units: {:?}",
+            wreport.failed_units()
+        );
+        ensure!(
+            mreport.failed_units().is_empty(),
+            "master1 failed units: {:?}",
+            mreport.failed_units()
+        );
+        // The secret moved off the FAT into a root-only file.
+        let wstate = read_state(&woverlay, "swarm-worker1", &wtable, "worker1")?;
+        ensure!(
+            !wstate
+                .boot_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case("pibake-secrets.toml")),
+            "pibake-secrets.toml is still on the boot partition"
+        );
+        let secrets = wstate
+            .stat("/etc/pibake/secrets")
+            .ok_or_else(|| anyhow!("no /etc/pibake/secrets"))?;
+        ensure!(
+            secrets.mode == 0o600 && secrets.uid == 0,
+            "secrets mode {:o}",
+            secrets.mode
+        );
+        let _ = mtable;
+        Ok(())
+    })
+    .context("two-VM swarm")
+}
+
+#[test]
+fn missing_images_fail_naming_the_build_command() {
+    let err = pibake_qemu::images::role_image("no-such-role").map(|_| ());
+    let msg = match err {
+        Ok(()) => panic!("a missing image was found"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("cargo xtask lab"), "{msg}");
+}
