@@ -543,7 +543,7 @@ impl Validator<'_> {
                     )
                     .help(format!(
                         "add {}/{include}.toml or remove it from `include`",
-                        self.profiles_dir.display()
+                        shown(self.profiles_dir)
                     )),
                 );
                 continue;
@@ -602,7 +602,7 @@ impl Validator<'_> {
                     )
                     .help(format!(
                         "create {}/{overlay}/ or remove it",
-                        self.overlays_dir.display()
+                        shown(self.overlays_dir)
                     )),
                 );
             }
@@ -652,7 +652,7 @@ impl Validator<'_> {
                         format!("profile `{}` does not exist", role.profile),
                         format!(
                             "profiles in {}: {}",
-                            self.profiles_dir.display(),
+                            shown(self.profiles_dir),
                             known.join(", ")
                         ),
                     );
@@ -1274,4 +1274,15 @@ fn list_profiles(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// A directory as the user would write it: relative to the current directory
+/// when it is below it.
+fn shown(dir: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| dir.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| dir.to_path_buf())
+        .display()
+        .to_string()
 }
