@@ -433,6 +433,7 @@ struct NodeCtx<'a> {
     address: Ipv4Addr,
     /// NetworkManager connection UUID, derived so builds are reproducible.
     connection_uuid: String,
+    wifi_uuid: String,
     is_gps: bool,
     is_manager: bool,
     /// Set on VIP holders.
@@ -523,6 +524,7 @@ impl<'a> Context<'a> {
             platform: node.platform,
             address: node.address,
             connection_uuid: derived_uuid(&["nm-connection", &cluster.name, &node.name]),
+            wifi_uuid: derived_uuid(&["nm-wifi", &cluster.name, &node.name]),
             is_gps: cluster
                 .time
                 .gps

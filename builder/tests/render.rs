@@ -7,6 +7,7 @@ use pibake::boot::{self, ConfigTxt, KernelFiles};
 use pibake::model::{self, Cluster};
 use pibake::plan::{self, LockInfo, Selection};
 use pibake::render::{self, EntryKind, ImageScope, RenderedImage};
+use pibake_firstboot::secrets::Secrets;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -198,8 +199,20 @@ fn keepalived_accepts_rendered_configs() {
     let cluster = lab();
     let rendered = render::render_image(&cluster, &scope(&cluster, "master")).expect("renders");
     let dir = tempfile::tempdir().expect("tempdir");
-    for node in ["master1", "master2"] {
-        let conf = node_file(&rendered, node, "/etc/keepalived/keepalived.conf").expect("conf");
+    let with_password = Secrets::parse("keepalived_password = \"fixture1\"\n").expect("secrets");
+    for (node, secrets) in [
+        ("master1", Secrets::default()),
+        ("master2", Secrets::default()),
+        ("master1", with_password.clone()),
+    ] {
+        // On the board the agent fills secrets in; check both outcomes.
+        let conf = secrets
+            .fill(node_file(&rendered, node, "/etc/keepalived/keepalived.conf").expect("conf"));
+        assert_eq!(
+            conf.contains("auth_pass fixture1"),
+            secrets.get("keepalived_password").is_some()
+        );
+        assert!(!conf.contains("@secret") && !conf.contains("@if-secret"));
         // keepalived -t checks script paths too: point the track script at a
         // root-owned executable that exists on the host.
         let conf = conf.replace("/usr/local/libexec/pibake/swarm-manager-check", "/bin/true");
@@ -307,4 +320,36 @@ fn plan_hashes_are_stable_and_local() {
         );
     }
     common::golden(Path::new("tests/golden/lab/plan.txt"), &per_role.to_table());
+}
+
+#[test]
+fn wifi_keyfile_takes_its_psk_only_from_secrets() {
+    common::enter_workspace();
+    let text = std::fs::read_to_string("tests/fixtures/check/valid.toml").expect("fixture");
+    let text = text.replace(
+        "[roles.worker]",
+        "[network.wifi]\nssid = \"labnet\"\ncountry = \"DE\"\n\n[roles.worker]",
+    );
+    let path = common::workspace_root().join("tests/fixtures/check/wifi.toml");
+    std::fs::write(&path, text).expect("write");
+    let checked = model::load(Path::new("tests/fixtures/check/wifi.toml")).expect("readable");
+    std::fs::remove_file(&path).expect("cleanup");
+    assert!(!checked.has_errors(), "{}", checked.report());
+    let cluster = checked.cluster.expect("valid");
+    let rendered = render::render_image(&cluster, &scope(&cluster, "worker")).expect("renders");
+    let file = rendered.node_table.nodes["w1"]
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("pibake-wifi.nmconnection"))
+        .expect("wifi keyfile");
+    assert_eq!(file.mode, 0o600);
+    assert!(file.content.contains("ssid=labnet"));
+    assert!(
+        file.content.contains("psk=@secret(wifi_psk)@"),
+        "no PSK may be baked: {}",
+        file.content
+    );
+    let secrets = Secrets::parse("wifi_psk = \"fixture-psk-0\"\n").expect("secrets");
+    assert!(secrets.fill(&file.content).contains("psk=fixture-psk-0\n"));
+    assert!(!Secrets::default().fill(&file.content).contains("psk="));
 }

@@ -324,6 +324,8 @@ pub fn run_phase(
                     name: choice.node.clone(),
                     known: String::new(),
                 })?;
+            // Secrets were ingested in the phase before this one.
+            let secrets = secrets::load(root)?;
             for file in &node.files {
                 let path =
                     BoardPath::parse(&file.path).map_err(|cause| IdentityError::BadPath {
@@ -337,7 +339,8 @@ pub fn run_phase(
                         mode: file.mode,
                     });
                 }
-                write_atomic(&root.at_path(&path), file.content.as_bytes(), file.mode)?;
+                let content = secrets.fill(&file.content);
+                write_atomic(&root.at_path(&path), content.as_bytes(), file.mode)?;
             }
             Ok(None)
         }

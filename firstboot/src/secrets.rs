@@ -40,6 +40,52 @@ impl Secrets {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// Fills a node file rendered at build time with secrets known only on
+    /// the board. `@secret(NAME)@` is replaced by the secret's value; a line
+    /// starting with `@if-secret(NAME)@` is kept (marker removed) only when
+    /// that secret exists, so optional blocks (Wi-Fi PSK, keepalived
+    /// authentication) disappear without it; a line naming a missing secret
+    /// in `@secret(..)@` is dropped.
+    pub fn fill(&self, content: &str) -> String {
+        let mut out = String::with_capacity(content.len());
+        for line in content.split_inclusive('\n') {
+            let mut line = line;
+            if let Some(rest) = line.strip_prefix("@if-secret(") {
+                let Some((name, rest)) = rest.split_once(")@") else {
+                    continue;
+                };
+                if self.get(name).is_none() {
+                    continue;
+                }
+                line = rest;
+            }
+            match self.substitute(line) {
+                Some(filled) => out.push_str(&filled),
+                None => continue,
+            }
+        }
+        out
+    }
+
+    fn substitute(&self, line: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find("@secret(") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "@secret(".len()..];
+            let (name, tail) = after.split_once(")@")?;
+            out.push_str(self.get(name)?);
+            rest = tail;
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// Whether a text refers to any secret (such files are written 0600).
+    pub fn refers_to_secrets(content: &str) -> bool {
+        content.contains("@secret(") || content.contains("@if-secret(")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,5 +168,20 @@ mod tests {
         assert_eq!(s.get(WORKER_TOKEN), Some("fake-token-value"));
         assert!(!format!("{s:?}").contains("fake-token-value"));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+
+    #[test]
+    fn fills_known_secrets_and_drops_lines_of_missing_ones() {
+        let secrets = Secrets::parse("wifi_psk = \"not-a-real-psk\"\n").expect("parses");
+        let text = "a\npsk=@secret(wifi_psk)@\n@if-secret(vrrp_pass)@    auth {\n@if-secret(wifi_psk)@kept\npass=@secret(vrrp_pass)@\nz\n";
+        assert_eq!(secrets.fill(text), "a\npsk=not-a-real-psk\nkept\nz\n");
+        assert_eq!(Secrets::default().fill(text), "a\nz\n");
+        assert!(Secrets::refers_to_secrets(text));
+        assert!(!Secrets::refers_to_secrets("plain"));
     }
 }
