@@ -535,6 +535,12 @@ fn build_image(
     let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| image_err(name, e.to_string()))?;
     crate::atomic::write(&manifest_path, &json).map_err(io("cannot write", &manifest_path))?;
+    // Outputs are published artifacts, not secrets: readable by all.
+    for path in [&outputs.img, &outputs.zst, &outputs.bmap, &outputs.sha256_file, &manifest_path] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("cannot set permissions of", path))?;
+    }
     Ok(BuiltImage {
         name: name.to_string(),
         img: outputs.img,
