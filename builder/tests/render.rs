@@ -155,7 +155,13 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
             panic!("preset is a file")
         };
         let preset = String::from_utf8_lossy(preset);
-        assert!(!preset.contains("enable gpsd"), "{role}: {preset}");
+        if role == "aux" {
+            assert!(preset.contains("enable gpsd.service"), "{role}: {preset}");
+        } else {
+            assert!(!preset.contains("enable gpsd"), "{role}: {preset}");
+            assert!(preset.contains("disable gpsd.service"), "{role}: {preset}");
+            assert!(preset.contains("disable gpsd.socket"), "{role}: {preset}");
+        }
     }
 }
 
