@@ -536,7 +536,13 @@ fn build_image(
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| image_err(name, e.to_string()))?;
     crate::atomic::write(&manifest_path, &json).map_err(io("cannot write", &manifest_path))?;
     // Outputs are published artifacts, not secrets: readable by all.
-    for path in [&outputs.img, &outputs.zst, &outputs.bmap, &outputs.sha256_file, &manifest_path] {
+    for path in [
+        &outputs.img,
+        &outputs.zst,
+        &outputs.bmap,
+        &outputs.sha256_file,
+        &manifest_path,
+    ] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
             .map_err(io("cannot set permissions of", path))?;
@@ -738,4 +744,79 @@ pub fn summary(images: &[BuiltImage]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> EntryPath {
+        EntryPath::new(p).expect("valid path")
+    }
+
+    #[test]
+    fn services_are_enabled_from_install_and_disabled_everywhere() {
+        let mut rootfs = Rootfs::empty();
+        let unit = "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\nRequiredBy=sysinit.target\n";
+        rootfs.apply_layer(&Layer {
+            name: "base".into(),
+            entries: vec![
+                Entry::file(
+                    path("usr/lib/systemd/system/a.service"),
+                    Content::bytes(unit.as_bytes().to_vec()),
+                    0o644,
+                ),
+                Entry::symlink(
+                    path("etc/systemd/system/sockets.target.wants/gpsd.socket"),
+                    "/usr/lib/systemd/system/gpsd.socket",
+                ),
+                Entry::symlink(
+                    path("etc/systemd/system/multi-user.target.wants/gpsd.service"),
+                    "/usr/lib/systemd/system/gpsd.service",
+                ),
+                Entry::symlink(
+                    path("etc/systemd/system/multi-user.target.wants/ssh.service"),
+                    "/usr/lib/systemd/system/ssh.service",
+                ),
+            ],
+        });
+        let enabled: BTreeSet<String> = ["a.service".to_string()].into();
+        let disabled: BTreeSet<String> =
+            ["gpsd.socket".to_string(), "gpsd.service".to_string()].into();
+        let layer = service_layer("t", &rootfs, &enabled, &disabled).expect("layer");
+        rootfs.apply_layer(&layer);
+        let tree = rootfs.tree();
+        assert!(tree
+            .get(&path("etc/systemd/system/sockets.target.wants/gpsd.socket"))
+            .is_none());
+        assert!(tree
+            .get(&path(
+                "etc/systemd/system/multi-user.target.wants/gpsd.service"
+            ))
+            .is_none());
+        assert!(tree
+            .get(&path(
+                "etc/systemd/system/multi-user.target.wants/ssh.service"
+            ))
+            .is_some());
+        let wants = tree
+            .get(&path(
+                "etc/systemd/system/multi-user.target.wants/a.service",
+            ))
+            .expect("enabled");
+        assert_eq!(
+            wants.kind,
+            EntryKind::Symlink("/usr/lib/systemd/system/a.service".into())
+        );
+        assert!(tree
+            .get(&path(
+                "etc/systemd/system/sysinit.target.requires/a.service"
+            ))
+            .is_some());
+        // A service no package ships is an error naming it.
+        let missing: BTreeSet<String> = ["nope.service".to_string()].into();
+        let err =
+            service_layer("t", &rootfs, &missing, &BTreeSet::new()).expect_err("missing unit");
+        assert!(err.to_string().contains("nope.service"), "{err}");
+    }
 }
