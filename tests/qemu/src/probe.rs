@@ -24,13 +24,13 @@ const UNIT_TEXT: &str = "\
 [Unit]
 Description=pibake test probe (kernel command line only)
 After=multi-user.target
+SuccessAction=poweroff
+FailureAction=poweroff
 [Service]
 Type=oneshot
 ImportCredential=pibake.probe.sh
 ExecStart=/bin/sh ${CREDENTIALS_DIRECTORY}/pibake.probe.sh
 TimeoutStartSec=infinity
-SuccessAction=poweroff
-FailureAction=poweroff
 ";
 
 /// Opens the port, then the common report.
