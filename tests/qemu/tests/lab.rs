@@ -11,7 +11,7 @@ mod common;
 use anyhow::{anyhow, ensure, Context, Result};
 use common::*;
 use pibake_firstboot::table::NodeTable;
-use pibake_qemu::disk::RawDisk;
+use pibake_qemu::disk::{Fat, RawDisk};
 use pibake_qemu::images::role_image;
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::probe::Probe;
@@ -500,9 +500,14 @@ fn aux_boots_with_its_gps_pieces() -> Result<()> {
                 "aux1 chrony.conf lacks {line:?}:\n{chrony}"
             );
         }
-        // No GPS receiver in QEMU and no upstream: the gate must refuse,
-        // and the Swarm step must not run.
-        assert_failed_units(&b, &["pibake-clock.service"])?;
+        // QEMU's virt board has no /dev/pps0 (no pps-gpio, no GPS), and
+        // chronyd exits when a refclock device is missing: chrony fails,
+        // the gate must refuse, and the Swarm step must not run.
+        ensure!(
+            b.console.contains("Could not open /dev/pps0"),
+            "chrony did not use the PPS refclock"
+        );
+        assert_failed_units(&b, &["chrony.service", "pibake-clock.service"])?;
         let swarm = b
             .report
             .step("swarm")
@@ -515,52 +520,120 @@ fn aux_boots_with_its_gps_pieces() -> Result<()> {
     })
 }
 
-/// Overlays named in config.txt, each `overlays/<name>.dtbo` in the FAT.
+/// config.txt of `role` carries the button line on GPIO3, the GPS lines only
+/// on the aux, and every `dtoverlay=` has its `overlays/<name>.dtbo`.
+fn check_config(role: &str, fat: &Fat) -> Result<()> {
+    let config = fat.read_string("config.txt")?;
+    let lines: Vec<&str> = config.lines().map(str::trim).collect();
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dtoverlay=gpio-shutdown") && l.contains("gpio_pin=3")),
+        "lab-{role}: no gpio-shutdown on GPIO3 in config.txt:\n{config}"
+    );
+    let gps = [
+        "enable_uart=1",
+        "dtoverlay=disable-bt",
+        "dtoverlay=pps-gpio,gpiopin=18",
+    ];
+    for want in gps {
+        let has = lines.contains(&want);
+        ensure!(
+            has == (role == "aux"),
+            "lab-{role}: {want:?} {} in config.txt",
+            if has { "present" } else { "missing" }
+        );
+    }
+    let dtbos = fat.list("/overlays")?;
+    for l in &lines {
+        if let Some(rest) = l.strip_prefix("dtoverlay=") {
+            let name = rest.split(',').next().unwrap_or_default();
+            ensure!(
+                dtbos
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&format!("{name}.dtbo"))),
+                "lab-{role}: config.txt uses {name} but overlays/{name}.dtbo is missing (have {dtbos:?})"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn config_txt_has_the_button_and_gps_lines_and_their_overlays() -> Result<()> {
-    let _serial = serial();
-    timed(
-        "config_txt_has_the_button_and_gps_lines_and_their_overlays",
-        || {
-            for role in ["worker", "master", "aux"] {
-                let disk = RawDisk::open(&role_image(role)?)?;
-                let fat = disk.boot()?;
-                let config = fat.read_string("config.txt")?;
-                let lines: Vec<&str> = config.lines().map(str::trim).collect();
-                ensure!(
-                    lines
-                        .iter()
-                        .any(|l| l.starts_with("dtoverlay=gpio-shutdown")
-                            && l.contains("gpio_pin=3")),
-                    "lab-{role}: no gpio-shutdown on GPIO3 in config.txt:\n{config}"
-                );
-                let gps = [
-                    "enable_uart=1",
-                    "dtoverlay=disable-bt",
-                    "dtoverlay=pps-gpio,gpiopin=18",
-                ];
-                for want in gps {
-                    let has = lines.contains(&want);
-                    ensure!(
-                        has == (role == "aux"),
-                        "lab-{role}: {want:?} {} in config.txt",
-                        if has { "present" } else { "missing" }
-                    );
-                }
-                let dtbos = fat.list("/overlays")?;
-                for l in &lines {
-                    if let Some(rest) = l.strip_prefix("dtoverlay=") {
-                        let name = rest.split(',').next().unwrap_or_default();
-                        ensure!(
-                        dtbos.iter().any(|d| d.eq_ignore_ascii_case(&format!("{name}.dtbo"))),
-                        "lab-{role}: config.txt uses {name} but overlays/{name}.dtbo is missing (have {dtbos:?})"
-                    );
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
+    for role in ["worker", "master", "aux"] {
+        let disk = RawDisk::open(&role_image(role)?)?;
+        check_config(role, &disk.boot()?)?;
+    }
+    Ok(())
+}
+
+/// The check above on planted faults (a copy of the aux boot partition):
+/// each fault must be caught.
+#[test]
+fn config_check_catches_planted_faults() -> Result<()> {
+    let dir = workdir("config-faults")?;
+    let disk = RawDisk::open(&role_image("aux")?)?;
+    let p1 = disk.partition(1)?;
+    let fresh = |name: &str| -> Result<Fat> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = dir.join(name);
+        let mut src = std::fs::File::open(disk.path())?;
+        src.seek(SeekFrom::Start(p1.start))?;
+        let mut out = std::fs::File::create(&path)?;
+        std::io::copy(&mut src.take(p1.size), &mut out)?;
+        Ok(Fat::whole(&path))
+    };
+    let fat = fresh("intact.fat")?;
+    check_config("aux", &fat).context("intact copy")?;
+    let config = fat.read_string("config.txt")?;
+    let faults: [(&str, String); 3] = [
+        (
+            "button line removed",
+            config
+                .lines()
+                .filter(|l| !l.starts_with("dtoverlay=gpio-shutdown"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (
+            "button on GPIO17",
+            config.replace("gpio_pin=3", "gpio_pin=17"),
+        ),
+        (
+            "PPS line removed",
+            config.replace("dtoverlay=pps-gpio,gpiopin=18", ""),
+        ),
+    ];
+    for (what, text) in faults {
+        let fat = fresh("fault.fat")?;
+        fat.write("config.txt", text.as_bytes())?;
+        ensure!(
+            check_config("aux", &fat).is_err(),
+            "fault not caught: {what}"
+        );
+    }
+    // A referenced overlay missing from overlays/.
+    let fat = fresh("fault.fat")?;
+    let path = dir.join("fault.fat");
+    pibake_qemu::tool::run(
+        std::process::Command::new("mdel")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&path)
+            .arg("::overlays/pps-gpio.dtbo"),
+    )?;
+    ensure!(
+        check_config("aux", &fat).is_err(),
+        "fault not caught: pps-gpio.dtbo missing"
+    );
+    // The worker must not carry the GPS lines.
+    ensure!(
+        check_config("worker", &fresh("intact.fat")?).is_err(),
+        "GPS lines accepted on a worker"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 #[test]
