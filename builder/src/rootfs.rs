@@ -118,6 +118,9 @@ pub fn ensure(
         .arg(format!("--architectures={}", stage.arch))
         .arg(format!("--include={}", include.join(",")))
         .arg("--aptopt=Acquire::Languages \"none\"")
+        // The local repository may sit below directories only root can
+        // enter (a 0700 temp or home dir): no need to drop to _apt for it.
+        .arg("--aptopt=APT::Sandbox::User \"root\"")
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*/changelog*")
         .arg(format!(
             "--customize-hook=sh -c '{}' sh \"$1\"",

@@ -116,7 +116,31 @@ fn small_image_is_reproducible_from_two_empty_stores() {
             table: None,
             progress: false,
         };
-        let built = build::build(&cluster, &plan, &lock, &store, &options).expect("build");
+        let built = match build::build(&cluster, &plan, &lock, &store, &options) {
+            Ok(built) => built,
+            Err(error) => {
+                // Show mmdebstrap's log: the temp dir is gone after the panic.
+                let logs: String = std::fs::read_dir(&options.work_dir)
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                            .map(|t| {
+                                t.lines()
+                                    .rev()
+                                    .take(40)
+                                    .collect::<Vec<_>>()
+                                    .into_iter()
+                                    .rev()
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                panic!("build {run}: {error:?}\n{logs}");
+            }
+        };
         assert_eq!(built.len(), 1);
         assert!(!built[0].cached, "run {run} must build from scratch");
         let stage = plan.rootfs.values().next().expect("one rootfs stage");
