@@ -69,7 +69,7 @@ impl Probe {
                 let w = wait.as_secs();
                 format!(
                     "{PRELUDE}\
-t=0;until [ \"$(docker info -f '{{{{.Swarm.LocalNodeState}}}}')\" = active ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
+t=0;until [ \"$(docker info -f '{{{{.Swarm.LocalNodeState}}}}')\" = active ]||systemctl -q is-failed pibake-swarm||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
 {{ s token;docker swarm join-token -q worker;s joining;}} >$o 2>&1
 t=0;until [ \"$(docker node ls --format '{{{{.Status}}}}'|grep -c Ready)\" -ge {nodes} ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
 {{ s nodes;docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}} >$o 2>&1

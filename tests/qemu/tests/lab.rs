@@ -643,7 +643,6 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
         let dir = workdir("swarm")?;
         let mboot = boot_files("master", &dir)?;
         let wboot = boot_files("worker", &dir)?;
-        let mtable = node_table("master")?;
         let wtable = node_table("worker")?;
         let moverlay = Overlay::create(&role_image("master")?, &dir, "master1", GROW)?;
         let woverlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
@@ -688,6 +687,14 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
             log_dir: dir.clone(),
         })?;
         let wreport = worker.wait_report(BOOT_TIMEOUT)?;
+        let swarm = wreport
+            .step("swarm")
+            .ok_or_else(|| anyhow!("no swarm step on worker1"))?;
+        ensure!(swarm.state == "done", "worker1 swarm step: {swarm:?}");
+        ensure!(
+            !worker.console().contains(token),
+            "the join token appears on worker1's console"
+        );
         let nodes = master.wait_probe_section("nodes", wait)?;
         let mreport = master.wait_report(BOOT_TIMEOUT)?;
         worker.wait_exit(POWEROFF_TIMEOUT)?;
@@ -703,10 +710,6 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
             ready("master1") && ready("worker1"),
             "docker node ls on master1:\n{nodes}"
         );
-        let swarm = wreport
-            .step("swarm")
-            .ok_or_else(|| anyhow!("no swarm step on worker1"))?;
-        ensure!(swarm.state == "done", "worker1 swarm step: {swarm:?}");
         ensure!(
             wreport.failed_units().is_empty(),
             "worker1 failed units: {:?}",
@@ -734,7 +737,6 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
             "secrets mode {:o}",
             secrets.mode
         );
-        let _ = mtable;
         Ok(())
     })
     .context("two-VM swarm")
