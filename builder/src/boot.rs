@@ -178,7 +178,9 @@ pub fn cmdline_txt(root_partuuid: &str, serial_console: bool) -> String {
     } else {
         "console=tty1"
     };
-    format!("{console} root=PARTUUID={root_partuuid} rootfstype=ext4 fsck.repair=yes rootwait\n")
+    // net.ifnames=0 keeps the wired interface eth0, the name the node
+    // table and the NetworkManager keyfile use (Debian would say end0).
+    format!("{console} root=PARTUUID={root_partuuid} rootfstype=ext4 fsck.repair=yes rootwait net.ifnames=0\n")
 }
 
 /// The dtoverlay names a config.txt refers to (each needs overlays/<name>.dtbo).
