@@ -33,8 +33,9 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "curl",
     "python3",
-    "ipxe-qemu",
     "iproute2",
+    "iputils-ping",
+    "qemu-utils",
 ];
 
 /// Packages that must come from bookworm-backports (mke2fs -d tar needs
