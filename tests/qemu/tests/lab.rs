@@ -666,10 +666,15 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
             token.starts_with("SWMTKN-"),
             "no worker join token from master1: {token:?}"
         );
-        ensure!(
-            lab.ns.ping(VIP, Duration::from_secs(3))?,
-            "VIP {VIP} does not answer"
-        );
+        // keepalived takes the VIP a few advert intervals after its track
+        // script first succeeds (FACTS.md: about 3.5 s at 1 s), which can be
+        // just after the token is printed: poll for a bounded time.
+        let vip_deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut vip_up = false;
+        while !vip_up && std::time::Instant::now() < vip_deadline {
+            vip_up = lab.ns.ping(VIP, Duration::from_secs(2))?;
+        }
+        ensure!(vip_up, "VIP {VIP} does not answer within 60 s");
         // ... and puts it on the worker's boot partition.
         woverlay.write_boot_files(&[(
             "pibake-secrets.toml",
