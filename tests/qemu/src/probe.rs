@@ -41,7 +41,10 @@ i=0;while [ ! -e $o ]&&[ $i -lt 60 ];do sleep 1;i=$((i+1));done
 s(){ echo \"@@ $1\";}
 ";
 
+// A VIP holder takes its address a few VRRP adverts after the Swarm step
+// (FACTS.md: about 3.5 s at 1 s): give it a bounded moment first.
 const REPORT: &str = "\
+systemctl -q is-active keepalived&&{ t=0;until [ $(ip -4 -o addr show eth0|wc -l) -ge 2 ]||[ $t -ge 30 ];do sleep 1;t=$((t+1));done;}
 { s failed;systemctl --failed --no-legend --plain
 s status;pibake-firstboot status --json
 s addr;ip -4 -o addr show
