@@ -92,7 +92,6 @@ pub struct ConfigTxt<'a> {
     pub image: &'a str,
     pub kernel_source: KernelSource,
     pub kernel: &'a KernelFiles,
-    pub platforms: &'a BTreeSet<Platform>,
     pub button: Option<&'a Button>,
     /// Set when the image carries the GPS node, with that node's platform.
     pub gps: Option<(&'a Gps, Platform)>,
@@ -165,7 +164,6 @@ impl ConfigTxt<'_> {
                 let _ = writeln!(out, "{line}");
             }
         }
-        let _ = self.platforms;
         out
     }
 }

@@ -448,7 +448,6 @@ fn build_image(
         image: name,
         kernel_source: cluster.kernel,
         kernel: &kernel,
-        platforms: &image.platforms,
         button: cluster.button.as_ref(),
         gps,
         profile_lines: &role.profile.config_txt,

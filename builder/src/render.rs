@@ -10,7 +10,7 @@
 //! is how a file applies only to some nodes (gpsd on the GPS node).
 
 use crate::hash::InputHash;
-use crate::model::{Cluster, JoinVia, Node, Platform};
+use crate::model::{Cluster, Node, Platform};
 use pibake_firstboot::table::{self, NodeEntry, NodeFile, NodeTable, SwarmRole};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -477,7 +477,6 @@ impl<'a> Context<'a> {
         if let Some(vip) = &cluster.vip {
             hosts.insert("swarm", vip.address);
         }
-        let _ = JoinVia::Vip;
         Context {
             cluster,
             prefix_len: cluster.network.subnet.prefix_len(),

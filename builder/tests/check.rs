@@ -205,22 +205,19 @@ fn manager_on_macos_is_a_warning() {
 }
 
 #[test]
-fn rendered_button_line_over_98_is_refused() {
-    // A debounce that makes the rendered gpio-shutdown line too long.
+fn unknown_button_pull_is_refused() {
     common::enter_workspace();
     let base = std::fs::read_to_string("tests/fixtures/check/valid.toml").expect("valid fixture");
     let text = format!(
         "{base}\n[button]\ngpio = 3\npull = \"{}\"\n",
         "u".repeat(40)
     );
-    let dir = tempfile::tempdir().expect("tempdir");
     // Inside the workspace so the profiles are found.
-    let path = common::workspace_root().join("target/check-long-button.toml");
+    let path = common::workspace_root().join("target/check-bad-button-pull.toml");
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, text).expect("write");
     let checked = model::load(&path).expect("readable");
     let report = checked.report();
     assert!(checked.has_errors());
-    assert!(report.contains("unknown pull"), "{report}");
-    drop(dir);
+    assert!(report.contains("button.pull: unknown pull"), "{report}");
 }

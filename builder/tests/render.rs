@@ -20,11 +20,7 @@ fn lab() -> Cluster {
 }
 
 /// Every generated file of an image as (golden path, text).
-fn rendered_files(
-    cluster: &Cluster,
-    image: &str,
-    rendered: &RenderedImage,
-) -> BTreeMap<String, String> {
+fn rendered_files(image: &str, rendered: &RenderedImage) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for layer in &rendered.layers {
         for entry in &layer.entries {
@@ -49,7 +45,6 @@ fn rendered_files(
             );
         }
     }
-    let _ = cluster;
     out
 }
 
@@ -64,7 +59,6 @@ fn scope<'a>(cluster: &'a Cluster, role: &'a str) -> ImageScope<'a> {
 
 fn boot_files(cluster: &Cluster, role: &str) -> (String, String) {
     let nodes: Vec<_> = cluster.nodes_of_role(role).collect();
-    let platforms = nodes.iter().map(|n| n.platform).collect();
     let gps = cluster.time.gps.as_ref().and_then(|g| {
         nodes
             .iter()
@@ -76,7 +70,6 @@ fn boot_files(cluster: &Cluster, role: &str) -> (String, String) {
         image: &format!("lab-{role}"),
         kernel_source: cluster.kernel,
         kernel: &kernel,
-        platforms: &platforms,
         button: cluster.button.as_ref(),
         gps,
         profile_lines: &cluster.roles[role].profile.config_txt,
@@ -93,7 +86,7 @@ fn lab_rendered_files_match_goldens() {
     let mut seen = 0;
     for role in cluster.roles.keys() {
         let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
-        for (path, text) in rendered_files(&cluster, role, &rendered) {
+        for (path, text) in rendered_files(role, &rendered) {
             common::golden(&PathBuf::from("tests/golden/lab").join(path), &text);
             seen += 1;
         }

@@ -375,10 +375,10 @@ impl Validator<'_> {
         let nodes = self.nodes(subnet, &roles, network.as_ref());
         let vip = self.vip(subnet, &nodes, network.as_ref());
         let time = self.time(&nodes);
-        let swarm = self.swarm(&nodes, &roles);
+        let swarm = self.swarm(&nodes);
         let button = self.button();
         let image = self.image();
-        self.config_txt(&nodes, &roles, button.as_ref(), time.as_ref());
+        self.config_txt(&nodes, button.as_ref(), time.as_ref());
 
         Some(Cluster {
             file: self.file.to_path_buf(),
@@ -1050,13 +1050,8 @@ impl Validator<'_> {
         })
     }
 
-    fn swarm(
-        &mut self,
-        nodes: &BTreeMap<String, Node>,
-        roles: &BTreeMap<String, Role>,
-    ) -> Option<Swarm> {
+    fn swarm(&mut self, nodes: &BTreeMap<String, Node>) -> Option<Swarm> {
         let raw = &self.raw.swarm;
-        let _ = roles;
         if raw.managers.is_empty() {
             self.error(
                 p(&["swarm", "managers"]),
@@ -1191,7 +1186,6 @@ impl Validator<'_> {
     fn config_txt(
         &mut self,
         nodes: &BTreeMap<String, Node>,
-        roles: &BTreeMap<String, Role>,
         button: Option<&Button>,
         time: Option<&Time>,
     ) {
@@ -1209,7 +1203,6 @@ impl Validator<'_> {
                     );
                 }
             }
-            let _ = roles;
         }
         if self.raw.cluster.kernel == "debian"
             && nodes.values().any(|n| n.platform == Platform::Rpi5)
