@@ -533,7 +533,8 @@ fn build_image(
     };
     let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| image_err(name, e.to_string()))?;
-    crate::atomic::write(&manifest_path, &json).map_err(io("cannot write", &manifest_path))?;
+    pibake_image::atomic::write(&manifest_path, &json)
+        .map_err(|e| io("cannot write", &manifest_path)(e.source))?;
     // Outputs are published artifacts, not secrets: readable by all.
     for path in [
         &outputs.img,

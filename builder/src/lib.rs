@@ -1,7 +1,6 @@
 //! pibake: reproducible Raspberry Pi cluster images from one declarative
 //! description. See ARCHITECTURE.md for the map.
 
-pub mod atomic;
 pub mod boot;
 pub mod build;
 pub mod diag;

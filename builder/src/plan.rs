@@ -35,12 +35,10 @@ impl LockInfo {
         let path = Self::path_for(cluster_file);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                let epoch = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("source_date_epoch = "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
+                // An unparsable lock is reported by `lock`/`build`; the plan
+                // only needs its digest and, when readable, its epoch.
+                let epoch = pibake_inputs::Lock::parse(&String::from_utf8_lossy(&bytes), &path)
+                    .map_or(0, |lock| lock.source_date_epoch);
                 Ok(LockInfo {
                     path,
                     digest: Some(InputHash::of_bytes(&bytes)),

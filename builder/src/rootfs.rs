@@ -150,7 +150,8 @@ pub fn ensure(
     let pointer = pointer(store, stage);
     let parent = pointer.parent().unwrap_or(store.root());
     std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-    crate::atomic::write(&pointer, format!("{entry}\n").as_bytes())
+    pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
+        .map_err(|e| e.source)
         .map_err(io("cannot write", &pointer))?;
     store
         .add_root(

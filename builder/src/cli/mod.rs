@@ -461,9 +461,9 @@ fn release_manifest(dir: &Path, url_base: &str, os_list: &Path, sums: &Path) -> 
             assets.push(dir.join(format!("{}.{ext}", manifest.name)));
         }
     }
-    pibake::atomic::write(os_list, release::rpi_imager_manifest(&images).as_bytes())?;
+    pibake_image::atomic::write(os_list, release::rpi_imager_manifest(&images).as_bytes())?;
     assets.push(os_list.to_path_buf());
-    pibake::atomic::write(sums, release::sha256sums(&assets)?.as_bytes())?;
+    pibake_image::atomic::write(sums, release::sha256sums(&assets)?.as_bytes())?;
     eprintln!(
         "{}: {} images; {}",
         os_list.display(),
