@@ -8,7 +8,6 @@ use crate::plan::{ImagePlan, Plan};
 use crate::render::{self, EntryKind as LayerKind, ImageScope};
 use crate::rootfs::{self, RootfsError};
 use pibake_image::assemble::{self, AssembleError, AssembleSpec, ImageIds};
-use pibake_image::table::{DiskId, Guid, TableSpec};
 use pibake_image::tree::ContentSource;
 use pibake_image::{Content, Entry, EntryKind, EntryPath, Layer, Rootfs, SourceDateEpoch};
 use pibake_inputs::{Lock, Store};
@@ -298,31 +297,11 @@ fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<Bu
 
 /// Identifiers derived from the image's input hash (no randomness).
 fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
-    let derive = |what: &str| -> [u8; 16] {
-        let h = InputHash::of(what, &input_hash.to_string());
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h.bytes()[..16]);
-        out
-    };
-    let disk = derive("disk-id");
-    let disk_id = u32::from_be_bytes([disk[0], disk[1], disk[2], disk[3]]).max(1);
     let table = match table {
-        TableKind::Mbr => TableSpec::Mbr {
-            disk_id: DiskId(disk_id),
-        },
-        TableKind::Gpt => TableSpec::Gpt {
-            disk: Guid::from_hash(derive("gpt-disk")),
-            boot: Guid::from_hash(derive("gpt-boot")),
-            root: Guid::from_hash(derive("gpt-root")),
-        },
+        TableKind::Mbr => pibake_image::assemble::TableKind::Mbr,
+        TableKind::Gpt => pibake_image::assemble::TableKind::Gpt,
     };
-    let vol = derive("fat-volume-id");
-    ImageIds {
-        table,
-        fat_volume_id: u32::from_be_bytes([vol[0], vol[1], vol[2], vol[3]]),
-        fs_uuid: Guid::from_hash(derive("ext4-uuid")),
-        hash_seed: Guid::from_hash(derive("ext4-hash-seed")),
-    }
+    ImageIds::from_input_hash(input_hash.bytes(), table)
 }
 
 #[allow(clippy::too_many_arguments)]
