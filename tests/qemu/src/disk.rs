@@ -1,6 +1,7 @@
 //! A raw disk file: its MBR partitions, the FAT boot partition (read with
 //! mtools at an offset) and the ext4 root (read with debugfs at an offset).
-//! Nothing is mounted and nothing is written.
+//! Nothing is mounted. The only write is [`RawDisk::replay_root_journal`],
+//! meant for private snapshots of a VM that lost power.
 
 use crate::tool::{self, DEBUGFS, MCOPY, MDIR};
 use crate::{io_err, HarnessError, Result};
@@ -107,6 +108,34 @@ impl RawDisk {
             })
     }
 
+    /// Replays the root filesystem's journal when it needs recovery (a VM
+    /// killed mid-write), as the kernel would on the next mount, so that what
+    /// the tests read is what the next boot sees. debugfs cannot replay at an
+    /// offset, so the partition is copied out, replayed, and the chunks that
+    /// changed are written back. Returns whether anything was replayed.
+    pub fn replay_root_journal(&self) -> Result<bool> {
+        if !self.root()?.needs_recovery()? {
+            return Ok(false);
+        }
+        let root = self.partition(2)?;
+        let scratch = self.path.with_extension("root-replay");
+        copy_range(&self.path, root.start, &scratch, 0, root.size, false)?;
+        let replayed = Ext4 {
+            target: scratch.display().to_string(),
+        };
+        let result = replayed.journal_run().and_then(|()| {
+            if replayed.needs_recovery()? {
+                return Err(HarnessError::Invalid(format!(
+                    "{}: the root journal still needs recovery after journal_run",
+                    self.path.display()
+                )));
+            }
+            copy_range(&scratch, 0, &self.path, root.start, root.size, true)
+        });
+        let _ = std::fs::remove_file(&scratch);
+        result.map(|()| true)
+    }
+
     /// The boot partition (p1, FAT).
     pub fn boot(&self) -> Result<Fat> {
         Ok(Fat {
@@ -124,6 +153,55 @@ impl RawDisk {
             ),
         })
     }
+}
+
+/// Copies `len` bytes from `src` at `src_at` to `dst` at `dst_at` in 1 MiB
+/// chunks. All-zero chunks are skipped when the destination is new (it stays
+/// sparse); with `only_changed` a chunk is written only where it differs, so
+/// a write-back touches just what the journal replay changed.
+fn copy_range(
+    src: &Path,
+    src_at: u64,
+    dst: &Path,
+    dst_at: u64,
+    len: u64,
+    only_changed: bool,
+) -> Result<()> {
+    use std::io::Write;
+    const CHUNK: usize = 1 << 20;
+    let mut input = std::fs::File::open(src).map_err(io_err(src))?;
+    let mut output = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(!only_changed)
+        .open(dst)
+        .map_err(io_err(dst))?;
+    if !only_changed {
+        output.set_len(dst_at + len).map_err(io_err(dst))?;
+    }
+    input.seek(SeekFrom::Start(src_at)).map_err(io_err(src))?;
+    let mut chunk = vec![0u8; CHUNK];
+    let mut existing = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
+        input.read_exact(&mut chunk[..n]).map_err(io_err(src))?;
+        let at = dst_at + done;
+        let write = if only_changed {
+            output.seek(SeekFrom::Start(at)).map_err(io_err(dst))?;
+            output.read_exact(&mut existing[..n]).map_err(io_err(dst))?;
+            existing[..n] != chunk[..n]
+        } else {
+            chunk[..n].iter().any(|b| *b != 0)
+        };
+        if write {
+            output.seek(SeekFrom::Start(at)).map_err(io_err(dst))?;
+            output.write_all(&chunk[..n]).map_err(io_err(dst))?;
+        }
+        done += n as u64;
+    }
+    output.sync_all().map_err(io_err(dst))
 }
 
 /// A FAT filesystem read through mtools (`file@@offset`).
@@ -233,6 +311,31 @@ impl Ext4 {
         ))
     }
 
+    /// Whether the journal holds transactions not yet written home.
+    pub fn needs_recovery(&self) -> Result<bool> {
+        let (out, _) = self.debugfs("stats")?;
+        let text = String::from_utf8_lossy(&out);
+        let features = text
+            .lines()
+            .find(|l| l.starts_with("Filesystem features:"))
+            .ok_or_else(|| {
+                HarnessError::Invalid(format!(
+                    "debugfs stats of {}: no features line",
+                    self.target
+                ))
+            })?;
+        Ok(features.split_whitespace().any(|f| f == "needs_recovery"))
+    }
+
+    fn journal_run(&self) -> Result<()> {
+        tool::run(
+            DEBUGFS
+                .command()?
+                .args(["-w", "-R", "journal_run", &self.target]),
+        )?;
+        Ok(())
+    }
+
     /// The contents of `path`, `None` when it does not exist.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>> {
         if self.stat(path)?.is_none() {
@@ -261,7 +364,12 @@ impl Ext4 {
         let field = |key: &str| -> Option<&str> {
             text.split_whitespace().skip_while(|w| *w != key).nth(1)
         };
-        let bad = || HarnessError::Invalid(format!("debugfs stat {path}: cannot read:\n{text}"));
+        let bad = || {
+            HarnessError::Invalid(format!(
+                "debugfs stat {path}: cannot read:\n{text}\n{}",
+                err.trim()
+            ))
+        };
         let mode = field("Mode:")
             .and_then(|m| u32::from_str_radix(m, 8).ok())
             .ok_or_else(bad)?;
@@ -348,5 +456,27 @@ mod tests {
         s[511] = 0;
         assert!(mbr_partitions(Cursor::new(s)).is_err());
         assert!(mbr_partitions(Cursor::new(mbr(&[(0xEE, 1, 100)]))).is_err());
+    }
+
+    #[test]
+    fn copy_range_round_trips_and_writes_back_only_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = dir.path().join("disk");
+        let part = dir.path().join("part");
+        // 3 MiB + 5 bytes: a partial last chunk, and a middle chunk of zeros.
+        let mut bytes = vec![0u8; (3 << 20) + 5];
+        bytes[10] = 1;
+        bytes[(2 << 20) + 7] = 2;
+        bytes[(3 << 20) + 4] = 3;
+        std::fs::write(&disk, &bytes).expect("write disk");
+        copy_range(&disk, 4, &part, 0, (3 << 20) + 1, false).expect("copy out");
+        assert_eq!(std::fs::read(&part).expect("read"), bytes[4..].to_vec());
+
+        let mut changed = std::fs::read(&part).expect("read");
+        changed[(1 << 20) + 3] = 9;
+        std::fs::write(&part, &changed).expect("change");
+        copy_range(&part, 0, &disk, 4, (3 << 20) + 1, true).expect("write back");
+        bytes[(1 << 20) + 7] = 9;
+        assert_eq!(std::fs::read(&disk).expect("read"), bytes);
     }
 }

@@ -130,8 +130,11 @@ impl Overlay {
         Ok(out)
     }
 
-    /// A raw snapshot opened for reading.
+    /// A raw snapshot opened for reading, its root journal replayed (as the
+    /// next boot would) if the VM lost power.
     pub fn disk(&self, label: &str) -> Result<RawDisk> {
-        RawDisk::open(&self.snapshot(label)?)
+        let disk = RawDisk::open(&self.snapshot(label)?)?;
+        disk.replay_root_journal()?;
+        Ok(disk)
     }
 }
