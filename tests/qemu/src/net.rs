@@ -15,6 +15,36 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Name of the bridge inside the namespace.
 pub const BRIDGE: &str = "br0";
 
+/// Namespaces are named `<PREFIX><pid of the test process>-<n>`.
+const PREFIX: &str = "pibake-qemu-";
+
+/// Removes what a test process killed by a signal left behind (Drop never
+/// ran): its namespaces, and the QEMUs and chronyds still inside them.
+fn reap_stale() -> Result<()> {
+    let list = tool::run(IP.command()?.args(["netns", "list"]))?;
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(owner) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(owner).exists() {
+            continue;
+        }
+        let pids = tool::run(IP.command()?.args(["netns", "pids", name]))?;
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        log::warn!("removed namespace {name} left by a killed test run");
+        tool::run(IP.command()?.args(["netns", "del", name]))?;
+    }
+    Ok(())
+}
+
 /// A network namespace with a bridge; deleted on drop (with its taps).
 #[derive(Debug)]
 pub struct NetNs {
@@ -27,8 +57,9 @@ impl NetNs {
     /// on the bridge.
     pub fn create(addresses: &[&str]) -> Result<Self> {
         IP.require()?;
+        reap_stale()?;
         let name = format!(
-            "pibake-qemu-{}-{}",
+            "{PREFIX}{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );

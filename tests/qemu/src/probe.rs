@@ -52,31 +52,62 @@ s hostname;hostname
 s end;} >$o 2>&1
 ";
 
+/// Waits (bounded) until the local Swarm node is active or the agent's
+/// Swarm step failed.
+fn swarm_active(wait_secs: u64) -> String {
+    format!(
+        "t=0;until [ \"$(docker info -f '{{{{.Swarm.LocalNodeState}}}}')\" = active ]||systemctl -q is-failed pibake-swarm||[ $t -ge {wait_secs} ];do sleep 5;t=$((t+5));done\n"
+    )
+}
+
 /// What the probe does before its report.
 #[derive(Debug, Clone)]
 pub enum Probe {
     /// Report and power off.
     Report,
     /// On the first Swarm manager: once the swarm is active, report the
-    /// worker join token (what an operator reads to flash the workers'
-    /// boot partitions), then wait until `nodes` nodes are Ready, list them,
-    /// report and power off.
-    SwarmManager { nodes: u32, wait: Duration },
+    /// worker and manager join tokens (what an operator reads to flash the
+    /// other boards' boot partitions), then wait until `nodes` nodes are
+    /// Ready, list them and report. Then power off, or with `hold` stay up
+    /// until the test pulls the plug.
+    SwarmManager {
+        nodes: u32,
+        wait: Duration,
+        hold: bool,
+    },
+    /// On a standby VIP holder: once its swarm step is done and keepalived is
+    /// BACKUP, say `standby`; then wait until the VIP is on eth0 (the
+    /// holder failed), say `vip`, report and power off.
+    Standby { wait: Duration },
 }
 
 impl Probe {
     fn script(&self) -> String {
         match self {
             Probe::Report => format!("{PRELUDE}{REPORT}"),
-            Probe::SwarmManager { nodes, wait } => {
+            Probe::SwarmManager { nodes, wait, hold } => {
                 let w = wait.as_secs();
+                let hold = if *hold { "sleep infinity\n" } else { "" };
                 format!(
-                    "{PRELUDE}\
-t=0;until [ \"$(docker info -f '{{{{.Swarm.LocalNodeState}}}}')\" = active ]||systemctl -q is-failed pibake-swarm||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
-{{ s token;docker swarm join-token -q worker;s joining;}} >$o 2>&1
+                    "{PRELUDE}{SWARM_ACTIVE}\
+{{ s token;docker swarm join-token -q worker;s mtoken;docker swarm join-token -q manager;s joining;}} >$o 2>&1
 t=0;until [ \"$(docker node ls --format '{{{{.Status}}}}'|grep -c Ready)\" -ge {nodes} ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
 {{ s nodes;docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}} >$o 2>&1
-{REPORT}"
+{REPORT}{hold}",
+                    SWARM_ACTIVE = swarm_active(w),
+                )
+            }
+            Probe::Standby { wait } => {
+                let w = wait.as_secs();
+                format!(
+                    "{PRELUDE}{SWARM_ACTIVE}\
+t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];do sleep 2;t=$((t+2));done
+{{ s standby;s waiting;}} >$o
+t=0;until ip -4 -o addr show eth0|grep -q ' {VIP_MARK}'||[ $t -ge {w} ];do sleep 1;t=$((t+1));done
+{{ s vip;journalctl -b -u keepalived -o cat|grep -F '(';s waited;}} >$o 2>&1
+{REPORT}",
+                    SWARM_ACTIVE = swarm_active(w),
+                    VIP_MARK = "inet 192.168.188.2/",
                 )
             }
         }
@@ -216,13 +247,27 @@ mod tests {
 
     #[test]
     fn kernel_args_fit_the_command_line() {
-        let probe = Probe::SwarmManager {
+        let wait = Duration::from_secs(900);
+        for probe in [
+            Probe::Report,
+            Probe::SwarmManager {
+                nodes: 2,
+                wait,
+                hold: true,
+            },
+            Probe::Standby { wait },
+        ] {
+            let len: usize = probe.kernel_args().iter().map(|a| a.len() + 1).sum();
+            // arm64 COMMAND_LINE_SIZE is 2048; leave room for the ~200 bytes
+            // of root=, console= and the rest (Vm::start checks the whole).
+            assert!(len < 1800, "{probe:?}: probe arguments take {len} bytes");
+        }
+        let manager = Probe::SwarmManager {
             nodes: 2,
-            wait: Duration::from_secs(900),
+            wait,
+            hold: true,
         };
-        let len: usize = probe.kernel_args().iter().map(|a| a.len() + 1).sum();
-        // arm64 COMMAND_LINE_SIZE is 2048; leave room for root= and console=.
-        assert!(len < 1700, "probe arguments take {len} bytes");
-        assert!(probe.script().contains("{{.Swarm.LocalNodeState}}"));
+        assert!(manager.script().contains("{{.Swarm.LocalNodeState}}"));
+        assert!(manager.script().ends_with("sleep infinity\n"));
     }
 }

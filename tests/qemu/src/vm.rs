@@ -149,6 +149,16 @@ impl Vm {
             append.extend(p.kernel_args());
         }
         append.extend(spec.kernel_args.iter().cloned());
+        let append = append.join(" ");
+        // The kernel cuts a longer command line silently (arm64
+        // COMMAND_LINE_SIZE), which would lose the probe's arguments.
+        if append.len() >= 2048 {
+            return Err(HarnessError::Invalid(format!(
+                "{}: kernel command line of {} bytes, over arm64's 2047",
+                spec.name,
+                append.len()
+            )));
+        }
 
         let Network::Tap(ns) = spec.network;
         let tap = ns.add_tap()?;
@@ -171,7 +181,7 @@ impl Vm {
         .arg("-initrd")
         .arg(&spec.boot.initrd)
         .arg("-append")
-        .arg(append.join(" "))
+        .arg(&append)
         .arg("-drive")
         .arg(format!(
             "if=none,id=disk0,format=qcow2,file={}",

@@ -62,6 +62,12 @@ pub const MASTER1: Node = Node {
     mac: "2c:cf:67:00:00:11",
     address: "192.168.188.11",
 };
+pub const MASTER2: Node = Node {
+    name: "master2",
+    role: "master",
+    mac: "2c:cf:67:00:00:12",
+    address: "192.168.188.12",
+};
 pub const AUX1: Node = Node {
     name: "aux1",
     role: "aux",
