@@ -1,14 +1,14 @@
 //! The cluster's inputs: its lock request, the lock beside the cluster file,
 //! and the store the locked packages are fetched into.
 
-use crate::model::Cluster;
+use crate::model::{Cluster, HOST_SOURCE};
 use pibake_inputs::fetch::{self, FetchOptions, FetchReport};
 use pibake_inputs::lock::LockError;
 use pibake_inputs::resolve::{self, LockRequest, ResolveError};
 use pibake_inputs::sources::{self, SourceError};
 use pibake_inputs::store::StoreError;
 use pibake_inputs::{Lock, Source, Store};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Debian components the images need: raspi-firmware is in non-free-firmware.
@@ -38,12 +38,50 @@ pub fn requested_packages(cluster: &Cluster) -> BTreeSet<String> {
         .collect()
 }
 
-/// The sources a cluster's packages come from: the host's Debian mirror.
+/// The sources a cluster's packages come from: the host's Debian mirror
+/// (named `debian`), then the sources the profiles add (see
+/// [`profile_sources`]).
 pub fn sources(cluster: &Cluster) -> Result<Vec<Source>, InputsError> {
+    Ok(with_profile_sources(host_debian_source(cluster)?, cluster))
+}
+
+/// The host's Debian mirror, from /etc/apt, as the source `debian`.
+pub fn host_debian_source(cluster: &Cluster) -> Result<Source, InputsError> {
     let mut debian = sources::host_debian_source(Path::new("/etc/apt"), &cluster.suite)
         .map_err(InputsError::Sources)?;
     debian.components = COMPONENTS.iter().map(|c| (*c).to_string()).collect();
-    Ok(vec![debian])
+    Ok(debian)
+}
+
+/// `host` followed by [`profile_sources`].
+pub fn with_profile_sources(host: Source, cluster: &Cluster) -> Vec<Source> {
+    std::iter::once(host)
+        .chain(profile_sources(cluster))
+        .collect()
+}
+
+/// The sources the profiles of roles with nodes add, sorted by name, each
+/// once (`pibake check` refuses one name defined differently).
+pub fn profile_sources(cluster: &Cluster) -> Vec<Source> {
+    let mut by_name: BTreeMap<String, Source> = BTreeMap::new();
+    for (name, role) in &cluster.roles {
+        if cluster.nodes_of_role(name).next().is_none() {
+            continue;
+        }
+        for source in &role.profile.sources {
+            by_name
+                .entry(source.name.clone())
+                .or_insert_with(|| source.clone());
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// The names of the sources a lock must have been resolved against.
+pub fn source_names(cluster: &Cluster) -> BTreeSet<String> {
+    std::iter::once(HOST_SOURCE.to_string())
+        .chain(profile_sources(cluster).into_iter().map(|s| s.name))
+        .collect()
 }
 
 /// What `lock` did.
@@ -59,21 +97,31 @@ pub fn lock_path(cluster: &Cluster) -> PathBuf {
     crate::plan::LockInfo::path_for(&cluster.file)
 }
 
-/// Keeps an existing lock (checking it covers the profiles) or, with
-/// `update` or no lock, resolves and writes one.
+/// Keeps an existing lock (checking it covers the profiles and was resolved
+/// against their sources) or, with `update` or no lock, resolves and writes
+/// one against [`sources`].
 pub fn lock(cluster: &Cluster, store: &Store, update: bool) -> Result<LockOutcome, InputsError> {
+    lock_with_host(cluster, store, update, host_debian_source)
+}
+
+/// [`lock`] with the host's Debian mirror given by `host` (tests use a local
+/// repository).
+pub fn lock_with_host(
+    cluster: &Cluster,
+    store: &Store,
+    update: bool,
+    host: impl FnOnce(&Cluster) -> Result<Source, InputsError>,
+) -> Result<LockOutcome, InputsError> {
     let path = lock_path(cluster);
     let requested = requested_packages(cluster);
     if path.exists() && !update {
-        let lock = Lock::read(&path).map_err(InputsError::Lock)?;
-        lock.check_covers(&requested, &path)
-            .map_err(InputsError::Lock)?;
+        let lock = read_lock(cluster)?;
         return Ok(LockOutcome::Kept(lock));
     }
     let request = LockRequest {
         arch: "arm64".into(),
         suite: cluster.suite.clone(),
-        sources: sources(cluster)?,
+        sources: with_profile_sources(host(cluster)?, cluster),
         packages: requested,
         include_required: true,
     };
@@ -86,11 +134,14 @@ pub fn lock(cluster: &Cluster, store: &Store, update: bool) -> Result<LockOutcom
     Ok(LockOutcome::Written(lock))
 }
 
-/// Reads the lock and checks it covers the profiles.
+/// Reads the lock and checks it covers the profiles and was resolved against
+/// their sources.
 pub fn read_lock(cluster: &Cluster) -> Result<Lock, InputsError> {
     let path = lock_path(cluster);
     let lock = Lock::read(&path).map_err(InputsError::Lock)?;
     lock.check_covers(&requested_packages(cluster), &path)
+        .map_err(InputsError::Lock)?;
+    lock.check_sources(&source_names(cluster), &path)
         .map_err(InputsError::Lock)?;
     Ok(lock)
 }

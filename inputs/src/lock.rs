@@ -29,6 +29,11 @@ pub struct Lock {
     pub source_date_epoch: u64,
     /// What was asked for (package names), so a changed profile is noticed.
     pub requested: BTreeSet<String>,
+    /// Names of the sources the closure was resolved against, so an added or removed source is
+    /// noticed. Empty in locks written before sources were recorded, which were resolved
+    /// against `debian` alone (see [`Lock::resolved_sources`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub sources: BTreeSet<String>,
     /// The closure, sorted by name, architecture, version.
     #[serde(default, rename = "package")]
     pub packages: Vec<LockedPackage>,
@@ -88,6 +93,12 @@ pub enum LockError {
     Serialize(#[from] toml::ser::Error),
     #[error("{path}: packages missing from the lock: {}; run `pibake lock --update`", names.join(", "))]
     Missing { path: PathBuf, names: Vec<String> },
+    #[error("{path}: resolved against the sources {}, but the profiles now configure {}; run `pibake lock --update`", locked.join(", "), configured.join(", "))]
+    Sources {
+        path: PathBuf,
+        locked: Vec<String>,
+        configured: Vec<String>,
+    },
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -173,6 +184,35 @@ impl Lock {
         }
     }
 
+    /// The names of the sources the closure was resolved against (`debian` for a lock that
+    /// predates recording them).
+    pub fn resolved_sources(&self) -> BTreeSet<String> {
+        if self.sources.is_empty() {
+            BTreeSet::from(["debian".to_owned()])
+        } else {
+            self.sources.clone()
+        }
+    }
+
+    /// Checks the lock was resolved against exactly the `configured` source names; a source
+    /// added or removed since can change which package wins, so the lock must be updated.
+    pub fn check_sources(
+        &self,
+        configured: &BTreeSet<String>,
+        path: &Path,
+    ) -> Result<(), LockError> {
+        let locked = self.resolved_sources();
+        if &locked == configured {
+            Ok(())
+        } else {
+            Err(LockError::Sources {
+                path: path.to_owned(),
+                locked: locked.into_iter().collect(),
+                configured: configured.iter().cloned().collect(),
+            })
+        }
+    }
+
     /// The store entry names of every package (what `gc` must keep for this lock).
     pub fn entry_names(&self) -> Result<Vec<EntryName>, LockError> {
         self.packages
@@ -203,6 +243,12 @@ impl Lock {
                 ));
             }
             p.entry_name().map_err(|e| e.to_string())?;
+            if !self.sources.is_empty() && !self.sources.contains(&p.origin) {
+                return Err(format!(
+                    "package {}: origin {:?} is not one of the lock's sources",
+                    p.name, p.origin
+                ));
+            }
         }
         Ok(())
     }
@@ -229,8 +275,43 @@ mod tests {
             arch: "arm64".into(),
             source_date_epoch: 1_700_000_000,
             requested: ["b".to_owned()].into(),
+            sources: BTreeSet::new(),
             packages: vec![pkg("b", 1), pkg("a", 2)],
         }
+    }
+
+    #[test]
+    fn sources_are_recorded_and_checked() -> Result<(), LockError> {
+        let debian: BTreeSet<String> = ["debian".to_owned()].into();
+        let both: BTreeSet<String> = ["debian", "extra"].map(String::from).into();
+        // A lock without `sources` was resolved against debian alone; its text has no key.
+        let mut l = sample();
+        assert!(!l.to_toml()?.contains("sources"));
+        assert_eq!(l.resolved_sources(), debian);
+        l.check_sources(&debian, Path::new("pibake.lock"))?;
+        let err = l
+            .check_sources(&both, Path::new("x/pibake.lock"))
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("the sources debian, but the profiles now configure debian, extra")
+                && err.contains("pibake lock --update"),
+            "{err}"
+        );
+        l.sources = both.clone();
+        l.packages[0].origin = "extra".into();
+        let text = l.to_toml()?;
+        assert!(text.contains("sources = [\"debian\", \"extra\"]"), "{text}");
+        let back = Lock::parse(&text, Path::new("pibake.lock"))?;
+        back.check_sources(&both, Path::new("pibake.lock"))?;
+        // Every origin must be one of the recorded sources.
+        let bad = text.replace("origin = \"extra\"", "origin = \"other\"");
+        assert!(matches!(
+            Lock::parse(&bad, Path::new("pibake.lock")),
+            Err(LockError::Invalid { .. })
+        ));
+        Ok(())
     }
 
     #[test]

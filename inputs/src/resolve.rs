@@ -449,6 +449,7 @@ pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Lock, ResolveError> {
         arch: req.arch.clone(),
         source_date_epoch: u64::try_from(epoch).unwrap_or(0),
         requested: req.packages.clone(),
+        sources: req.sources.iter().map(|s| s.name.clone()).collect(),
         packages,
     })
 }

@@ -48,6 +48,16 @@ pub enum SourceError {
     BadScheme { name: String, uri: String },
     #[error("source {name}: neither a keyring nor trusted = true; apt could not check its index")]
     Unverifiable { name: String },
+    #[error("source {name}: suite {suite:?} {}", if *flat { "ends in '/' (a flat repository), which takes no components" } else { "needs at least one component" })]
+    Layout {
+        name: String,
+        suite: String,
+        flat: bool,
+    },
+    #[error(
+        "source {name}: pin priority {priority} is not one apt accepts (non-zero, -32768 to 32767)"
+    )]
+    BadPin { name: String, priority: i32 },
     #[error("source {0:?} is configured twice")]
     Duplicate(String),
     #[error("reading apt sources {path}")]
@@ -84,15 +94,25 @@ impl Source {
         }
     }
 
-    /// Checks the fields apt will see.
+    /// Checks the fields apt will see; the first problem found (see [`Source::problems`]).
     pub fn validate(&self) -> Result<(), SourceError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the fields apt will see, in field order (name, uri, suite, components,
+    /// keyring, verification, pin priority), so a caller can report them all.
+    pub fn problems(&self) -> Vec<SourceError> {
+        let mut out = Vec::new();
         let n = &self.name;
         if n.is_empty()
             || !n
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         {
-            return Err(SourceError::BadName(n.clone()));
+            out.push(SourceError::BadName(n.clone()));
         }
         let bad = |what, value: &str| SourceError::BadField {
             name: n.clone(),
@@ -100,35 +120,54 @@ impl Source {
             value: value.to_owned(),
         };
         if !plain(&self.uri) {
-            return Err(bad("uri", &self.uri));
-        }
-        if !["http://", "https://", "file:/"]
+            out.push(bad("uri", &self.uri));
+        } else if !["http://", "https://", "file:/"]
             .iter()
             .any(|p| self.uri.starts_with(p))
         {
-            return Err(SourceError::BadScheme {
+            out.push(SourceError::BadScheme {
                 name: n.clone(),
                 uri: self.uri.clone(),
             });
         }
-        if !plain(&self.suite) {
-            return Err(bad("suite", &self.suite));
+        let suite_ok = plain(&self.suite);
+        if !suite_ok {
+            out.push(bad("suite", &self.suite));
         }
+        let mut components_ok = true;
         for c in &self.components {
             if !plain(c) {
-                return Err(bad("component", c));
+                components_ok = false;
+                out.push(bad("component", c));
             }
+        }
+        // apt: a suite ending in `/` is a flat repository and takes no components; any other
+        // suite needs at least one.
+        if suite_ok && components_ok && self.suite.ends_with('/') != self.components.is_empty() {
+            out.push(SourceError::Layout {
+                name: n.clone(),
+                suite: self.suite.clone(),
+                flat: self.suite.ends_with('/'),
+            });
         }
         if let Some(k) = &self.keyring {
             let k = k.to_string_lossy();
             if !plain(&k) {
-                return Err(bad("keyring", &k));
+                out.push(bad("keyring", &k));
             }
         }
         if self.keyring.is_none() && !self.trusted {
-            return Err(SourceError::Unverifiable { name: n.clone() });
+            out.push(SourceError::Unverifiable { name: n.clone() });
         }
-        Ok(())
+        if let Some(p) = self.pin_priority {
+            if p == 0 || i16::try_from(p).is_err() {
+                out.push(SourceError::BadPin {
+                    name: n.clone(),
+                    priority: p,
+                });
+            }
+        }
+        out
     }
 
     /// The base URI without a trailing slash.
@@ -423,6 +462,56 @@ mod tests {
             validate_all(&[a.clone(), a]),
             Err(SourceError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn problems_lists_every_bad_field() {
+        let s = Source {
+            name: "Bad".into(),
+            uri: "ftp://x".into(),
+            suite: "trixie".into(),
+            components: vec![],
+            keyring: None,
+            trusted: false,
+            pin_priority: Some(0),
+        };
+        let p = s.problems();
+        assert!(matches!(
+            p.as_slice(),
+            [
+                SourceError::BadName(_),
+                SourceError::BadScheme { .. },
+                SourceError::Layout { flat: false, .. },
+                SourceError::Unverifiable { .. },
+                SourceError::BadPin { priority: 0, .. },
+            ]
+        ));
+        assert!(matches!(s.validate(), Err(SourceError::BadName(_))));
+        let flat = Source {
+            name: "local".into(),
+            uri: "file:/srv/repo".into(),
+            suite: "./".into(),
+            components: vec!["main".into()],
+            keyring: None,
+            trusted: true,
+            pin_priority: Some(32768),
+        };
+        assert!(matches!(
+            flat.problems().as_slice(),
+            [
+                SourceError::Layout { flat: true, .. },
+                SourceError::BadPin {
+                    priority: 32768,
+                    ..
+                }
+            ]
+        ));
+        let ok = Source {
+            components: vec![],
+            pin_priority: Some(-32768),
+            ..flat
+        };
+        assert!(ok.problems().is_empty());
     }
 
     #[test]

@@ -452,6 +452,8 @@ fn pinning_decides_between_two_sources() -> Result<()> {
             "pins a={pa:?} b={pb:?}"
         );
         assert_eq!(lock.source_date_epoch, (DATE + 100) as u64);
+        // The lock names the sources it was resolved against.
+        assert_eq!(lock.sources, BTreeSet::from(["a".into(), "b".into()]));
         // The winner is fetched from its own source.
         let store = Store::open(t.path().join(format!("store-{pa:?}-{pb:?}")))?;
         fetch::fetch(&lock, &[a.clone(), b.clone()], &store, &quiet())?;

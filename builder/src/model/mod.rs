@@ -20,6 +20,10 @@ pub use net::{Ipv4Net, MacAddr};
 /// The version of the cluster and profile file formats this pibake reads.
 pub const FORMAT: u32 = 1;
 
+/// The name of the host's Debian mirror among the apt sources; profiles
+/// cannot define a source by this name.
+pub const HOST_SOURCE: &str = "debian";
+
 /// Longest config.txt line the firmware reads whole (FACTS.md: longer lines
 /// are silently truncated).
 pub const CONFIG_TXT_MAX_LINE: usize = 98;
@@ -164,6 +168,9 @@ pub struct Profile {
     pub services: BTreeSet<String>,
     pub config_txt: Vec<String>,
     pub own_rootfs: bool,
+    /// Apt sources this profile (and what it includes) adds to the host's
+    /// Debian mirror, sorted by name; keyrings are absolute paths.
+    pub sources: Vec<pibake_inputs::Source>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -305,4 +305,28 @@ pub struct RawProfile {
     /// Build this role on its own rootfs instead of the cluster's shared one.
     #[serde(default)]
     pub own_rootfs: bool,
+    /// Apt sources added to the host's Debian mirror (`[[sources]]`).
+    #[serde(default)]
+    pub sources: Vec<RawSource>,
+}
+
+/// One `[[sources]]` entry of a profile: an apt repository packages may come from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawSource {
+    /// The label the lock records as a package's origin.
+    pub name: String,
+    pub uri: String,
+    /// Suite (`trixie`), or `./` for a flat repository.
+    pub suite: String,
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Keyring signing the repository, relative to the profile file's directory.
+    #[serde(default)]
+    pub keyring: Option<String>,
+    /// Accept the repository unsigned (local repositories only).
+    #[serde(default)]
+    pub trusted: bool,
+    /// Apt pin priority of the source's packages (apt's default is 500).
+    #[serde(default)]
+    pub pin_priority: Option<i64>,
 }

@@ -1,9 +1,10 @@
 //! Validation of the raw files into the typed model, collecting every
 //! located finding instead of stopping at the first.
 
-use super::raw::{RawCluster, RawProfile};
+use super::raw::{RawCluster, RawProfile, RawSource};
 use super::*;
 use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use pibake_inputs::sources::{Source, SourceError};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
@@ -69,20 +70,35 @@ const CLUSTER_KEYS: &[(&[&str], &[&str])] = &[
     (&["image"], &["table", "boot_size_mib", "root_headroom_mib"]),
 ];
 
-const PROFILE_KEYS: &[(&[&str], &[&str])] = &[(
-    &[],
-    &[
-        "format",
-        "description",
-        "include",
-        "platforms",
-        "packages",
-        "overlays",
-        "services",
-        "config_txt",
-        "own_rootfs",
-    ],
-)];
+const PROFILE_KEYS: &[(&[&str], &[&str])] = &[
+    (
+        &[],
+        &[
+            "format",
+            "description",
+            "include",
+            "platforms",
+            "packages",
+            "overlays",
+            "services",
+            "config_txt",
+            "own_rootfs",
+            "sources",
+        ],
+    ),
+    (
+        &["sources", "*"],
+        &[
+            "name",
+            "uri",
+            "suite",
+            "components",
+            "keyring",
+            "trusted",
+            "pin_priority",
+        ],
+    ),
+];
 
 fn known_keys(
     table: &'static [(&'static [&'static str], &'static [&'static str])],
@@ -216,6 +232,7 @@ pub(super) fn check(file: SourceFile, profiles_dir: &Path, overlays_dir: &Path) 
             profiles_dir,
             overlays_dir,
             profile_cache: BTreeMap::new(),
+            source_defs: BTreeMap::new(),
         };
         v.run()
     });
@@ -250,6 +267,8 @@ struct Validator<'a> {
     profiles_dir: &'a Path,
     overlays_dir: &'a Path,
     profile_cache: BTreeMap<String, Option<(PathBuf, RawProfile)>>,
+    /// Every profile source seen so far by name: its definition, file and index.
+    source_defs: BTreeMap<String, (Source, PathBuf, usize)>,
 }
 
 impl Validator<'_> {
@@ -532,6 +551,7 @@ impl Validator<'_> {
             services: BTreeSet::new(),
             config_txt: Vec::new(),
             own_rootfs: raw.own_rootfs,
+            sources: Vec::new(),
         };
         for (i, include) in raw.include.iter().enumerate() {
             let Some((inc_path, inc)) = self.read_profile(include) else {
@@ -561,6 +581,7 @@ impl Validator<'_> {
             self.merge_profile(&mut profile, &inc_path, &inc);
         }
         self.merge_profile(&mut profile, &path, &raw);
+        profile.sources.sort_by(|a, b| a.name.cmp(&b.name));
         Some(profile)
     }
 
@@ -623,6 +644,161 @@ impl Validator<'_> {
             }
             profile.config_txt.push(line.clone());
         }
+        for (i, raw_source) in raw.sources.iter().enumerate() {
+            let source = self.source(path, i, raw_source);
+            if !profile.sources.iter().any(|s| s.name == source.name) {
+                profile.sources.push(source);
+            }
+        }
+    }
+
+    /// Checks `[[sources]]` entry `index` of the profile at `path` and returns it
+    /// as an apt source (keyring made absolute, relative to the profile's directory).
+    fn source(&mut self, path: &Path, index: usize, raw: &RawSource) -> Source {
+        let i = index.to_string();
+        let field = |k: &str| p(&["sources", &i, k]);
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let keyring = raw.keyring.as_ref().map(|k| {
+            let joined = dir.join(k);
+            std::path::absolute(&joined).unwrap_or(joined)
+        });
+        let mut findings: Vec<(FieldPath, String, String)> = Vec::new();
+        let pin_priority = match raw.pin_priority.map(i32::try_from) {
+            None => None,
+            Some(Ok(pin)) => Some(pin),
+            Some(Err(_)) => {
+                findings.push(pin_finding(
+                    field("pin_priority"),
+                    raw.pin_priority.unwrap_or(0),
+                ));
+                None
+            }
+        };
+        let source = Source {
+            name: raw.name.clone(),
+            uri: raw.uri.clone(),
+            suite: raw.suite.clone(),
+            components: raw.components.clone(),
+            keyring: keyring.clone(),
+            trusted: raw.trusted,
+            pin_priority,
+        };
+        for problem in source.problems() {
+            findings.push(match problem {
+                SourceError::BadName(name) => (
+                    field("name"),
+                    format!("`{name}` is not a source name"),
+                    "use lower-case letters, digits, `-` and `.`, e.g. `raspberrypi`".into(),
+                ),
+                SourceError::BadField {
+                    what: "component",
+                    value,
+                    ..
+                } => {
+                    let at = raw.components.iter().position(|c| *c == value).unwrap_or(0);
+                    (
+                        p(&["sources", &i, "components", &at.to_string()]),
+                        format!("component `{value}` is empty or has spaces, quotes or brackets"),
+                        "write one component per string, e.g. components = [\"main\"]".into(),
+                    )
+                }
+                SourceError::BadField { what, .. } => {
+                    let value = match what {
+                        "uri" => raw.uri.as_str(),
+                        "suite" => raw.suite.as_str(),
+                        _ => raw.keyring.as_deref().unwrap_or(""),
+                    };
+                    (
+                        field(what),
+                        format!("{what} `{value}` is empty or has spaces, quotes or brackets"),
+                        match what {
+                            "uri" => "write the archive's base URI, e.g. `https://archive.example.org/debian`",
+                            "suite" => "write one suite, e.g. `trixie`, or `./` for a flat repository",
+                            _ => "use a keyring path without spaces, quotes or brackets",
+                        }
+                        .into(),
+                    )
+                }
+                SourceError::BadScheme { uri, .. } => (
+                    field("uri"),
+                    format!("`{uri}` is not an http://, https:// or file:/ URI"),
+                    "write the archive's base URI, e.g. `https://archive.example.org/debian` or `file:/srv/repo`".into(),
+                ),
+                SourceError::Layout { suite, flat: true, .. } => (
+                    field("components"),
+                    format!("suite `{suite}` is a flat repository (it ends in `/`), which has no components"),
+                    "remove `components`, or name a suite like `trixie`".into(),
+                ),
+                SourceError::Layout { suite, flat: false, .. } => (
+                    field("suite"),
+                    format!("suite `{suite}` needs components"),
+                    "add components = [\"main\"], or write suite = \"./\" for a flat repository".into(),
+                ),
+                SourceError::Unverifiable { .. } => (
+                    p(&["sources", &i]),
+                    "neither `keyring` nor `trusted = true`: apt could not check this source's index".into(),
+                    "add keyring = \"<file>.gpg\" (the archive's signing key, relative to this profile); trusted = true is for a local repository you control".into(),
+                ),
+                SourceError::BadPin { priority, .. } => pin_finding(field("pin_priority"), priority.into()),
+                other => (p(&["sources", &i]), other.to_string(), "fix this source".into()),
+            });
+        }
+        if raw.name == HOST_SOURCE {
+            findings.push((
+                field("name"),
+                format!("the source name `{HOST_SOURCE}` is reserved for the host's Debian mirror"),
+                "name the source after its archive, e.g. `raspberrypi`; the Debian mirror always comes from the host's apt sources".into(),
+            ));
+        }
+        if let (Some(written), Some(resolved)) = (&raw.keyring, &keyring) {
+            if !resolved.is_file() || written.is_empty() {
+                findings.push((
+                    field("keyring"),
+                    if written.is_empty() {
+                        "the keyring path is empty".to_string()
+                    } else {
+                        format!("keyring `{written}` does not exist")
+                    },
+                    format!(
+                        "put the archive's signing key (.gpg or .asc) at {}; the path is relative to the profile's directory",
+                        shown(resolved)
+                    ),
+                ));
+            }
+        }
+        match self.source_defs.get(&source.name) {
+            None => {
+                self.source_defs.insert(
+                    source.name.clone(),
+                    (source.clone(), path.to_path_buf(), index),
+                );
+            }
+            Some((_, file, at)) if file == path && *at == index => {}
+            Some((_, file, at)) if file == path => findings.push((
+                field("name"),
+                format!("source `{}` is defined twice in this profile", source.name),
+                format!("keep one of sources[{at}] and sources[{index}]"),
+            )),
+            Some((other, file, _)) if *other != source => {
+                let differs = differing_fields(other, &source);
+                findings.push((
+                    field("name"),
+                    format!(
+                        "source `{}` is defined differently in {} ({})",
+                        source.name,
+                        shown(file),
+                        differs.join(", ")
+                    ),
+                    "define it once, in a profile both include, or make the two definitions identical".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        for (field, message, help) in findings {
+            self.diagnostics
+                .push(Diagnostic::error(path, field, message).help(help));
+        }
+        source
     }
 
     fn roles(&mut self, profiles: &BTreeMap<String, Profile>) -> BTreeMap<String, Role> {
@@ -646,6 +822,15 @@ impl Validator<'_> {
                     );
                 }
                 None => {
+                    // A profile that exists but failed to parse is already reported.
+                    let file = self.profiles_dir.join(format!("{}.toml", role.profile));
+                    if self
+                        .diagnostics
+                        .iter()
+                        .any(|d| d.file == file && d.is_error())
+                    {
+                        continue;
+                    }
                     let known = list_profiles(self.profiles_dir);
                     self.error(
                         p(&["roles", name, "profile"]),
@@ -1213,6 +1398,38 @@ impl Validator<'_> {
             );
         }
     }
+}
+
+fn pin_finding(field: FieldPath, priority: i64) -> (FieldPath, String, String) {
+    (
+        field,
+        format!("pin priority {priority} is not one apt accepts"),
+        "use a non-zero number from -32768 to 32767; above Debian's 500 (e.g. 990) makes this source win".into(),
+    )
+}
+
+/// The fields in which two definitions of a source differ.
+fn differing_fields(a: &Source, b: &Source) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if a.uri != b.uri {
+        out.push("uri");
+    }
+    if a.suite != b.suite {
+        out.push("suite");
+    }
+    if a.components != b.components {
+        out.push("components");
+    }
+    if a.keyring != b.keyring {
+        out.push("keyring");
+    }
+    if a.trusted != b.trusted {
+        out.push("trusted");
+    }
+    if a.pin_priority != b.pin_priority {
+        out.push("pin_priority");
+    }
+    out
 }
 
 fn in_range(a: Ipv4Addr, start: Ipv4Addr, end: Ipv4Addr) -> bool {
