@@ -15,7 +15,7 @@ use pibake_qemu::disk::{Fat, RawDisk};
 use pibake_qemu::images::role_image;
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::probe::Probe;
-use pibake_qemu::vm::{BootFiles, Network, Vm, VmSpec, MULTI_USER};
+use pibake_qemu::vm::{BootFiles, MULTI_USER};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -314,17 +314,7 @@ fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
             let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
             let lab = Lab::new(&dir, true)?;
             {
-                let mut vm = Vm::start(VmSpec {
-                    name: "worker1-cut".to_owned(),
-                    boot: &r.boot,
-                    disk: &overlay,
-                    mac: WORKER1.mac.to_owned(),
-                    rtc_base: rtc_now(),
-                    network: Network::Tap(&lab.ns),
-                    probe: None,
-                    kernel_args: Vec::new(),
-                    log_dir: dir.clone(),
-                })?;
+                let mut vm = lab.start_vm("worker1-cut", &r.boot, &overlay, WORKER1, None)?;
                 // The agent has chosen the node and starts writing.
                 vm.wait_for(r"this board is node worker1", BOOT_TIMEOUT)?;
                 vm.kill();
@@ -648,21 +638,17 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
         let woverlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
         let lab = Lab::new(&dir, true)?;
         let wait = Duration::from_secs(15 * 60);
-        let mut master = Vm::start(VmSpec {
-            name: "swarm-master1".to_owned(),
-            boot: &mboot,
-            disk: &moverlay,
-            mac: MASTER1.mac.to_owned(),
-            rtc_base: rtc_now(),
-            network: Network::Tap(&lab.ns),
-            probe: Some(Probe::SwarmManager {
+        let mut master = lab.start_vm(
+            "swarm-master1",
+            &mboot,
+            &moverlay,
+            MASTER1,
+            Some(Probe::SwarmManager {
                 nodes: 2,
                 wait,
                 hold: false,
             }),
-            kernel_args: Vec::new(),
-            log_dir: dir.clone(),
-        })?;
+        )?;
         // The operator reads the worker token from the master ...
         let token = master.wait_probe_section("token", BOOT_TIMEOUT)?;
         let token = token.trim();
@@ -672,26 +658,16 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
         );
         wait_for_vip(&lab)?;
         // ... and puts it on the worker's boot partition.
-        woverlay.write_boot_files(&[(
-            "pibake-secrets.toml",
-            format!("swarm_worker_token = \"{token}\"\n").as_bytes(),
-        )])?;
-        let mut worker = Vm::start(VmSpec {
-            name: "swarm-worker1".to_owned(),
-            boot: &wboot,
-            disk: &woverlay,
-            mac: WORKER1.mac.to_owned(),
-            rtc_base: rtc_now(),
-            network: Network::Tap(&lab.ns),
-            probe: Some(Probe::Report),
-            kernel_args: Vec::new(),
-            log_dir: dir.clone(),
-        })?;
+        give_token(&woverlay, "swarm_worker_token", token)?;
+        let mut worker = lab.start_vm(
+            "swarm-worker1",
+            &wboot,
+            &woverlay,
+            WORKER1,
+            Some(Probe::Report),
+        )?;
         let wreport = worker.wait_report(BOOT_TIMEOUT)?;
-        let swarm = wreport
-            .step("swarm")
-            .ok_or_else(|| anyhow!("no swarm step on worker1"))?;
-        ensure!(swarm.state == "done", "worker1 swarm step: {swarm:?}");
+        ensure_swarm_done(&wreport, "worker1")?;
         ensure!(
             !worker.console().contains(token),
             "the join token appears on worker1's console"
@@ -702,15 +678,7 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
         master.wait_exit(POWEROFF_TIMEOUT)?;
         drop((worker, master));
         eprintln!("docker node ls on master1:\n{nodes}");
-        let ready = |host: &str| {
-            nodes
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(host) && l.contains("Ready"))
-        };
-        ensure!(
-            ready("master1") && ready("worker1"),
-            "docker node ls on master1:\n{nodes}"
-        );
+        ensure_ready(&nodes, &["master1", "worker1"])?;
         ensure!(
             wreport.failed_units().is_empty(),
             "worker1 failed units: {:?}",
@@ -741,6 +709,37 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
         Ok(())
     })
     .context("two-VM swarm")
+}
+
+/// Puts a Swarm join token on a board's boot partition, as a user would.
+fn give_token(overlay: &Overlay, key: &str, token: &str) -> Result<()> {
+    overlay.write_boot_files(&[(
+        "pibake-secrets.toml",
+        format!("{key} = \"{token}\"\n").as_bytes(),
+    )])?;
+    Ok(())
+}
+
+/// The agent's Swarm step on `host` is done.
+fn ensure_swarm_done(report: &pibake_qemu::probe::Report, host: &str) -> Result<()> {
+    let swarm = report
+        .step("swarm")
+        .ok_or_else(|| anyhow!("no swarm step on {host}"))?;
+    ensure!(swarm.state == "done", "{host} swarm step: {swarm:?}");
+    Ok(())
+}
+
+/// Every host is listed Ready in `docker node ls` output.
+fn ensure_ready(nodes: &str, hosts: &[&str]) -> Result<()> {
+    for host in hosts {
+        ensure!(
+            nodes
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(*host) && l.contains("Ready")),
+            "{host} not Ready; docker node ls on master1:\n{nodes}"
+        );
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until the VIP answers a ping from the test's namespace.
@@ -781,21 +780,17 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
         let woverlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
         let lab = Lab::new(&dir, true)?;
         let wait = Duration::from_secs(15 * 60);
-        let mut master1 = Vm::start(VmSpec {
-            name: "failover-master1".to_owned(),
-            boot: &mboot,
-            disk: &m1overlay,
-            mac: MASTER1.mac.to_owned(),
-            rtc_base: rtc_now(),
-            network: Network::Tap(&lab.ns),
-            probe: Some(Probe::SwarmManager {
+        let mut master1 = lab.start_vm(
+            "failover-master1",
+            &mboot,
+            &m1overlay,
+            MASTER1,
+            Some(Probe::SwarmManager {
                 nodes: 3,
                 wait,
                 hold: true,
             }),
-            kernel_args: Vec::new(),
-            log_dir: dir.clone(),
-        })?;
+        )?;
         let token = master1.wait_probe_section("token", BOOT_TIMEOUT)?;
         let mtoken = master1.wait_probe_section("mtoken", BOOT_TIMEOUT)?;
         let (token, mtoken) = (token.trim(), mtoken.trim());
@@ -805,52 +800,28 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
         );
         wait_for_vip(&lab)?;
         // Managers join through the VIP too (cluster.toml: join = "vip").
-        m2overlay.write_boot_files(&[(
-            "pibake-secrets.toml",
-            format!("swarm_manager_token = \"{mtoken}\"\n").as_bytes(),
-        )])?;
-        woverlay.write_boot_files(&[(
-            "pibake-secrets.toml",
-            format!("swarm_worker_token = \"{token}\"\n").as_bytes(),
-        )])?;
-        let mut master2 = Vm::start(VmSpec {
-            name: "failover-master2".to_owned(),
-            boot: &mboot,
-            disk: &m2overlay,
-            mac: MASTER2.mac.to_owned(),
-            rtc_base: rtc_now(),
-            network: Network::Tap(&lab.ns),
-            probe: Some(Probe::Standby { wait }),
-            kernel_args: Vec::new(),
-            log_dir: dir.clone(),
-        })?;
-        let mut worker = Vm::start(VmSpec {
-            name: "failover-worker1".to_owned(),
-            boot: &wboot,
-            disk: &woverlay,
-            mac: WORKER1.mac.to_owned(),
-            rtc_base: rtc_now(),
-            network: Network::Tap(&lab.ns),
-            probe: Some(Probe::Report),
-            kernel_args: Vec::new(),
-            log_dir: dir.clone(),
-        })?;
+        give_token(&m2overlay, "swarm_manager_token", mtoken)?;
+        give_token(&woverlay, "swarm_worker_token", token)?;
+        let mut master2 = lab.start_vm(
+            "failover-master2",
+            &mboot,
+            &m2overlay,
+            MASTER2,
+            Some(Probe::Standby { wait }),
+        )?;
+        let mut worker = lab.start_vm(
+            "failover-worker1",
+            &wboot,
+            &woverlay,
+            WORKER1,
+            Some(Probe::Report),
+        )?;
         let wreport = worker.wait_report(BOOT_TIMEOUT)?;
-        let wswarm = wreport
-            .step("swarm")
-            .ok_or_else(|| anyhow!("no swarm step on worker1"))?;
-        ensure!(wswarm.state == "done", "worker1 swarm step: {wswarm:?}");
+        ensure_swarm_done(&wreport, "worker1")?;
         master2.wait_probe_section("standby", BOOT_TIMEOUT)?;
         let nodes = master1.wait_probe_section("nodes", wait)?;
         eprintln!("docker node ls on master1:\n{nodes}");
-        for host in ["master1", "master2", "worker1"] {
-            ensure!(
-                nodes
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(host) && l.contains("Ready")),
-                "{host} not Ready on master1:\n{nodes}"
-            );
-        }
+        ensure_ready(&nodes, &["master1", "master2", "worker1"])?;
         worker.wait_exit(POWEROFF_TIMEOUT)?;
         master1.wait_report(BOOT_TIMEOUT)?;
         ensure!(
@@ -890,10 +861,7 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
             "VIP not on master2's eth0: {:?}",
             m2report.addresses("eth0")
         );
-        let m2swarm = m2report
-            .step("swarm")
-            .ok_or_else(|| anyhow!("no swarm step on master2"))?;
-        ensure!(m2swarm.state == "done", "master2 swarm step: {m2swarm:?}");
+        ensure_swarm_done(&m2report, "master2")?;
         Ok(())
     })
     .context("three-VM failover")

@@ -93,6 +93,8 @@ pub struct Lab {
     // Field order: the server dies before its namespace goes.
     pub time: Option<TimeServer>,
     pub ns: NetNs,
+    /// Where the VMs' logs go.
+    pub dir: PathBuf,
 }
 
 impl Lab {
@@ -108,7 +110,34 @@ impl Lab {
         } else {
             None
         };
-        Ok(Lab { time, ns })
+        Ok(Lab {
+            time,
+            ns,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Boots `disk` as `node` (its MAC) on the lab's segment, the guest's
+    /// clock at the host's, with `probe`; logs under `name` in the lab's dir.
+    pub fn start_vm(
+        &self,
+        name: &str,
+        boot: &BootFiles,
+        disk: &Overlay,
+        node: Node,
+        probe: Option<Probe>,
+    ) -> Result<Vm> {
+        Ok(Vm::start(VmSpec {
+            name: name.to_owned(),
+            boot,
+            disk,
+            mac: node.mac.to_owned(),
+            rtc_base: rtc_now(),
+            network: Network::Tap(&self.ns),
+            probe,
+            kernel_args: Vec::new(),
+            log_dir: self.dir.clone(),
+        })?)
     }
 }
 
