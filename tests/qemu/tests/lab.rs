@@ -225,6 +225,82 @@ fn clock_gate_passes_with_a_time_server() -> Result<()> {
     })
 }
 
+/// Each assertion the boot tests make fails on a doctored copy of worker1's
+/// reference boot: the ring cannot pass by asserting nothing.
+#[test]
+fn boot_assertions_catch_planted_faults() -> Result<()> {
+    let _serial = serial();
+    let r = reference()?;
+    let good = &r.first;
+    assert_identity(good, "worker1", "MAC address")?;
+    assert_personalized(good, WORKER1)?;
+    assert_failed_units(good, &[])?;
+    let keyfile = "/etc/NetworkManager/system-connections/pibake-wired.nmconnection";
+    type Plant = fn(&mut Booted);
+    let faults: [(&str, Plant); 9] = [
+        ("identity chose another node", |b| {
+            let status = b.report.sections.get_mut("status").expect("status");
+            *status = status.replace("\"worker1\"", "\"worker2\"");
+        }),
+        ("hostname file", |b| {
+            let f = b.state.files.get_mut("/etc/hostname").expect("hostname");
+            f.as_mut().expect("present").content = b"worker2\n".to_vec();
+        }),
+        ("address not on eth0", |b| {
+            b.report.sections.insert("addr".into(), String::new());
+        }),
+        ("keyfile world-readable", |b| {
+            let keyfile = "/etc/NetworkManager/system-connections/pibake-wired.nmconnection";
+            let f = b.state.files.get_mut(keyfile).expect("keyfile");
+            f.as_mut().expect("present").stat.mode = 0o644;
+        }),
+        ("machine-id not initialized", |b| {
+            let f = b
+                .state
+                .files
+                .get_mut("/etc/machine-id")
+                .expect("machine-id");
+            f.as_mut().expect("present").content = b"uninitialized\n".to_vec();
+        }),
+        ("an SSH host key missing", |b| {
+            b.state.ssh_keys.retain(|k| k != "ssh_host_ed25519_key");
+        }),
+        ("root not grown", |b| b.state.root_end -= 64 << 20),
+        ("a failed unit", |b| {
+            b.report.sections.insert(
+                "failed".into(),
+                "pibake-swarm.service loaded failed failed pibake Swarm\n".into(),
+            );
+        }),
+        ("identity failed", |b| {
+            let status = b.report.sections.get_mut("status").expect("status");
+            *status = status.replacen("\"done\"", "\"failed\"", 1);
+        }),
+    ];
+    for (what, plant) in faults {
+        let mut bad = good.clone();
+        plant(&mut bad);
+        let caught = assert_identity(&bad, "worker1", "MAC address").is_err()
+            || assert_personalized(&bad, WORKER1).is_err()
+            || assert_failed_units(&bad, &[]).is_err();
+        ensure!(caught, "planted fault not caught: {what}");
+    }
+    // What the power-cut and second-boot tests compare.
+    let mut changed = good.state.clone();
+    let f = changed.files.get_mut(keyfile).expect("keyfile");
+    f.as_mut().expect("present").content.push(b'#');
+    ensure!(
+        assert_same(
+            &comparable(&good.state, false),
+            &comparable(&changed, false),
+            "x"
+        )
+        .is_err(),
+        "planted fault not caught: a changed agent-owned file"
+    );
+    Ok(())
+}
+
 #[test]
 fn second_boot_changes_nothing_the_agent_owns() -> Result<()> {
     let _serial = serial();

@@ -258,7 +258,7 @@ pub fn read_state(
 }
 
 /// One boot to the probe's report and power-off.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Booted {
     pub report: Report,
     pub console: String,
