@@ -126,7 +126,8 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
                 node_file(&rendered, node, "/etc/chrony/chrony.conf").expect("chrony.conf");
             if node == "aux1" {
                 assert!(gpsd.is_some_and(|g| g.contains("GPSD_OPTIONS=\"-n\"")));
-                assert!(chrony.contains("refclock PPS /dev/pps0 lock NMEA"));
+                assert!(chrony.contains("refclock SOCK"));
+                assert!(chrony.contains("confdir /run/pibake/chrony"));
                 assert!(chrony.contains("allow 192.168.188.0/24"));
             } else {
                 assert!(gpsd.is_none(), "{node} got a gpsd config");
@@ -272,6 +273,102 @@ fn chronyd_parses_rendered_configs() {
         .output()
         .expect("run");
     assert!(!out.status.success(), "chronyd accepted a bad config");
+}
+
+/// chronyd refuses to start with a missing refclock device, so the GPS
+/// node's PPS refclock comes from a directory that chrony.service's
+/// ExecStartPre fills only when /dev/pps0 exists (overlays/gps).
+#[test]
+fn gps_node_offers_the_pps_refclock_only_with_its_device() {
+    let cluster = lab();
+    let rendered = render::render_image(&cluster, &scope(&cluster, "aux")).expect("renders");
+    let conf = node_file(&rendered, "aux1", "/etc/chrony/chrony.conf").expect("conf");
+    assert!(
+        !conf.contains("\nrefclock PPS"),
+        "PPS refclock baked in:\n{conf}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let confdir = dir.path().join("confd");
+    let line = "confdir /run/pibake/chrony";
+    assert!(conf.contains(line), "{conf}");
+    let path = dir.path().join("aux1.conf");
+    std::fs::write(
+        &path,
+        conf.replace(line, &format!("confdir {}", confdir.display())),
+    )
+    .expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../overlays/gps/root/usr/local/libexec/pibake/chrony-pps");
+    let chrony_sees = |device: &Path| -> String {
+        let out = Command::new("sh")
+            .arg(&script)
+            .env("PIBAKE_CHRONY_CONFDIR", &confdir)
+            .env("PIBAKE_PPS_DEVICE", device)
+            .output()
+            .expect("run chrony-pps");
+        assert!(out.status.success(), "{out:?}");
+        let parsed = Command::new(tool("chronyd"))
+            .arg("-p")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .expect("run chronyd");
+        assert!(parsed.status.success(), "chronyd -p: {parsed:?}");
+        String::from_utf8_lossy(&parsed.stdout).into_owned()
+    };
+    let without = chrony_sees(&dir.path().join("no-pps0"));
+    assert!(!without.contains("refclock PPS"), "{without}");
+    assert!(without.contains("refclock SOCK"), "{without}");
+    // Any character device stands in for /dev/pps0.
+    let with = chrony_sees(Path::new("/dev/null"));
+    assert!(
+        with.contains("refclock PPS /dev/pps0 lock NMEA refid GPS"),
+        "{with}"
+    );
+    let again = chrony_sees(&dir.path().join("no-pps0"));
+    assert!(
+        !again.contains("refclock PPS"),
+        "a stale PPS line stayed:\n{again}"
+    );
+
+    // systemd accepts the drop-in on Debian's chrony.service.
+    let root = tempfile::tempdir().expect("tempdir");
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays/gps/root");
+    let dropin = "etc/systemd/system/chrony.service.d/pibake-pps.conf";
+    let helper = "usr/local/libexec/pibake/chrony-pps";
+    for (from, to) in [
+        (overlay.join(dropin), root.path().join(dropin)),
+        (overlay.join(helper), root.path().join(helper)),
+        (tool("chronyd"), root.path().join("usr/sbin/chronyd")),
+    ] {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    // The host's units (chrony.service and what it orders against).
+    std::fs::create_dir_all(root.path().join("usr/lib/systemd")).expect("mkdir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/systemd/system")
+        .arg(root.path().join("usr/lib/systemd/"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = root.path().join(helper);
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(root.path().join("usr/lib/systemd/system/chrony.service"))
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("pibake"),
+        "systemd-analyze verify: {stderr}"
+    );
 }
 
 #[test]
