@@ -174,7 +174,16 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         let ring = Instant::now();
         run_env(
             "cargo",
-            &["test", "-p", "pibake-qemu-tests", "--", "--test-threads=1"],
+            // --show-output: each test's wall time and figures (failover
+            // delay, docker node ls) in the log, also when it passes.
+            &[
+                "test",
+                "-p",
+                "pibake-qemu-tests",
+                "--",
+                "--test-threads=1",
+                "--show-output",
+            ],
             &[("PIBAKE_AGENT_BIN", &bin_str)],
         )?;
         eprintln!("qemu ring: {:.0?}", ring.elapsed());
