@@ -8,9 +8,12 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Bumped when a change to pibake changes the bytes of what it builds, so
-/// old store entries are not reused.
-pub const BUILDER_EPOCH: u32 = 1;
+/// Bumped when a change to pibake changes the bytes of a rootfs stage built
+/// from the same inputs, so old store entries are not reused.
+pub const ROOTFS_EPOCH: u32 = 1;
+/// The same for images (apart from the rootfs: a rootfs stage takes ~15 min
+/// and an image a few seconds). 2: image ids from `ImageIds::from_input_hash`.
+pub const IMAGE_EPOCH: u32 = 2;
 
 /// What the plan knows about the lock file beside the cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,7 +212,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
             let input_hash = InputHash::of(
                 "image",
                 &serde_json::json!({
-                    "builder_epoch": BUILDER_EPOCH,
+                    "image_epoch": IMAGE_EPOCH,
                     "name": name,
                     "rootfs": rootfs_hash,
                     "layers": layers_hash,
@@ -265,7 +268,9 @@ fn rootfs_stages(cluster: &Cluster, lock: &LockInfo) -> BTreeMap<String, RootfsS
             let input_hash = InputHash::of(
                 "rootfs",
                 &serde_json::json!({
-                    "builder_epoch": BUILDER_EPOCH,
+                    // The key keeps its first name: renaming it would
+                    // change every rootfs hash and rebuild them for nothing.
+                    "builder_epoch": ROOTFS_EPOCH,
                     "suite": cluster.suite,
                     "arch": arch,
                     "packages": packages,
