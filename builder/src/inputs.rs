@@ -113,16 +113,14 @@ pub fn lock_with_host(
     host: impl FnOnce(&Cluster) -> Result<Source, InputsError>,
 ) -> Result<LockOutcome, InputsError> {
     let path = lock_path(cluster);
-    let requested = requested_packages(cluster);
     if path.exists() && !update {
-        let lock = read_lock(cluster)?;
-        return Ok(LockOutcome::Kept(lock));
+        return Ok(LockOutcome::Kept(read_lock(cluster)?));
     }
     let request = LockRequest {
         arch: "arm64".into(),
         suite: cluster.suite.clone(),
         sources: with_profile_sources(host(cluster)?, cluster),
-        packages: requested,
+        packages: requested_packages(cluster),
         include_required: true,
     };
     let workdir = store

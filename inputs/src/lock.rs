@@ -188,7 +188,7 @@ impl Lock {
     /// predates recording them).
     pub fn resolved_sources(&self) -> BTreeSet<String> {
         if self.sources.is_empty() {
-            BTreeSet::from(["debian".to_owned()])
+            BTreeSet::from([crate::sources::HOST_SOURCE.to_owned()])
         } else {
             self.sources.clone()
         }

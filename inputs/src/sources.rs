@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::control;
 
+/// The name of the host's Debian mirror among the sources (and in locks
+/// that predate recording sources).
+pub const HOST_SOURCE: &str = "debian";
+
 /// One apt repository that packages may come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +88,7 @@ impl Source {
     /// (raspi-firmware lives there), signed by `keyring`.
     pub fn debian(uri: &str, suite: &str, keyring: Option<PathBuf>) -> Self {
         Self {
-            name: "debian".into(),
+            name: HOST_SOURCE.into(),
             uri: uri.trim_end_matches('/').to_owned(),
             suite: suite.to_owned(),
             components: vec!["main".into(), "non-free-firmware".into()],

@@ -22,7 +22,7 @@ pub const FORMAT: u32 = 1;
 
 /// The name of the host's Debian mirror among the apt sources; profiles
 /// cannot define a source by this name.
-pub const HOST_SOURCE: &str = "debian";
+pub use pibake_inputs::sources::HOST_SOURCE;
 
 /// Longest config.txt line the firmware reads whole (FACTS.md: longer lines
 /// are silently truncated).
