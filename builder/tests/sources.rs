@@ -324,11 +324,7 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
     else {
         panic!("no lock was written");
     };
-    let pdup = lock
-        .packages
-        .iter()
-        .find(|p| p.name == "pdup")
-        .expect("pdup");
+    let pdup = locked(&lock, "pdup");
     assert_eq!((pdup.origin.as_str(), pdup.sha256), ("extra", extra_hash));
     assert_eq!(lock.sources, ["debian", "extra"].map(String::from).into());
     assert_eq!(inputs::read_lock(&cluster)?, lock);
@@ -357,15 +353,19 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
     else {
         panic!("no lock was written");
     };
-    let pdup = lock
-        .packages
-        .iter()
-        .find(|p| p.name == "pdup")
-        .expect("pdup");
+    let pdup = locked(&lock, "pdup");
     assert_eq!(
         (pdup.origin.as_str(), pdup.version.as_str()),
         ("debian", "2.0")
     );
     assert_eq!(lock.sources, BTreeSet::from(["debian".to_string()]));
     Ok(())
+}
+
+/// The locked package `name`.
+fn locked<'a>(lock: &'a pibake_inputs::Lock, name: &str) -> &'a pibake_inputs::lock::LockedPackage {
+    lock.packages
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in the lock"))
 }
