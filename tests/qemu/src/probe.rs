@@ -78,7 +78,10 @@ pub enum Probe {
     /// On a standby VIP holder: once its swarm step is done and keepalived is
     /// BACKUP, say `standby`; then wait until the VIP is on eth0 (the
     /// holder failed), say `vip`, report and power off.
-    Standby { wait: Duration },
+    Standby {
+        vip: std::net::Ipv4Addr,
+        wait: Duration,
+    },
 }
 
 impl Probe {
@@ -97,17 +100,16 @@ t=0;until [ \"$(docker node ls --format '{{{{.Status}}}}'|grep -c Ready)\" -ge {
                     SWARM_ACTIVE = swarm_active(w),
                 )
             }
-            Probe::Standby { wait } => {
+            Probe::Standby { vip, wait } => {
                 let w = wait.as_secs();
                 format!(
                     "{PRELUDE}{SWARM_ACTIVE}\
 t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];do sleep 2;t=$((t+2));done
 {{ s standby;s waiting;}} >$o
-t=0;until ip -4 -o addr show eth0|grep -q ' {VIP_MARK}'||[ $t -ge {w} ];do sleep 1;t=$((t+1));done
+t=0;until ip -4 -o addr show eth0|grep -q ' inet {vip}/'||[ $t -ge {w} ];do sleep 1;t=$((t+1));done
 {{ s vip;journalctl -b -u keepalived -o cat|grep -F '(';s waited;}} >$o 2>&1
 {REPORT}",
                     SWARM_ACTIVE = swarm_active(w),
-                    VIP_MARK = "inet 192.168.188.2/",
                 )
             }
         }
@@ -255,7 +257,10 @@ mod tests {
                 wait,
                 hold: true,
             },
-            Probe::Standby { wait },
+            Probe::Standby {
+                vip: std::net::Ipv4Addr::new(192, 168, 188, 2),
+                wait,
+            },
         ] {
             let len: usize = probe.kernel_args().iter().map(|a| a.len() + 1).sum();
             // arm64 COMMAND_LINE_SIZE is 2048; leave room for the ~200 bytes
@@ -269,5 +274,10 @@ mod tests {
         };
         assert!(manager.script().contains("{{.Swarm.LocalNodeState}}"));
         assert!(manager.script().ends_with("sleep infinity\n"));
+        let standby = Probe::Standby {
+            vip: std::net::Ipv4Addr::new(10, 0, 0, 9),
+            wait,
+        };
+        assert!(standby.script().contains("grep -q ' inet 10.0.0.9/'"));
     }
 }

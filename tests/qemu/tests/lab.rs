@@ -892,7 +892,7 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
             &mboot,
             &m2overlay,
             MASTER2,
-            Some(Probe::Standby { wait }),
+            Some(Probe::Standby { vip: VIP, wait }),
         )?;
         let mut worker = lab.start_vm(
             "failover-worker1",
