@@ -17,6 +17,7 @@ const PACKAGES: &[&str] = &[
     "dosfstools",
     "fdisk",
     "mmdebstrap",
+    "arch-test",
     "qemu-user-static",
     "binfmt-support",
     "gcc-aarch64-linux-gnu",
