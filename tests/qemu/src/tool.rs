@@ -1,5 +1,5 @@
 //! Running the external tools the harness relies on (qemu-img, mtools,
-//! debugfs, ip, chronyd), with a clear failure when one is not installed.
+//! debugfs, e2fsck, ip, chronyd), with a clear failure when one is not installed.
 
 use crate::{HarnessError, Result};
 use std::process::{Command, Output, Stdio};
@@ -33,6 +33,10 @@ pub const MDIR: Tool = Tool {
 };
 pub const DEBUGFS: Tool = Tool {
     name: "debugfs",
+    package: "e2fsprogs",
+};
+pub const E2FSCK: Tool = Tool {
+    name: "e2fsck",
     package: "e2fsprogs",
 };
 pub const IP: Tool = Tool {
