@@ -70,7 +70,7 @@ pub fn check_agent_runs(bin: &Path) -> anyhow::Result<()> {
         bail!("{} is not an aarch64 ELF", bin.display());
     }
     let qemu = "qemu-aarch64-static";
-    let out = Command::new(qemu)
+    let out = Command::new("qemu-aarch64-static")
         .args(["-L", "/usr/aarch64-linux-gnu"])
         .arg(bin)
         .arg("--help")

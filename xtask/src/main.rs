@@ -160,12 +160,18 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         test_args.extend(["--exclude", "pibake-qemu-tests"]);
     }
     test_args.extend(args.iter().map(String::as_str));
+    // The PyPI tools setup installed into the checkout's venv.
+    let path = std::env::join_paths(std::iter::once(setup::python_tools_bin()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let path = path.to_string_lossy().into_owned();
     run_env(
         "cargo",
         &test_args,
         &[
             ("PIBAKE_AGENT_BIN", &bin_str),
             ("PIBAKE_KERNEL_DEB", &kernel_deb),
+            ("PATH", &path),
         ],
     )?;
     if qemu_ring {

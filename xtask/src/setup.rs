@@ -1,114 +1,95 @@
-//! Host setup on Debian 12: apt packages (some from bookworm-backports),
-//! the arm64 foreign architecture, and qemu-user binfmt for arm64.
+//! Host setup on Debian 12: every row of pibake-host's tools table (apt
+//! packages, some from bookworm-backports, and the PyPI tools in a venv), the
+//! arm64 foreign architecture, and qemu-user binfmt for arm64.
 //!
 //! The Debian mirror is taken from the host's own apt sources; no mirror
 //! host name is written into the repository.
 
 use anyhow::{bail, Context};
-use std::path::Path;
+use pibake_host::doctor;
+use pibake_host::tools::{self, Need, Origin};
+use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Packages from the host's suite.
-const PACKAGES: &[&str] = &[
-    "keepalived",
-    "chrony",
-    "device-tree-compiler",
-    "mtools",
-    "dosfstools",
-    "fdisk",
-    "mmdebstrap",
-    "arch-test",
-    "qemu-user-static",
-    "binfmt-support",
-    "gcc-aarch64-linux-gnu",
-    "libc6-dev-arm64-cross",
-    "rustc-web",
-    "libstd-rust-web-dev:arm64",
-    "zstd",
-    "bmap-tools",
-    "dpkg-dev",
-    "apt-utils",
-    "libarchive13",
-    "gpgv",
-    "debian-archive-keyring",
-    "systemd",
-    "curl",
-    "python3",
-    "iproute2",
-    "iputils-ping",
-    "qemu-utils",
-];
-
-/// Packages that must come from bookworm-backports (mke2fs -d tar needs
-/// e2fsprogs >= 1.47.1; QEMU 10 for the image tests).
-const BACKPORTS: &[&str] = &["e2fsprogs", "qemu-system-arm"];
 
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/pibake-backports.sources";
 
+/// Installs every row of the table the host lacks, then checks the table again.
 pub fn host() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    let old_e2fsprogs = !e2fsprogs_recent();
-    let no_qemu_system = !Path::new("/usr/bin/qemu-system-aarch64").exists();
-    if !missing.is_empty() || old_e2fsprogs || no_qemu_system {
+    let needs = [Need::Build, Need::Agent, Need::Test];
+    let report = doctor::examine(&probe(), &needs);
+    let debian = missing(&report, Origin::Debian);
+    let backports = missing(&report, Origin::Backports);
+    if !debian.is_empty() || !backports.is_empty() {
         if !is_root() {
             bail!(
-                "missing host packages: {} {}{}; run `sudo cargo xtask setup`",
-                missing.join(" "),
-                if old_e2fsprogs {
-                    "e2fsprogs>=1.47.1 "
-                } else {
-                    ""
-                },
-                if no_qemu_system {
-                    "qemu-system-arm"
-                } else {
-                    ""
-                }
+                "missing host packages: {}; run `sudo cargo xtask setup`\n{}",
+                debian
+                    .iter()
+                    .chain(&backports)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                doctor::render(&report)
             );
         }
-        apt_install(&missing)?;
+        apt_install(&debian, &backports)?;
     }
     binfmt()?;
     python_tools()?;
-    Ok(())
-}
-
-/// check-jsonschema validates the release workflow against GitHub's schema.
-fn python_tools() -> anyhow::Result<()> {
-    let have = Command::new("check-jsonschema")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        crate::run(
-            "python3",
-            &["-m", "pip", "install", "--quiet", "check-jsonschema"],
-        )?;
+    // What setup installed must now satisfy the table: a row setup cannot
+    // install (or installs wrongly) fails here, not later in a build.
+    let after = doctor::examine(&probe(), &needs);
+    if !after.is_ok() {
+        bail!(
+            "setup finished but the host still lacks:\n{}",
+            doctor::render(&after)
+        );
     }
     Ok(())
 }
 
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f", "${Status}", package])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+/// The packages of `origin` the report finds missing or too old.
+fn missing(report: &doctor::Report, origin: Origin) -> Vec<&'static str> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.requirement.origin == origin)
+        .map(|f| f.requirement.package)
+        .collect()
 }
 
-fn e2fsprogs_recent() -> bool {
-    let Ok(out) = Command::new("mke2fs").arg("-V").output() else {
-        return false;
-    };
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    // "mke2fs 1.47.2 (1-Jan-2025)"
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|v| {
-            let parts: Vec<u32> = v.split('.').filter_map(|p| p.parse().ok()).collect();
-            (parts.len() >= 2).then(|| (parts[0], parts[1], parts.get(2).copied().unwrap_or(0)))
-        })
-        .is_some_and(|v| v >= (1, 47, 1))
+/// Where setup puts the PyPI tools: a virtual environment of the checkout
+/// (Debian's python refuses global pip installs, PEP 668).
+pub fn python_tools_bin() -> PathBuf {
+    crate::workspace_root().join("target/pytools/bin")
+}
+
+fn probe() -> doctor::SystemProbe {
+    doctor::SystemProbe {
+        extra_paths: vec![python_tools_bin()],
+    }
+}
+
+/// The PyPI rows of the table, installed into the checkout's venv.
+fn python_tools() -> anyhow::Result<()> {
+    let bin = python_tools_bin();
+    let wanted: Vec<&str> = tools::TABLE
+        .iter()
+        .filter(|r| r.origin == Origin::Pypi)
+        .filter(|r| r.programs.iter().any(|p| !bin.join(p).is_file()))
+        .map(|r| r.package)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let venv = bin.parent().context("the venv's bin has a parent")?;
+    if !bin.join("pip").is_file() {
+        crate::run("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
+    let pip = bin.join("pip").to_string_lossy().into_owned();
+    let mut args = vec!["install", "--quiet"];
+    args.extend(wanted);
+    crate::run(&pip, &args)
 }
 
 fn is_root() -> bool {
@@ -161,7 +142,7 @@ pub fn host_mirror() -> anyhow::Result<String> {
     bail!("no Debian bookworm source in /etc/apt/sources.list.d or /etc/apt/sources.list; add one")
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+fn apt_install(packages: &[&str], backports: &[&str]) -> anyhow::Result<()> {
     let mirror = host_mirror()?;
     if !Path::new(BACKPORTS_SOURCE).exists() {
         let text = format!(
@@ -192,8 +173,10 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         "-t",
         "bookworm-backports",
     ];
-    args.extend_from_slice(BACKPORTS);
-    crate::run_env("apt-get", &args, &env)?;
+    args.extend_from_slice(backports);
+    if !backports.is_empty() {
+        crate::run_env("apt-get", &args, &env)?;
+    }
     Ok(())
 }
 
