@@ -6,6 +6,7 @@
 
 use crate::atomic::{write_atomic, WriteError};
 use crate::growroot::{self, Grown};
+use crate::hostname::{NodeName, NodeNameError};
 use crate::journal::{Journal, JournalError, Outcome, Record, Step};
 use crate::root::{BadBoardPath, BoardPath, Root};
 use crate::secrets::{self, Ingested, SecretsError};
@@ -17,7 +18,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Boot-partition file naming the node, relative to the root.
+/// Boot-partition file naming the node, relative to the root; its content
+/// is [`NodeName::node_file`].
 pub const NODE_FILE: &str = "boot/firmware/pibake-node.toml";
 /// Kernel command-line parameter naming the node.
 pub const CMDLINE_KEY: &str = "pibake.node=";
@@ -95,8 +97,8 @@ pub enum IdentityError {
     },
     #[error("node table interface {0:?} is not an interface name")]
     BadInterface(String),
-    #[error("node name {0:?} is not a valid host name (a-z, 0-9, `-`, at most 63)")]
-    BadHostname(String),
+    #[error("cannot make the node's name the host name")]
+    BadHostname(#[source] NodeNameError),
     #[error("file of node {node} has a bad path")]
     BadPath {
         node: String,
@@ -287,16 +289,6 @@ impl Phase {
     ];
 }
 
-fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// Runs one phase for the chosen node. Returns a warning for problems that
 /// do not make the board unusable (the root not grown).
 pub fn run_phase(
@@ -345,22 +337,22 @@ pub fn run_phase(
             Ok(None)
         }
         Phase::Hostname => {
-            if !valid_hostname(&choice.node) {
-                return Err(IdentityError::BadHostname(choice.node.clone()));
-            }
+            let name: NodeName = choice.node.parse().map_err(IdentityError::BadHostname)?;
             write_atomic(
                 &root.at("etc/hostname"),
-                format!("{}\n", choice.node).as_bytes(),
+                format!("{name}\n").as_bytes(),
                 0o644,
             )?;
             // The kernel's name too: NetworkManager and logs start before
             // anything would read /etc/hostname again.
             let kernel = root.at("proc/sys/kernel/hostname");
             if let Ok(current) = std::fs::read_to_string(&kernel) {
-                if current.trim() != choice.node {
-                    std::fs::write(&kernel, &choice.node).map_err(|cause| IdentityError::Read {
-                        path: kernel.clone(),
-                        cause,
+                if current.trim() != name.as_str() {
+                    std::fs::write(&kernel, name.as_str()).map_err(|cause| {
+                        IdentityError::Read {
+                            path: kernel.clone(),
+                            cause,
+                        }
                     })?;
                 }
             }

@@ -1,7 +1,9 @@
 //! The first-boot agent of pibake images.
 //!
 //! The library holds the node-table format (written by the builder with these
-//! very types, read by the agent on the board) and the agent's steps:
+//! very types, read by the agent on the board), the host-name rule of node
+//! names ([`hostname`], shared with `pibake check` and `pibake flash`) and the
+//! agent's steps:
 //! [`identity`], [`clock`], [`swarm`], [`status`], each journaled under
 //! `/var/lib/pibake` ([`journal`]). All system access goes through
 //! [`root::Root`] and the traits of [`system`] and [`clock`], so the steps run
@@ -10,6 +12,7 @@
 pub mod atomic;
 pub mod clock;
 pub mod growroot;
+pub mod hostname;
 pub mod identity;
 pub mod journal;
 pub mod root;

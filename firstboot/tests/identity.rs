@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use pibake_firstboot::growroot::{find_root_device, RootDevice};
+use pibake_firstboot::hostname::NodeName;
 use pibake_firstboot::identity::{self, choose, Source};
 use pibake_firstboot::journal::{Journal, Outcome, Step};
 use pibake_firstboot::root::Root;
@@ -287,6 +288,58 @@ fn moved_card_is_not_personalized_again() -> anyhow::Result<()> {
     .expect_err("this board is w2, the card is w1");
     assert!(err.to_string().contains("personalized as w1"), "{err}");
     assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w1\n");
+    Ok(())
+}
+
+/// The agent and `pibake check`/`pibake flash` share one host-name rule
+/// (`pibake_firstboot::hostname`): lower case only. A table that somehow
+/// names an upper-case node is refused before the host name is set, and the
+/// error says what the name would be.
+#[test]
+fn upper_case_node_name_is_refused_with_the_lower_case_name() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000ffffffff", "02:00:00:00:00:99");
+    let mut table = lab_table();
+    let w1 = table.nodes.remove("w1").expect("w1");
+    table.nodes.insert("Worker1".to_owned(), w1);
+    write_table(&root, &table);
+    write(
+        &root,
+        "boot/firmware/pibake-node.toml",
+        "node = \"Worker1\"\n",
+    );
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err("Worker1 is not a host name");
+    let text = pibake_firstboot::error_chain(&err);
+    assert!(
+        text.contains("node name \"Worker1\" has upper-case letters"),
+        "{text}"
+    );
+    assert!(text.contains("e.g. `worker1`"), "{text}");
+    assert!(!root.at("etc/hostname").exists());
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert!(record.why.contains("upper-case"), "{}", record.why);
+    Ok(())
+}
+
+/// What `pibake flash --node` writes to the boot partition is what identity
+/// reads: one definition of the node file.
+#[test]
+fn node_file_as_flash_writes_it_is_chosen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    let name: NodeName = "w2".parse()?;
+    write(&root, identity::NODE_FILE, name.node_file());
+    assert_eq!(chosen(&root)?, ("w2".to_owned(), Source::BootFile));
     Ok(())
 }
 
