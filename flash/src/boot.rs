@@ -1,11 +1,9 @@
 //! Per-card files on the FAT boot partition (partition 1), written with `fatfs` straight into
 //! the flashed target: no mount, so nothing else on the card changes.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use fatfs::{FileSystem, FsOptions};
 use pibake_image::table::{self, ReadTableError};
@@ -18,8 +16,6 @@ pub const SECRETS_FILE: &str = "pibake-secrets.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootFilesError {
-    #[error("node name {0:?}: want 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")]
-    NodeName(String),
     #[error("cannot read the secrets file {0}")]
     SecretsRead(PathBuf, #[source] io::Error),
     #[error("secrets file {path} is not valid TOML (line {line}); it is copied as is for the agent, so fix it first")]
@@ -43,42 +39,9 @@ pub enum BootFilesError {
     ReadBack { path: PathBuf, file: &'static str },
 }
 
-/// A node's name as the cluster file spells it (a hostname label).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct NodeName(String);
-
-impl FromStr for NodeName {
-    type Err = BootFilesError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(BootFilesError::NodeName(s.to_owned()))
-        }
-    }
-}
-
-impl fmt::Display for NodeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl NodeName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    /// The content of `pibake-node.toml`. The name's alphabet needs no TOML escaping.
-    pub fn node_file(&self) -> String {
-        format!("node = \"{}\"\n", self.0)
-    }
-}
+/// A node's name: the one host-name rule of `pibake check` and the agent, lower case only
+/// (`pibake_firstboot::hostname`); [`NodeName::node_file`] is the content of [`NODE_FILE`].
+pub use pibake_firstboot::hostname::{NodeName, NodeNameError};
 
 /// Reads a secrets file and checks it parses, without echoing any of it in errors.
 pub fn read_secrets(path: &Path) -> Result<Vec<u8>, BootFilesError> {
@@ -162,12 +125,16 @@ mod tests {
     #[test]
     fn node_names() {
         assert_eq!(
-            NodeName::from_str("w1").expect("valid").node_file(),
+            "w1".parse::<NodeName>().expect("valid").node_file(),
             "node = \"w1\"\n"
         );
         for bad in ["", "W1", "w_1", "-w", "w-", "a\"b", &"a".repeat(64)] {
-            assert!(NodeName::from_str(bad).is_err(), "{bad:?} accepted");
+            assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
         }
+        // The rule is the agent's: upper case is refused with the name that would be right.
+        let e = "Worker1".parse::<NodeName>().expect_err("upper case");
+        assert_eq!(e.suggestion(), "worker1");
+        assert!(e.to_string().contains("e.g. `worker1`"), "{e}");
     }
 
     #[test]
