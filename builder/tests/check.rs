@@ -103,11 +103,18 @@ rule!(
     true,
     "network.gateway: 10.9.1.1 is outside"
 );
+// A resolver beyond the gateway is normal (a public or an upstream one).
 rule!(
-    dns_outside_subnet,
-    "dns-outside-subnet",
+    dns_beyond_the_subnet_is_accepted,
+    "dns-beyond-subnet",
+    false,
+    "0 error(s)"
+);
+rule!(
+    dns_vip_network_broadcast_and_non_unicast_refused,
+    "dns-not-a-resolver",
     true,
-    "network.dns[1]: 9.9.9.9 is outside"
+    "network.dns[0]: 10.9.0.2 is the VIP"
 );
 rule!(
     vip_outside_subnet,
@@ -131,7 +138,25 @@ rule!(
     bad_hostname,
     "bad-hostname",
     true,
-    "not a valid RFC 1123 host label"
+    "rename the node `worker-1`"
+);
+rule!(
+    uppercase_node_name_refused,
+    "uppercase-node-name",
+    true,
+    "rename the node `worker1`"
+);
+rule!(
+    multicast_mac_refused,
+    "multicast-mac",
+    true,
+    "01:00:5e:00:00:fb is a multicast address"
+);
+rule!(
+    all_zero_mac_refused,
+    "zero-mac",
+    true,
+    "00:00:00:00:00:00 is the all-zero address"
 );
 rule!(unknown_role, "unknown-role", true, "did you mean `worker`?");
 rule!(

@@ -1,4 +1,5 @@
-//! Network values of the model: IPv4 subnets and MAC addresses.
+//! Network values of the model: IPv4 subnets and MAC addresses. Host names
+//! and DNS labels follow the agent's rule, `pibake_firstboot::hostname`.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -30,6 +31,11 @@ impl Ipv4Net {
 
     pub fn broadcast(self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) | !self.mask())
+    }
+
+    /// Whether `address` is in this subnet, network and broadcast address included.
+    pub fn contains(self, address: Ipv4Addr) -> bool {
+        u32::from(address) & self.mask() == u32::from(self.network)
     }
 
     /// Whether `address` is a usable host address of this subnet (not the
@@ -96,8 +102,20 @@ impl MacAddr {
     }
 }
 
+/// Why a MAC address is not one a node's NIC can have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    #[error("expected six hex pairs like dc:a6:32:01:02:03")]
+    Form,
+    /// The I/G bit (lowest bit of the first octet) is set: a group address.
+    #[error("{0} is a multicast address (the I/G bit, the lowest bit of its first octet, is set); a NIC's own address is unicast")]
+    Multicast(String),
+    #[error("{0} is the all-zero address, which no NIC has; a NIC's own address is unicast")]
+    Zero(String),
+}
+
 impl FromStr for MacAddr {
-    type Err = ();
+    type Err = MacError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split([':', '-']).collect();
@@ -106,9 +124,21 @@ impl FromStr for MacAddr {
                 .iter()
                 .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
         {
-            return Err(());
+            return Err(MacError::Form);
         }
-        Ok(MacAddr(parts.join(":").to_ascii_lowercase()))
+        let octets: Vec<u8> = parts
+            .iter()
+            .map(|p| u8::from_str_radix(p, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| MacError::Form)?;
+        let text = parts.join(":").to_ascii_lowercase();
+        if octets.iter().all(|o| *o == 0) {
+            return Err(MacError::Zero(text));
+        }
+        if octets[0] & 1 == 1 {
+            return Err(MacError::Multicast(text));
+        }
+        Ok(MacAddr(text))
     }
 }
 
@@ -116,37 +146,6 @@ impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Whether `name` is a valid RFC 1123 host label: 1–63 characters of
-/// letters, digits and hyphens, not starting or ending with a hyphen.
-pub fn is_host_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// A suggestion for a bad host label: lower-case, other characters replaced
-/// by hyphens.
-pub fn suggest_host_label(name: &str) -> String {
-    let mapped: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let trimmed = mapped.trim_matches('-');
-    let mut s: String = trimmed.chars().take(63).collect();
-    if s.is_empty() {
-        s = "node".into();
-    }
-    s
 }
 
 impl serde::Serialize for Ipv4Net {
@@ -181,13 +180,25 @@ mod tests {
     }
 
     #[test]
-    fn mac_and_labels() {
+    fn macs_are_unicast_and_not_zero() {
         let mac: MacAddr = "DC-A6-32-00-00-01".parse().expect("mac");
         assert_eq!(mac.as_str(), "dc:a6:32:00:00:01");
-        assert!("dc:a6:32:00:00".parse::<MacAddr>().is_err());
-        assert!(is_host_label("worker-1"));
-        assert!(!is_host_label("worker_1"));
-        assert!(!is_host_label("-worker"));
-        assert_eq!(suggest_host_label("Worker_1"), "worker-1");
+        assert_eq!("dc:a6:32:00:00".parse::<MacAddr>(), Err(MacError::Form));
+        assert_eq!("dc:a6:32:00:00:0g".parse::<MacAddr>(), Err(MacError::Form));
+        assert_eq!(
+            "01:00:5E:00:00:FB".parse::<MacAddr>(),
+            Err(MacError::Multicast("01:00:5e:00:00:fb".into()))
+        );
+        assert_eq!(
+            "ff:ff:ff:ff:ff:ff".parse::<MacAddr>(),
+            Err(MacError::Multicast("ff:ff:ff:ff:ff:ff".into()))
+        );
+        assert_eq!(
+            "00-00-00-00-00-00".parse::<MacAddr>(),
+            Err(MacError::Zero("00:00:00:00:00:00".into()))
+        );
+        // Locally administered unicast (QEMU's 52:54:00, 02:…) is a NIC's own address.
+        assert!("02:00:00:00:00:01".parse::<MacAddr>().is_ok());
+        assert!("52:54:00:12:34:56".parse::<MacAddr>().is_ok());
     }
 }

@@ -4,6 +4,7 @@
 use super::raw::{RawCluster, RawProfile, RawSource};
 use super::*;
 use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use pibake_firstboot::hostname::{self, NodeName};
 use pibake_inputs::sources::{Source, SourceError};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -312,6 +313,61 @@ impl Validator<'_> {
         Some(address)
     }
 
+    /// A DNS resolver: any unicast IPv4 address, in the subnet or beyond the
+    /// gateway, but not the subnet's network or broadcast address (the VIP is
+    /// refused in [`Self::vip`]).
+    fn resolver(
+        &mut self,
+        field: FieldPath,
+        value: &str,
+        subnet: Option<Ipv4Net>,
+    ) -> Option<Ipv4Addr> {
+        let help = "name a DNS server's own address, e.g. the gateway's or a public resolver's";
+        let Ok(address) = value.parse::<Ipv4Addr>() else {
+            self.error(
+                field,
+                format!("`{value}` is not an IPv4 address"),
+                format!("{help}: four decimal numbers like 192.168.188.1"),
+            );
+            return None;
+        };
+        let problem = if address.is_unspecified() || address.octets()[0] == 0 {
+            Some("is not an address a host can have (0.0.0.0/8 means \"this host\")".to_string())
+        } else if address.is_broadcast() {
+            Some("is the limited broadcast address".to_string())
+        } else if address.is_multicast() {
+            Some("is a multicast address; a resolver is unicast".to_string())
+        } else if address.octets()[0] >= 240 {
+            Some("is in the reserved range 240.0.0.0/4".to_string())
+        } else if let Some(net) = subnet.filter(|n| n.contains(address)) {
+            if address == net.network() {
+                Some(format!("is the network address of the subnet {net}"))
+            } else if address == net.broadcast() {
+                Some(format!("is the broadcast address of the subnet {net}"))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.error(field, format!("{address} {problem}"), help);
+                None
+            }
+            None => {
+                if address.is_loopback() {
+                    self.warning(
+                        field,
+                        format!("{address} is each node itself: names resolve only where a DNS server runs on the node"),
+                        help,
+                    );
+                }
+                Some(address)
+            }
+        }
+    }
+
     fn run(&mut self) -> Option<Cluster> {
         let raw = self.raw;
         if raw.format != FORMAT {
@@ -321,17 +377,17 @@ impl Validator<'_> {
                 format!("write `format = {FORMAT}`"),
             );
         }
-        if !net::is_host_label(&raw.cluster.name) {
+        if !hostname::is_dns_label(&raw.cluster.name) {
             self.error(
                 p(&["cluster", "name"]),
                 format!("`{}` is not a valid RFC 1123 label", raw.cluster.name),
                 format!(
                     "use letters, digits and hyphens, e.g. `{}`",
-                    net::suggest_host_label(&raw.cluster.name)
+                    hostname::suggest(&raw.cluster.name)
                 ),
             );
         }
-        if raw.cluster.domain.is_empty() || !raw.cluster.domain.split('.').all(net::is_host_label) {
+        if !hostname::is_dns_name(&raw.cluster.domain) {
             self.error(
                 p(&["cluster", "domain"]),
                 format!("`{}` is not a valid DNS domain", raw.cluster.domain),
@@ -357,7 +413,7 @@ impl Validator<'_> {
                 KernelSource::Debian
             }
         };
-        if !net::is_host_label(&raw.cluster.admin.user)
+        if !hostname::is_dns_label(&raw.cluster.admin.user)
             || raw
                 .cluster
                 .admin
@@ -438,7 +494,7 @@ impl Validator<'_> {
         let gateway = self.address(p(&["network", "gateway"]), &raw.gateway, subnet);
         let mut dns = Vec::new();
         for (i, server) in raw.dns.iter().enumerate() {
-            if let Some(a) = self.address(p(&["network", "dns", &i.to_string()]), server, subnet) {
+            if let Some(a) = self.resolver(p(&["network", "dns", &i.to_string()]), server, subnet) {
                 dns.push(a);
             }
         }
@@ -449,7 +505,7 @@ impl Validator<'_> {
                 "list at least one, e.g. dns = [\"192.168.188.1\"]",
             );
         }
-        if !net::is_host_label(&raw.interface) {
+        if !hostname::is_dns_label(&raw.interface) {
             self.error(
                 p(&["network", "interface"]),
                 format!("`{}` is not an interface name", raw.interface),
@@ -517,7 +573,7 @@ impl Validator<'_> {
     }
 
     fn read_profile_uncached(&mut self, name: &str) -> Option<(PathBuf, RawProfile)> {
-        if !net::is_host_label(name) {
+        if !hostname::is_dns_label(name) {
             return None;
         }
         let path = self.profiles_dir.join(format!("{name}.toml"));
@@ -804,11 +860,11 @@ impl Validator<'_> {
     fn roles(&mut self, profiles: &BTreeMap<String, Profile>) -> BTreeMap<String, Role> {
         let mut roles = BTreeMap::new();
         for (name, role) in &self.raw.roles {
-            if !net::is_host_label(name) {
+            if !hostname::is_dns_label(name) {
                 self.error(
                     p(&["roles", name]),
                     format!("role name `{name}` is not a valid label"),
-                    format!("use e.g. `{}`", net::suggest_host_label(name)),
+                    format!("use e.g. `{}`", hostname::suggest(name)),
                 );
             }
             match profiles.get(&role.profile) {
@@ -866,13 +922,15 @@ impl Validator<'_> {
         }
         for (name, raw) in &self.raw.nodes {
             let field = |k: &str| p(&["nodes", name, k]);
-            if !net::is_host_label(name) {
+            // The agent's own rule: the node's name becomes its host name.
+            if let Err(e) = name.parse::<NodeName>() {
                 self.error(
                     p(&["nodes", name]),
-                    format!("node name `{name}` is not a valid RFC 1123 host label"),
+                    format!("node name `{name}` {}", e.problem),
                     format!(
-                        "use 1-63 letters, digits and hyphens, not starting or ending with a hyphen, e.g. `{}`",
-                        net::suggest_host_label(name)
+                        "rename the node `{}` (also where it is named: vip.holders, swarm.managers, time.gps.node); a node's name is its host name: {}",
+                        e.suggestion(),
+                        hostname::RULE
                     ),
                 );
             }
@@ -960,11 +1018,19 @@ impl Validator<'_> {
                         }
                         Some(mac)
                     }
-                    Err(()) => {
+                    Err(net::MacError::Form) => {
                         self.error(
                             field("mac"),
                             format!("`{m}` is not a MAC address"),
                             "write six hex pairs like dc:a6:32:01:02:03",
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(
+                            field("mac"),
+                            e.to_string(),
+                            "write the board's own MAC, from its label or `ip link` on it (e.g. dc:a6:32:01:02:03)",
                         );
                         None
                     }
@@ -1068,6 +1134,15 @@ impl Validator<'_> {
                     format!("the VIP {a} is the gateway's address"),
                     "pick a free address",
                 );
+            }
+            for (i, server) in self.raw.network.dns.iter().enumerate() {
+                if server.parse::<Ipv4Addr>() == Ok(a) {
+                    self.error(
+                        p(&["network", "dns", &i.to_string()]),
+                        format!("{a} is the VIP, which the Swarm masters hold; they serve no DNS"),
+                        "name the network's DNS server (often the gateway) or a public resolver",
+                    );
+                }
             }
         }
         let vrid = match u8::try_from(raw.virtual_router_id) {
@@ -1208,8 +1283,7 @@ impl Validator<'_> {
             }
         };
         for (i, server) in raw.upstream.iter().enumerate() {
-            let ok = server.parse::<Ipv4Addr>().is_ok()
-                || (!server.is_empty() && server.split('.').all(net::is_host_label));
+            let ok = server.parse::<Ipv4Addr>().is_ok() || hostname::is_dns_name(server);
             if !ok {
                 self.error(
                     p(&["time", "upstream", &i.to_string()]),
