@@ -42,7 +42,7 @@ impl fmt::Display for Problem {
         match self {
             Problem::Empty => f.write_str("is empty"),
             Problem::TooLong(len) => write!(f, "is {len} characters long, over {MAX_LEN}"),
-            Problem::BadChar(c) => write!(f, "has {c:?}"),
+            Problem::BadChar(c) => write!(f, "has {c:?}, which is not a-z, 0-9 or '-'"),
             Problem::UpperCase => f.write_str("has upper-case letters; host names are lower case"),
             Problem::EdgeHyphen => f.write_str("starts or ends with '-'"),
         }
