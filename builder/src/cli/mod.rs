@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pibake::build::{self, BuildOptions};
+use pibake::data::{self, DataLookup};
 use pibake::inputs::{self, LockOutcome};
 use pibake::model::TableKind;
 use pibake::model::{self, Cluster};
@@ -23,6 +24,11 @@ pub struct Args {
     /// Never touch the network; fail listing every missing input.
     #[arg(long, global = true)]
     offline: bool,
+    /// Where profiles/ and overlays/ are read from. Without it: $PIBAKE_DATA_DIR, else the
+    /// nearest directory at or above the cluster file's that holds both, else the copy built
+    /// into pibake (unpacked into the store as data-<sha256>).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,7 +118,8 @@ enum Command {
         /// Partition table, overriding the cluster file.
         #[arg(long, value_name = "mbr|gpt")]
         table: Option<String>,
-        /// The aarch64 first-boot agent (default: what `cargo xtask agent` builds).
+        /// The aarch64 first-boot agent (default: $PIBAKE_AGENT_BIN, else what `cargo xtask agent`
+        /// built in the checkout the profiles come from).
         #[arg(long, value_name = "FILE")]
         agent: Option<PathBuf>,
     },
@@ -163,9 +170,10 @@ enum StoreCommand {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store_dir = args.store.clone();
     let offline = args.offline;
+    let data_lookup = DataLookup::from_env(args.data_dir.clone(), args.store.clone());
     match args.command {
         Command::Lock { cluster, update } => {
-            let Some(model) = load_valid(&cluster.config)? else {
+            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
             if offline && (update || !inputs::lock_path(&model).exists()) {
@@ -190,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { cluster } => {
-            let Some(model) = load_valid(&cluster.config)? else {
+            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
             let store = inputs::open_store(store_dir.as_deref())?;
@@ -237,7 +245,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             table,
             agent,
         } => {
-            let Some(model) = load_valid(&cluster.config)? else {
+            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
             let table = match table.as_deref() {
@@ -252,20 +260,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             inputs::fetch(&model, &lock, &store, offline, progress)?;
             let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
             let plan = plan::plan(&model, &lock_info, &selection.into())?;
-            let data = model::data_dir_for(&cluster.config);
-            let agent = agent
-                .or_else(|| std::env::var_os("PIBAKE_AGENT_BIN").map(PathBuf::from))
-                .unwrap_or_else(|| {
-                    data.join(
-                        "target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot",
-                    )
-                });
+            let data = model::data_dir_for(&cluster.config, &data_lookup)?;
+            let agent = data::agent(agent, std::env::var_os(data::AGENT_ENV), &data)?;
             let work_dir = store.root().join("work");
             let options = BuildOptions {
                 out_dir: out,
                 work_dir,
                 agent,
-                dtbo_dir: data.join("overlays/dtbo"),
+                dtbo_dir: data.dtbo(),
                 table,
                 progress,
             };
@@ -360,13 +362,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { cluster } => check(&cluster.config),
+        Command::Check { cluster } => check(&cluster.config, &data_lookup),
         Command::Plan {
             cluster,
             selection,
             json,
         } => {
-            let Some(model) = load_valid(&cluster.config)? else {
+            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
             let lock = LockInfo::read(&cluster.config).context("reading the lock file")?;
@@ -381,8 +383,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let checked = model::load(path)?;
+fn check(path: &Path, lookup: &DataLookup) -> anyhow::Result<ExitCode> {
+    let data = model::data_dir_for(path, lookup)?;
+    eprintln!("{}", data.describe());
+    let checked = model::load_from(path, &data)?;
     eprint!("{}", checked.report());
     if checked.has_errors() {
         Ok(ExitCode::from(1))
@@ -393,8 +397,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads a cluster; on errors prints them and returns `None`.
-fn load_valid(path: &Path) -> anyhow::Result<Option<Cluster>> {
-    let checked = model::load(path)?;
+fn load_valid(path: &Path, lookup: &DataLookup) -> anyhow::Result<Option<Cluster>> {
+    let data = model::data_dir_for(path, lookup)?;
+    eprintln!("{}", data.describe());
+    let checked = model::load_from(path, &data)?;
     if checked.has_errors() {
         eprint!("{}", checked.report());
         return Ok(None);

@@ -297,34 +297,31 @@ pub struct ReadError {
     pub source: std::io::Error,
 }
 
-/// Where profiles and overlays are looked up for a cluster file: the nearest
-/// ancestor directory of the file that has a `profiles/` directory, else the
-/// directory pibake was built from.
-pub fn data_dir_for(cluster_file: &Path) -> PathBuf {
-    let absolute = std::path::absolute(cluster_file).unwrap_or_else(|_| cluster_file.into());
-    for dir in absolute.ancestors().skip(1) {
-        if dir.join("profiles").is_dir() && dir.join("overlays").is_dir() {
-            return dir.to_path_buf();
-        }
-    }
-    builtin_data_dir()
+/// Where profiles and overlays are looked up for a cluster file:
+/// `--data-dir` (`lookup.flag`), `$PIBAKE_DATA_DIR`, the nearest ancestor
+/// directory of the file holding `profiles/` and `overlays/`, else the copy
+/// built into pibake, unpacked into the store ([`crate::data`]).
+pub fn data_dir_for(
+    cluster_file: &Path,
+    lookup: &crate::data::DataLookup,
+) -> Result<crate::data::DataDir, crate::data::DataError> {
+    crate::data::locate(cluster_file, lookup)
 }
 
-/// The repository directory holding the stock profiles and overlays.
-pub fn builtin_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// Reads and validates a cluster file and the profiles it uses.
+/// Reads and validates a cluster file and the profiles it uses, found by
+/// [`data_dir_for`] with `$PIBAKE_DATA_DIR` and the default store.
 pub fn load(cluster_file: &Path) -> Result<Checked, ReadError> {
-    let data_dir = data_dir_for(cluster_file);
-    load_with(
-        cluster_file,
-        &data_dir.join("profiles"),
-        &data_dir.join("overlays"),
-    )
+    let lookup = crate::data::DataLookup::from_env(None, None);
+    let data = data_dir_for(cluster_file, &lookup).map_err(|e| ReadError {
+        path: cluster_file.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    load_from(cluster_file, &data)
+}
+
+/// Like [`load`], with the profiles and overlays of `data`.
+pub fn load_from(cluster_file: &Path, data: &crate::data::DataDir) -> Result<Checked, ReadError> {
+    load_with(cluster_file, &data.profiles(), &data.overlays())
 }
 
 /// Like [`load`], with explicit profile and overlay directories.
