@@ -90,7 +90,7 @@ pub const TABLE: &[Requirement] = &[
     ),
     row(
         "coreutils",
-        &["cp", "id", "sha256sum", "sh", "kill", "true", "sleep", "cat"],
+        &["cp", "rm", "id", "sha256sum", "true", "sleep", "cat", "chroot"],
         Need::Build,
         "basic file and process tools",
     ),
@@ -102,9 +102,27 @@ pub const TABLE: &[Requirement] = &[
     ),
     row(
         "util-linux",
-        &["unshare", "chroot"],
+        &["unshare"],
         Need::Test,
         "the fresh-root CI step runs setup in its own mount namespace",
+    ),
+    row(
+        "dash",
+        &["sh"],
+        Need::Build,
+        "the shell of the scripts mmdebstrap and apt run",
+    ),
+    row(
+        "procps",
+        &["kill"],
+        Need::Test,
+        "the tests signal the processes they start (a SIGKILLed fetch, the ring's QEMUs)",
+    ),
+    row(
+        "bash",
+        &["bash"],
+        Need::Test,
+        "runs the fresh-root CI step's script",
     ),
     row(
         "git",

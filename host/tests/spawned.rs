@@ -70,7 +70,7 @@ fn scan() -> (Sites, Sites) {
     }
     files.sort();
     let literal = Regex::new(
-        r#"(?:Command::new|\btool|\brun|\brun_env|\.command|\bneed)\(\s*"([A-Za-z0-9._+-]+)""#,
+        r#"(?:Command::new|\btool|\brun|\brun_env|\brun_logged|\.command|\bneed)\(\s*"([A-Za-z0-9._+-]+)""#,
     )
     .expect("regex");
     let tool_const = Regex::new(r#"name:\s*"([A-Za-z0-9._+-]+)""#).expect("regex");

@@ -5,6 +5,7 @@
 //! calls). Each sets up the host first, or says in one line what is missing.
 
 mod agent;
+mod fresh;
 mod setup;
 
 use anyhow::{bail, Context};
@@ -18,6 +19,7 @@ fn main() {
         Some("setup") => setup::host(),
         Some("lab") => lab(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("fresh-root") => fresh::fresh_root(),
         Some("agent") => agent::build_agent(&workspace_root()).and_then(|bin| {
             agent::check_agent_runs(&bin)?;
             println!("{}", bin.display());
@@ -25,7 +27,7 @@ fn main() {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  agent   cross-build the first-boot agent for aarch64"
+                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  fresh-root  setup and a tiny build inside a freshly bootstrapped Debian 12 root (part of test)\n  agent   cross-build the first-boot agent for aarch64"
             );
             std::process::exit(2);
         }
@@ -57,6 +59,27 @@ pub fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Re
         .with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
         bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a command with its output in `log`; on failure the error carries
+/// the log's last lines.
+pub fn run_logged(program: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+    eprintln!("+ {program} {} > {}", args.join(" "), log.display());
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let status = Command::new(program)
+        .args(args)
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("`{program}` failed ({status}):\n{}", tail.join("\n"));
     }
     Ok(())
 }
@@ -120,7 +143,7 @@ fn lab_kernel_deb() -> anyhow::Result<PathBuf> {
 }
 
 /// The whole suite: formatting, lints, every crate's tests, the agent's
-/// cross build under qemu-user.
+/// cross build under qemu-user, the fresh-root check, the QEMU ring.
 fn test(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     setup::host()?;
@@ -174,6 +197,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             ("PATH", &path),
         ],
     )?;
+    // The README's quick start from nothing: setup and a tiny build in a
+    // freshly bootstrapped Debian 12 root.
+    fresh::fresh_root()?;
     if qemu_ring {
         // The QEMU ring boots the lab's real role images.
         build_lab(&bin, &[])?;

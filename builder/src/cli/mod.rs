@@ -106,6 +106,12 @@ enum Command {
     },
     /// Remove store entries no lock or recorded build references.
     Gc,
+    /// Name the host programs pibake needs and this machine lacks, with install commands.
+    Doctor {
+        /// Also what the agent's cross build and the test suite need.
+        #[arg(long)]
+        all: bool,
+    },
     /// Build the images of the plan into images/ (or --out).
     Build {
         #[command(flatten)]
@@ -274,6 +280,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let built = build::build(&model, &plan, &lock, &store, &options)?;
             print!("{}", build::summary(&built));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { all } => {
+            use pibake_host::{doctor, tools::Need};
+            let needs: &[Need] = if all {
+                &[Need::Build, Need::Agent, Need::Test]
+            } else {
+                &[Need::Build]
+            };
+            let report = doctor::examine(&doctor::SystemProbe::default(), needs);
+            print!("{}", doctor::render(&report));
+            if report.is_ok() {
+                eprintln!("doctor: this host has everything pibake needs");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Verify { image } => {
             let work = tempfile::tempdir().context("creating a work directory")?;
