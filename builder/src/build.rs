@@ -49,6 +49,9 @@ pub enum BuildError {
     Dtbo(#[source] Box<pibake_image::dtbo::DtboError>),
     #[error("the first-boot agent binary {} is missing: build it with `cargo xtask agent` or pass --agent", path.display())]
     NoAgent { path: PathBuf },
+    /// `cluster.timezone` is not a zone of the locked tzdata (check cannot know before fetch).
+    #[error(transparent)]
+    Timezone(#[from] crate::model::TimezoneError),
     #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
@@ -180,6 +183,7 @@ pub fn build(
             path: opts.agent.clone(),
         });
     }
+    crate::model::verify_timezone(cluster, lock, store.root())?;
     std::fs::create_dir_all(&opts.out_dir).map_err(io("cannot create", &opts.out_dir))?;
     std::fs::create_dir_all(&opts.work_dir).map_err(io("cannot create", &opts.work_dir))?;
     let agent_sha = sha256_file(&opts.agent).map_err(io("cannot read", &opts.agent))?;

@@ -246,3 +246,252 @@ fn unknown_button_pull_is_refused() {
     assert!(checked.has_errors());
     assert!(report.contains("button.pull: unknown pull"), "{report}");
 }
+
+/// The lab's locked tzdata, as the fixture lock pins it.
+const TZDATA_ENTRY: &str =
+    "2c1c561091402883430d0d47c57a3c0aa00b44afc8a6239265065a87211a5c11-tzdata_2026f-0+deb13u1_all.deb";
+
+/// A store holding a small stand-in for the locked tzdata .deb under the
+/// fixture lock's entry name: a few zones (TZif files), links to them, a
+/// link out of zoneinfo, a `right/` zone and a table that is no zone.
+fn tzdata_store() -> tempfile::TempDir {
+    fn add(
+        tar: &mut tar::Builder<impl std::io::Write>,
+        path: &str,
+        kind: tar::EntryType,
+        body: &[u8],
+        link: Option<&str>,
+    ) {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        header.set_size(body.len() as u64);
+        header.set_mtime(0);
+        if let Some(target) = link {
+            header.set_link_name(target).expect("link name");
+        }
+        tar.append_data(&mut header, path, body).expect("tar entry");
+    }
+    let tzif = b"TZif2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut data = tar::Builder::new(xz2::write::XzEncoder::new(Vec::new(), 6));
+    use tar::EntryType as T;
+    for dir in [
+        "./",
+        "./usr/",
+        "./usr/share/",
+        "./usr/share/zoneinfo/",
+        "./usr/share/zoneinfo/Europe/",
+        "./usr/share/zoneinfo/Etc/",
+        "./usr/share/zoneinfo/America/",
+        "./usr/share/zoneinfo/right/",
+        "./usr/share/zoneinfo/right/Europe/",
+    ] {
+        add(&mut data, dir, T::Directory, b"", None);
+    }
+    add(
+        &mut data,
+        "./usr/share/doc/tzdata/copyright",
+        T::Regular,
+        b"text\n",
+        None,
+    );
+    for zone in [
+        "Europe/Berlin",
+        "Europe/Brussels",
+        "Etc/UTC",
+        "America/New_York",
+        "right/Europe/Berlin",
+    ] {
+        add(
+            &mut data,
+            &format!("./usr/share/zoneinfo/{zone}"),
+            T::Regular,
+            tzif,
+            None,
+        );
+    }
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/zone1970.tab",
+        T::Regular,
+        b"# tzdb timezone descriptions\n",
+        None,
+    );
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/UTC",
+        T::Symlink,
+        b"",
+        Some("Etc/UTC"),
+    );
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/Europe/Busingen",
+        T::Symlink,
+        b"",
+        Some("../Europe/Brussels"),
+    );
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/Etc/Universal",
+        T::Link,
+        b"",
+        Some("./usr/share/zoneinfo/Etc/UTC"),
+    );
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/posixrules",
+        T::Symlink,
+        b"",
+        Some("America/New_York"),
+    );
+    add(
+        &mut data,
+        "./usr/share/zoneinfo/localtime",
+        T::Symlink,
+        b"",
+        Some("/etc/localtime"),
+    );
+    let data = data.into_inner().expect("tar").finish().expect("xz");
+    let control = tar::Builder::new(Vec::new()).into_inner().expect("tar");
+    let store = tempfile::tempdir().expect("store");
+    let deb = std::fs::File::create(store.path().join(TZDATA_ENTRY)).expect("deb");
+    let mut ar = ar::Builder::new(deb);
+    for (name, body) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar", &control[..]),
+        ("data.tar.xz", &data[..]),
+    ] {
+        let header = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
+        ar.append(&header, body).expect("ar member");
+    }
+    store
+}
+
+/// The report of `fixture` checked with the store at `store`.
+fn tz_report(fixture: &str, store: &Path) -> (bool, String) {
+    common::enter_workspace();
+    let mut checked = model::load(Path::new(fixture)).expect("fixture readable");
+    checked.check_locked_inputs(Some(store));
+    (checked.has_errors(), checked.report())
+}
+
+#[test]
+fn stand_in_tzdata_zone_list() {
+    let store = tzdata_store();
+    let deb = std::fs::File::open(store.path().join(TZDATA_ENTRY)).expect("deb");
+    let zones = model::tz::zone_names(deb).expect("zones");
+    let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
+    assert_eq!(
+        zones,
+        [
+            "America/New_York",
+            "Etc/UTC",
+            "Etc/Universal",
+            "Europe/Berlin",
+            "Europe/Brussels",
+            "Europe/Busingen",
+            "UTC"
+        ]
+    );
+}
+
+#[test]
+fn unknown_zone_is_refused_by_the_locked_tzdata() {
+    let store = tzdata_store();
+    let fixture = "tests/fixtures/check-tzdata/unknown-zone.toml";
+    let (has_errors, text) = tz_report(fixture, store.path());
+    assert!(has_errors, "{text}");
+    assert!(
+        text.contains("error: cluster.timezone: `Mars/Olympus` is not a time zone of tzdata 2026f-0+deb13u1, which tests/fixtures/check-tzdata/pibake.lock pins"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("--> {fixture}:6:12")), "{text}");
+    common::golden(
+        Path::new("tests/fixtures/check-tzdata/unknown-zone.expected"),
+        &text,
+    );
+}
+
+#[test]
+fn misspelled_zone_gets_the_close_names() {
+    let store = tzdata_store();
+    let fixture = "tests/fixtures/check-tzdata/misspelled-zone.toml";
+    let (has_errors, text) = tz_report(fixture, store.path());
+    assert!(has_errors, "{text}");
+    assert!(text.contains("did you mean `Europe/Berlin`"), "{text}");
+    common::golden(
+        Path::new("tests/fixtures/check-tzdata/misspelled-zone.expected"),
+        &text,
+    );
+}
+
+#[test]
+fn legacy_zone_points_at_tzdata_legacy() {
+    let store = tzdata_store();
+    let (has_errors, text) =
+        tz_report("tests/fixtures/check-tzdata/legacy-zone.toml", store.path());
+    assert!(has_errors, "{text}");
+    assert!(text.contains("`US/Pacific` is not a time zone"), "{text}");
+    assert!(text.contains("are in tzdata-legacy"), "{text}");
+}
+
+#[test]
+fn known_zone_passes_without_a_note() {
+    let store = tzdata_store();
+    let (has_errors, text) = tz_report("tests/fixtures/check-tzdata/known-zone.toml", store.path());
+    assert!(!has_errors, "{text}");
+    assert!(!text.contains("cluster.timezone"), "{text}");
+}
+
+#[test]
+fn zone_before_fetch_is_a_note_not_silence() {
+    let empty = tempfile::tempdir().expect("store");
+    let fixture = "tests/fixtures/check-tzdata/unknown-zone.toml";
+    let (has_errors, text) = tz_report(fixture, empty.path());
+    assert!(!has_errors, "{text}");
+    assert!(
+        text.contains("note: cluster.timezone: `Mars/Olympus` is checked against the zones of tzdata 2026f-0+deb13u1 once it is in the store"),
+        "{text}"
+    );
+    common::golden(
+        Path::new("tests/fixtures/check-tzdata/unknown-zone-before-fetch.expected"),
+        &text,
+    );
+    // Without a lock, the note says what comes first.
+    let (has_errors, text) = tz_report("tests/fixtures/check/valid.toml", empty.path());
+    assert!(!has_errors, "{text}");
+    assert!(
+        text.contains("once `pibake lock` and `pibake fetch` have run"),
+        "{text}"
+    );
+}
+
+#[test]
+fn build_refuses_a_zone_the_locked_tzdata_lacks() {
+    let store = tzdata_store();
+    common::enter_workspace();
+    let lock = pibake_inputs::Lock::read(Path::new("tests/fixtures/check-tzdata/pibake.lock"))
+        .expect("lock");
+    let cluster = |fixture: &str| {
+        let checked = model::load(Path::new(fixture)).expect("fixture readable");
+        checked.cluster.expect("valid by the file alone")
+    };
+    let err = model::verify_timezone(
+        &cluster("tests/fixtures/check-tzdata/unknown-zone.toml"),
+        &lock,
+        store.path(),
+    )
+    .expect_err("Mars/Olympus is no zone");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("tests/fixtures/check-tzdata/unknown-zone.toml:6:12: cluster.timezone: `Mars/Olympus` is not a time zone of tzdata 2026f-0+deb13u1"),
+        "{text}"
+    );
+    model::verify_timezone(
+        &cluster("tests/fixtures/check-tzdata/known-zone.toml"),
+        &lock,
+        store.path(),
+    )
+    .expect("Europe/Berlin is a zone");
+}

@@ -408,7 +408,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn check(path: &Path, lookup: &DataLookup) -> anyhow::Result<ExitCode> {
     let data = model::data_dir_for(path, lookup)?;
     eprintln!("{}", data.describe());
-    let checked = model::load_from(path, &data)?;
+    let mut checked = model::load_from(path, &data)?;
+    checked.check_locked_inputs(lookup.store.as_deref());
     eprint!("{}", checked.report());
     if checked.has_errors() {
         Ok(ExitCode::from(1))

@@ -7,6 +7,7 @@
 
 pub mod net;
 pub mod raw;
+pub mod tz;
 mod validate;
 
 use crate::diag::{Diagnostic, SourceFile};
@@ -16,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub use net::{Ipv4Net, MacAddr};
+pub use tz::{verify_timezone, TimezoneError};
 
 /// The version of the cluster and profile file formats this pibake reads.
 pub const FORMAT: u32 = 1;

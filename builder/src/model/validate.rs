@@ -134,7 +134,7 @@ fn serde_path(path: &serde_ignored::Path<'_>, out: &mut FieldPath) {
 }
 
 /// Edit distance, for "did you mean" hints.
-fn distance(a: &str, b: &str) -> usize {
+pub(super) fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -1515,7 +1515,8 @@ fn platform_help() -> String {
     format!("platforms: {}", names.join(", "))
 }
 
-fn valid_timezone(tz: &str) -> bool {
+/// The form of a tz database name; [`super::tz`] checks it against tzdata.
+pub(super) fn valid_timezone(tz: &str) -> bool {
     !tz.is_empty()
         && !tz.starts_with('/')
         && !tz.contains("..")
