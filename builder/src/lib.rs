@@ -8,6 +8,7 @@ pub mod diag;
 pub mod hash;
 pub mod inputs;
 pub mod model;
+pub mod picture;
 pub mod plan;
 pub mod render;
 pub mod rootfs;

@@ -85,6 +85,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Draw the cluster (roles, nodes, VIP, time, Swarm managers) as a Mermaid flowchart.
+        #[arg(long, conflicts_with_all = ["json", "per_node", "roles", "nodes"])]
+        mermaid: bool,
     },
     /// Resolve every package the images need into pibake.lock beside the cluster file.
     Lock {
@@ -389,10 +392,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cluster,
             selection,
             json,
+            mermaid,
         } => {
             let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
+            if mermaid {
+                print!("{}", pibake::picture::mermaid(&model));
+                return Ok(ExitCode::SUCCESS);
+            }
             let lock = LockInfo::read(&cluster.config).context("reading the lock file")?;
             let plan = plan::plan(&model, &lock, &selection.into())?;
             if json {
