@@ -107,6 +107,10 @@ pub struct Manifest {
     pub name: String,
     pub role: String,
     pub node: Option<String>,
+    /// The nodes the image's node table (`/etc/pibake/nodes.toml`) serves, so that `flash`
+    /// can refuse others without decompressing the image. Manifests of older builds lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
     /// Platforms the image is for (`rpi4`, `rpi5`).
     pub platforms: Vec<String>,
     /// Hash of every input of this image (plan hash, agent, overlays).
@@ -186,6 +190,9 @@ pub fn build(
     crate::model::verify_timezone(cluster, lock, store.root())?;
     std::fs::create_dir_all(&opts.out_dir).map_err(io("cannot create", &opts.out_dir))?;
     std::fs::create_dir_all(&opts.work_dir).map_err(io("cannot create", &opts.work_dir))?;
+    for path in remove_stale_temps(&opts.out_dir, plan.images.iter().map(|i| i.name.as_str()))? {
+        eprintln!("removed {} (left by an interrupted build)", path.display());
+    }
     let agent_sha = sha256_file(&opts.agent).map_err(io("cannot read", &opts.agent))?;
     let dtbo_sha = sha256_dir(&opts.dtbo_dir).map_err(io("cannot read", &opts.dtbo_dir))?;
     let dtbo_out = tempfile::tempdir_in(&opts.work_dir)
@@ -276,10 +283,32 @@ fn progress(enabled: bool, message: String) -> indicatif::ProgressBar {
     bar
 }
 
+/// A build killed by a signal leaves its temp outputs (`.lab-worker.img.XXXXXX.tmp`, as big as
+/// the image) in the output folder: remove those of the images `names` and nothing else (not
+/// other files, nor the temp files a running build holds locked).
+fn remove_stale_temps<'a>(
+    out_dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let mut removed = Vec::new();
+    let err = |e: pibake_image::atomic::AtomicError| {
+        io("cannot remove stale temp files of", &e.path)(e.source)
+    };
+    for name in names {
+        let manifest = out_dir.join(format!("{name}.manifest.json"));
+        removed.extend(assemble::remove_stale_temps(out_dir, name).map_err(err)?);
+        removed.extend(pibake_image::atomic::remove_stale_temps(&manifest).map_err(err)?);
+    }
+    Ok(removed)
+}
+
 /// An image whose manifest records the same input hash is not rebuilt.
 fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<BuiltImage> {
     let manifest_path = out_dir.join(format!("{name}.manifest.json"));
     let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest_path).ok()?).ok()?;
+    // A manifest without the node list is an older pibake's: rebuilding rewrites it (the
+    // image bytes come out the same).
+    manifest.nodes.as_ref()?;
     let img = out_dir.join(format!("{name}.img"));
     let meta = std::fs::metadata(&img).ok()?;
     if manifest.input_hash != input_hash.to_string() {
@@ -496,6 +525,7 @@ fn build_image(
         name: name.to_string(),
         role: image.role.clone(),
         node: image.node.clone(),
+        nodes: Some(rendered.node_table.nodes.keys().cloned().collect()),
         platforms: image
             .platforms
             .iter()
@@ -735,6 +765,33 @@ mod tests {
 
     fn path(p: &str) -> EntryPath {
         EntryPath::new(p).expect("valid path")
+    }
+
+    #[test]
+    fn stale_temps_of_the_planned_images_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = [
+            ".lab-worker.img.AbC123.tmp",
+            ".lab-worker.img.zst.AbC123.tmp",
+            ".lab-worker.manifest.json.AbC123.tmp",
+        ];
+        let kept = [
+            ".lab-master.img.AbC123.tmp",
+            "lab-worker.img",
+            "lab-worker.img.tmp",
+            "notes.txt",
+        ];
+        for n in stale.iter().chain(&kept) {
+            std::fs::write(dir.path().join(n), n).expect("plant");
+        }
+        let mut removed = remove_stale_temps(dir.path(), ["lab-worker"]).expect("clean");
+        removed.sort();
+        let mut want: Vec<PathBuf> = stale.iter().map(|n| dir.path().join(n)).collect();
+        want.sort();
+        assert_eq!(removed, want);
+        for n in kept {
+            assert!(dir.path().join(n).exists(), "{n} was removed");
+        }
     }
 
     #[test]

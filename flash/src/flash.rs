@@ -1,8 +1,9 @@
 //! Writing an image to a card or file: bmap-aware, read back and checked, then the card's
 //! node and secrets files put on its boot partition.
 //!
-//! Order: inspect the target and refuse unsafe ones, size the image and refuse a small
-//! target, ask, write (mapped ranges only with a bmap, checking the image against the bmap
+//! Order: inspect the target and refuse unsafe ones, refuse a `--node` the image does not
+//! serve (its node table, see [`crate::nodes`]), size the image and refuse a small target, ask,
+//! write (mapped ranges only with a bmap, checking the image against the bmap
 //! as it streams), fsync, drop the cached pages, read back and compare, write the boot files.
 
 use std::fs::{File, OpenOptions};
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bmap::{BlockRange, Bmap, BmapError, ByteSpan, ChecksumKind, RangeHasher};
 use crate::boot::{self, BootFilesError, NodeName};
+use crate::nodes::{self, NodesError};
 use crate::source::{self, ImageSource, SourceError};
 use crate::target::{self, HostView, Target, TargetError, TargetKind};
 
@@ -43,7 +45,8 @@ pub struct FlashOptions {
     /// A block device or a regular file (created or replaced).
     pub target: PathBuf,
     pub bmap: BmapChoice,
-    /// Written as `pibake-node.toml` (`node = "<name>"`) on the boot partition.
+    /// Written as `pibake-node.toml` (`node = "<name>"`) on the boot partition; must be a node
+    /// the image's node table serves.
     pub node: Option<NodeName>,
     /// Copied as `pibake-secrets.toml` on the boot partition.
     pub secrets: Option<PathBuf>,
@@ -86,6 +89,8 @@ pub enum FlashError {
     Target(#[from] TargetError),
     #[error(transparent)]
     BootFiles(#[from] BootFilesError),
+    #[error(transparent)]
+    Nodes(#[from] NodesError),
     #[error("not confirmed: {0} was left untouched")]
     Declined(PathBuf),
     #[error(
@@ -178,6 +183,12 @@ pub fn flash_with_hooks(
         host.check_device(&opts.target, dev)?;
     }
     let target = Target::inspect(&opts.target)?;
+    // The node must be one the image serves; learnt from the image before anything is
+    // written or asked.
+    let measured = match &opts.node {
+        Some(n) => nodes::check(&opts.image, n, &opts.target)?.measured,
+        None => None,
+    };
 
     let bmap_path = find_bmap(opts);
     let bmap = bmap_path.as_deref().map(Bmap::read).transpose()?;
@@ -196,9 +207,9 @@ pub fn flash_with_hooks(
             }
             b.image_size
         }
-        None => match source::quick_size(&opts.image)? {
-            Some(n) => n,
-            None => source::measure(&opts.image)?.0,
+        None => match (source::quick_size(&opts.image)?, measured) {
+            (Some(n), _) | (None, Some((n, _))) => n,
+            (None, None) => source::measure(&opts.image)?.0,
         },
     };
     if let TargetKind::BlockDevice { bytes, .. } = target.kind {

@@ -34,7 +34,7 @@ fn secrets(dir: &Path) -> Result<PathBuf> {
 #[test]
 fn file_target_gets_mapped_blocks_boot_files_and_an_unchanged_root() -> Result<()> {
     let d = tempfile::tempdir()?;
-    let t = make_image(d.path(), "lab", "arm_64bit=1\n")?;
+    let t = make_pibake_image(d.path(), "lab", Some(&node_table("worker", &["w1", "w3"])))?;
     bmaptool_create(&t.img)?;
     let target = d.path().join("card.img");
     let o = FlashOptions {
@@ -207,7 +207,7 @@ fn the_image_itself_is_not_a_target() -> Result<()> {
 #[test]
 fn loop_device_flash_asks_verifies_and_catches_corruption() -> Result<()> {
     let d = tempfile::tempdir()?;
-    let t = make_image(d.path(), "lab", "arm_64bit=1\n")?;
+    let t = make_pibake_image(d.path(), "lab", Some(&node_table("worker", &["w1", "w3"])))?;
     bmaptool_create(&t.img)?;
     let backing = d.path().join("card.raw");
     sparse_file(&backing, 32 * MIB)?;
@@ -252,8 +252,9 @@ fn loop_device_flash_asks_verifies_and_catches_corruption() -> Result<()> {
         "root partition differs on the device"
     );
 
-    // `yes` skips the question; a corruption on the device is caught.
-    let bad = t.layout.root_start + 123;
+    // `yes` skips the question; a corruption on the device is caught (in the root's
+    // superblock, a mapped block).
+    let bad = t.layout.root_start + 1024 + 123;
     let mut hook = |p: &Path| flip_byte(p, bad);
     let e = flash_with_hooks(
         &FlashOptions {

@@ -170,6 +170,21 @@ pub struct ImageOutputs {
     pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
+/// The files [`assemble`] writes for image `name`: `.img`, `.img.zst`, `.bmap`, `.sha256`.
+pub fn output_paths(out_dir: &Path, name: &str) -> [PathBuf; 4] {
+    ["img", "img.zst", "bmap", "sha256"].map(|ext| out_dir.join(format!("{name}.{ext}")))
+}
+
+/// Removes the temp files a killed assembly of `name` left in `out_dir` (the temp `.img` is
+/// as big as the image), and only those: see [`atomic::remove_stale_temps`].
+pub fn remove_stale_temps(out_dir: &Path, name: &str) -> Result<Vec<PathBuf>, AtomicError> {
+    let mut removed = Vec::new();
+    for p in output_paths(out_dir, name) {
+        removed.extend(atomic::remove_stale_temps(&p)?);
+    }
+    Ok(removed)
+}
+
 /// Where the boot partition's files sit in the root tree.
 pub fn boot_dir() -> EntryPath {
     EntryPath::trusted("boot/firmware")
@@ -179,6 +194,7 @@ pub fn boot_dir() -> EntryPath {
 /// itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
 /// already be in the tree (use `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
 pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
+    remove_stale_temps(&spec.out_dir, &spec.name)?;
     let mut clock = std::time::Instant::now();
     let mut phases = Vec::new();
     let mut lap = |name: &'static str| {
@@ -485,4 +501,71 @@ pub fn bmap_xml(image_bytes: u64, ranges: &[MappedRange]) -> String {
     s.push_str("    </BlockMap>\n</bmap>\n");
     let sum = hex::encode(Sha256::digest(s.as_bytes()));
     s.replacen(&zeros, &sum, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Content;
+    use crate::Layer;
+
+    #[test]
+    fn stale_temps_of_the_outputs_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+        std::fs::create_dir_all(&out).expect("out");
+        std::fs::create_dir_all(&work).expect("work");
+        // What a build killed by SIGKILL leaves, and files that are not this image's temps.
+        let stale = [
+            ".t.img.Xy12Ab.tmp",
+            ".t.img.zst.Xy12Ab.tmp",
+            ".t.bmap.Xy12Ab.tmp",
+            ".t.sha256.Xy12Ab.tmp",
+        ];
+        let kept = [
+            ".other.img.Xy12Ab.tmp",
+            ".t2.img.Xy12Ab.tmp",
+            ".t.manifest.json.Xy12Ab.tmp",
+            "t.img.tmp",
+            "notes.txt",
+        ];
+        for n in stale.iter().chain(&kept) {
+            std::fs::write(out.join(n), n).expect("plant");
+        }
+        let path = |p: &str| EntryPath::new(p).expect("path");
+        let mut rootfs = Rootfs::empty();
+        rootfs.apply_layer(&Layer {
+            name: "test".into(),
+            entries: vec![
+                Entry::dir(path("etc"), 0o755),
+                Entry::file(path("etc/hostname"), Content::bytes("t\n"), 0o644),
+                Entry::dir(path("boot"), 0o755),
+                Entry::dir(path("boot/firmware"), 0o755),
+                Entry::file(
+                    path("boot/firmware/config.txt"),
+                    Content::bytes("arm_64bit=1\n"),
+                    0o644,
+                ),
+            ],
+        });
+        let ids = ImageIds::from_input_hash(&[7; 32], TableKind::Mbr);
+        let mut spec = AssembleSpec::new("t", &out, &work, ids, SourceDateEpoch(1_700_000_000));
+        spec.boot_size = 64 << 20;
+        spec.root_min_free = 4 << 20;
+        let o = assemble(&mut rootfs, &spec).expect("assemble");
+        assert!(o.img.is_file() && o.zst.is_file());
+        for n in stale {
+            assert!(!out.join(n).exists(), "stale temp {n} stayed");
+        }
+        for n in kept {
+            assert!(out.join(n).exists(), "{n} was removed");
+        }
+        let left: Vec<String> = std::fs::read_dir(&out)
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && !kept.contains(&n.as_str()))
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    }
 }

@@ -47,6 +47,24 @@ pub struct TestImage {
 /// A 4 MiB + 8 MiB boot (FAT16 by mkfs.vfat, with `config.txt`) + 8 MiB root image, of which
 /// about 1.3 MiB is non-zero.
 pub fn make_image(dir: &Path, name: &str, config_txt: &str) -> Result<TestImage> {
+    make_image_with_root(dir, name, config_txt, &mut |f, layout| {
+        // Root: 1 MiB of data at the start, 64 KiB in the middle, the rest a hole.
+        let mut w = f;
+        w.seek(SeekFrom::Start(layout.root_start))?;
+        w.write_all(&pattern(1, MIB as usize))?;
+        w.seek(SeekFrom::Start(layout.root_start + 4 * MIB))?;
+        w.write_all(&pattern(2, 64 << 10))?;
+        Ok(())
+    })
+}
+
+/// [`make_image`] with partition 2 written by `root` into the image file (holes elsewhere).
+pub fn make_image_with_root(
+    dir: &Path,
+    name: &str,
+    config_txt: &str,
+    root: &mut dyn FnMut(&File, &Layout) -> Result<()>,
+) -> Result<TestImage> {
     let layout = table::layout(8 * MIB, 8 * MIB, false);
     let img = dir.join(format!("{name}.img"));
     let fat = dir.join(format!("{name}.fat"));
@@ -83,11 +101,7 @@ pub fn make_image(dir: &Path, name: &str, config_txt: &str) -> Result<TestImage>
     w.seek(SeekFrom::Start(layout.boot_start))?;
     w.write_all(&std::fs::read(&fat)?)?;
     std::fs::remove_file(&fat)?;
-    // Root: 1 MiB of data at the start, 64 KiB in the middle, the rest a hole.
-    w.seek(SeekFrom::Start(layout.root_start))?;
-    w.write_all(&pattern(1, MIB as usize))?;
-    w.seek(SeekFrom::Start(layout.root_start + 4 * MIB))?;
-    w.write_all(&pattern(2, 64 << 10))?;
+    root(&f, &layout)?;
     f.sync_all()?;
     Ok(TestImage { img, layout })
 }
@@ -187,4 +201,132 @@ impl Drop for Mounted {
 pub fn sparse_file(path: &Path, len: u64) -> Result<()> {
     File::create(path)?.set_len(len)?;
     Ok(())
+}
+
+/// A node table for `role` serving `nodes`, written by the agent's own definition (what the
+/// builder puts into `/etc/pibake/nodes.toml`).
+pub fn node_table(role: &str, nodes: &[&str]) -> String {
+    use pibake_firstboot::table::{
+        ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT,
+    };
+    let table = NodeTable {
+        format: TABLE_FORMAT,
+        cluster: "lab".into(),
+        domain: "lab.example".into(),
+        role: role.into(),
+        build_epoch: 1_700_000_000,
+        interface: "eth0".into(),
+        clock: ClockLimits {
+            max_offset_ms: 100,
+            max_root_distance_ms: 1000,
+            wait_seconds: 600,
+        },
+        swarm: Swarm {
+            join: vec![std::net::Ipv4Addr::new(192, 168, 188, 10)],
+            wait_seconds: 900,
+        },
+        nodes: nodes
+            .iter()
+            .zip(20u8..)
+            .map(|(n, a)| {
+                let entry = NodeEntry {
+                    address: std::net::Ipv4Addr::new(192, 168, 188, a),
+                    mac: None,
+                    serial: None,
+                    swarm_role: SwarmRole::Worker,
+                    files: vec![NodeFile {
+                        path: "/etc/hostname".into(),
+                        mode: 0o644,
+                        content: format!("{n}\n"),
+                    }],
+                };
+                ((*n).to_owned(), entry)
+            })
+            .collect(),
+    };
+    table.to_toml().expect("a node table serializes")
+}
+
+/// Like [`make_image`], but partition 2 is an ext4 filesystem (made by `mke2fs -d`) holding
+/// `/etc/pibake/nodes.toml` with `table` as a pibake image does; `None` leaves the table out.
+pub fn make_pibake_image(dir: &Path, name: &str, table: Option<&str>) -> Result<TestImage> {
+    let tree = dir.join(format!("{name}.root"));
+    std::fs::create_dir_all(tree.join("etc/pibake"))?;
+    std::fs::write(tree.join("etc/hostname"), "localhost\n")?;
+    if let Some(table) = table {
+        std::fs::write(tree.join("etc/pibake/nodes.toml"), table)?;
+    }
+    let fs = dir.join(format!("{name}.ext4"));
+    let t = make_image_with_root(dir, name, "arm_64bit=1\n", &mut |f, layout| {
+        File::create(&fs)?.set_len(layout.root_len)?;
+        run(
+            "mke2fs",
+            &[
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-d",
+                &tree.to_string_lossy(),
+                &fs.to_string_lossy(),
+            ],
+            "e2fsprogs",
+        )?;
+        // Non-zero blocks only, so the image stays sparse like a built one.
+        let bytes = std::fs::read(&fs)?;
+        let mut w = f;
+        for (i, blk) in bytes.chunks(4096).enumerate() {
+            if blk.iter().any(|&b| b != 0) {
+                w.seek(SeekFrom::Start(layout.root_start + (i * 4096) as u64))?;
+                w.write_all(blk)?;
+            }
+        }
+        Ok(())
+    })?;
+    std::fs::remove_file(&fs)?;
+    std::fs::remove_dir_all(&tree)?;
+    Ok(t)
+}
+
+/// `zstd -q <img> -o <img>.zst`.
+pub fn zstd(img: &Path) -> Result<PathBuf> {
+    let zst = PathBuf::from(format!("{}.zst", img.display()));
+    run(
+        "zstd",
+        &[
+            "-q",
+            "-f",
+            &img.to_string_lossy(),
+            "-o",
+            &zst.to_string_lossy(),
+        ],
+        "zstd",
+    )?;
+    Ok(zst)
+}
+
+/// The `<stem>.manifest.json` a build writes beside `<stem>.img` (the fields flash reads):
+/// the image's sha256, its role and the nodes its table serves.
+pub fn write_manifest(img: &Path, role: &str, nodes: &[&str]) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let name = img
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".img").unwrap_or(&name).to_owned();
+    let path = img.with_file_name(format!("{stem}.manifest.json"));
+    let sha256 = hex::encode(Sha256::digest(std::fs::read(img)?));
+    let json = serde_json::json!({
+        "format": 1,
+        "name": stem,
+        "role": role,
+        "node": null,
+        "nodes": nodes,
+        "sha256": sha256,
+        "packages": {},
+        "boot": {},
+        "files": [],
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
+    Ok(path)
 }
