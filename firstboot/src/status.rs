@@ -86,7 +86,9 @@ pub fn render(steps: &[StepStatus]) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic
-/// Gregorian; H. Hinnant's algorithm).
+/// Gregorian; H. Hinnant's algorithm). The host crates share
+/// `pibake_host::civil`; the agent keeps this std-only copy because it runs on
+/// the board, is cross-built with Debian's rustc and takes no host crate.
 pub fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;

@@ -285,7 +285,7 @@ pub fn dos_datetime(secs: u64) -> DateTime {
     let s = secs.clamp(MIN, MAX);
     let days = i64::try_from(s / 86_400).unwrap_or(0);
     let rem = s % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = pibake_host::civil::civil_from_days(days);
     DateTime {
         date: Date {
             year: y as u16,
@@ -299,20 +299,6 @@ pub fn dos_datetime(secs: u64) -> DateTime {
             millis: 0,
         },
     }
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

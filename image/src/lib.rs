@@ -3,10 +3,12 @@
 //! project's device-tree overlays. No mounts, no loop devices; every id comes from the caller.
 
 pub mod assemble;
-pub mod atomic;
+/// Atomic writes live in pibake-host, shared by every host-side crate.
+pub use pibake_host::atomic;
 pub mod dtbo;
 pub mod ext4;
 pub mod fat;
+pub mod manifest;
 pub mod path;
 pub mod table;
 pub mod tar;

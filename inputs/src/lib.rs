@@ -9,7 +9,6 @@
 pub mod control;
 pub mod digest;
 pub mod fetch;
-mod fsutil;
 pub mod lock;
 pub mod release;
 pub mod repo;

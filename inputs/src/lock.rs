@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256;
-use crate::fsutil;
 use crate::store::EntryName;
+use pibake_host::atomic;
 
 /// The lock format this crate reads and writes.
 pub const FORMAT: u32 = 1;
@@ -142,9 +142,9 @@ impl Lock {
     /// Writes the lock atomically.
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
         let text = self.to_toml()?;
-        fsutil::write_atomic(path, text.as_bytes()).map_err(|source| LockError::Write {
+        atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write {
             path: path.to_owned(),
-            source,
+            source: e.source,
         })
     }
 

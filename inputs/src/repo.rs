@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use crate::control::{self, Paragraph};
 use crate::digest::Sha256;
 use crate::fetch::{self, FetchError};
-use crate::fsutil::write_atomic;
 use crate::lock::{Lock, LockError};
 use crate::release::format_date;
 use crate::sources::Source;
 use crate::store::Store;
+use pibake_host::atomic;
 
 /// A repository view that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ pub fn build(lock: &Lock, store: &Store, dir: &Path) -> Result<RepoView, RepoErr
         index.push('\n');
     }
     let pk = dir.join("Packages");
-    write_atomic(&pk, index.as_bytes()).map_err(io_err(&pk))?;
+    atomic::write(&pk, index.as_bytes()).map_err(|e| io_err(&pk)(e.source))?;
     let date = format_date(i64::try_from(lock.source_date_epoch).unwrap_or(i64::MAX));
     let release = format!(
         "Origin: pibake\nLabel: pibake\nArchitectures: {}\nDate: {date}\nSHA256:\n {} {} Packages\n",
@@ -162,7 +162,7 @@ pub fn build(lock: &Lock, store: &Store, dir: &Path) -> Result<RepoView, RepoErr
         index.len()
     );
     let rl = dir.join("Release");
-    write_atomic(&rl, release.as_bytes()).map_err(io_err(&rl))?;
+    atomic::write(&rl, release.as_bytes()).map_err(|e| io_err(&rl)(e.source))?;
     Ok(RepoView {
         dir: dir.to_owned(),
     })

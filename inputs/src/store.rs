@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::digest::{HashingWriter, Sha256};
-use crate::fsutil::sync_dir;
+use pibake_host::atomic::{self, sync_dir};
 
 /// The name of a store entry: `<sha256>-<name>`, where `name` is a plain file name.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -240,13 +240,11 @@ impl Store {
         let f = tmp.as_file();
         f.set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(io_err(tmp.path()))?;
-        f.sync_all().map_err(io_err(tmp.path()))?;
         // Same content under the same name: a concurrent insert that won is as good as ours.
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
-            path: dest.clone(),
-            source: e.error,
+        atomic::persist(tmp, &dest).map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
         })?;
-        sync_dir(&self.root).map_err(io_err(&self.root))?;
         Ok(entry)
     }
 
@@ -303,7 +301,7 @@ impl Store {
         text.sort();
         text.dedup();
         let body = text.iter().map(|l| format!("{l}\n")).collect::<String>();
-        crate::fsutil::write_atomic(&p, body.as_bytes()).map_err(io_err(&p))
+        atomic::write(&p, body.as_bytes()).map_err(|e| io_err(&p)(e.source))
     }
 
     /// Forgets a root (absent is fine).

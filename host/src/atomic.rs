@@ -1,5 +1,6 @@
-//! Atomic file outputs: write to a temp file in the destination directory, fsync, rename,
-//! fsync the directory. A crash leaves either the old file or the new one, and perhaps the
+//! Atomic file outputs for every host-side crate (store inserts, the lock, repository
+//! indices, images and their manifests): write to a temp file in the destination directory,
+//! fsync, rename, fsync the directory. A crash leaves either the old file or the new one, and perhaps the
 //! temp file (`.<name>.XXXXXX.tmp`); [`remove_stale_temps`] removes those of one output
 //! that no live writer holds (each writer keeps an exclusive `flock` on its temp file, which
 //! the kernel drops when the writer dies, even by SIGKILL).
@@ -130,6 +131,11 @@ pub fn write(dest: &Path, bytes: &[u8]) -> Result<(), AtomicError> {
         source,
     })?;
     persist(tmp, dest)
+}
+
+/// Makes a directory entry change (rename, unlink) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn parent_dir(p: &Path) -> &Path {
