@@ -1,7 +1,8 @@
 //! The Raspberry Pi boot files pibake renders itself: config.txt and
 //! cmdline.txt (FACTS.md, "Boot partition and images").
 
-use crate::model::{Button, Gps, KernelSource, Platform};
+use crate::diag::Diagnostic;
+use crate::model::{Button, Cluster, Gps, KernelSource, Platform, CONFIG_TXT_MAX_LINE};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -72,7 +73,7 @@ pub fn gps_lines(platform: Platform, gps: &Gps) -> Vec<String> {
 }
 
 /// Every line pibake adds for the cluster's features on one platform; used
-/// by `check` to refuse lines the firmware would cut.
+/// by [`lint`] to refuse lines the firmware would cut.
 pub fn feature_lines(
     platform: Platform,
     button: Option<&Button>,
@@ -84,6 +85,32 @@ pub fn feature_lines(
         lines.extend(gps_lines(platform, gps));
     }
     lines
+}
+
+/// The findings about config.txt lines pibake renders for the cluster's
+/// features (shutdown button, GPS) on each node's platform: a line the
+/// firmware would cut (over [`CONFIG_TXT_MAX_LINE`] characters) is an
+/// error, located at the cluster file's `[button]`. Run on the built model
+/// ([`crate::model::Checked::check_model`]) by `check` and every command
+/// that loads a cluster.
+pub fn lint(cluster: &Cluster) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    for node in cluster.nodes.values() {
+        let gps = cluster.time.gps.as_ref().filter(|g| g.node == node.name);
+        for line in feature_lines(node.platform, cluster.button.as_ref(), gps) {
+            if line.chars().count() > CONFIG_TXT_MAX_LINE {
+                found.push(
+                    Diagnostic::error(
+                        &cluster.file,
+                        vec!["button".to_string()],
+                        format!("rendered config.txt line `{line}` is over {CONFIG_TXT_MAX_LINE} characters"),
+                    )
+                    .help("shorten the options"),
+                );
+            }
+        }
+    }
+    found
 }
 
 /// What config.txt of one image is made from.

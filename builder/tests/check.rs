@@ -8,7 +8,8 @@ use std::path::Path;
 
 fn report(fixture: &str) -> (bool, String) {
     common::enter_workspace();
-    let checked = model::load(Path::new(fixture)).expect("fixture readable");
+    let mut checked = model::load(Path::new(fixture)).expect("fixture readable");
+    checked.check_model(pibake::boot::lint);
     (checked.has_errors(), checked.report())
 }
 
@@ -214,6 +215,23 @@ rule!(
     false,
     "two Swarm managers tolerate zero failures"
 );
+
+/// The config.txt lines pibake renders are checked on the built model, in
+/// the boot module: none of the lab's is too long, nor is the widest
+/// shutdown-button line a valid `[button]` can give.
+#[test]
+fn rendered_config_txt_lines_are_linted_on_the_model() {
+    common::enter_workspace();
+    let checked = model::load(Path::new("examples/lab/cluster.toml")).expect("lab readable");
+    let mut cluster = checked.cluster.expect("lab is valid");
+    assert_eq!(pibake::boot::lint(&cluster), []);
+    let button = cluster.button.as_mut().expect("the lab has a button");
+    button.gpio = 27;
+    button.debounce_ms = 10_000;
+    let line = pibake::boot::button_line(button);
+    assert!(line.len() <= model::CONFIG_TXT_MAX_LINE, "{line}");
+    assert_eq!(pibake::boot::lint(&cluster), []);
+}
 
 #[test]
 fn manager_on_macos_is_a_warning() {

@@ -12,42 +12,10 @@ use pibake::model;
 use pibake::plan::{self, LockInfo, Selection};
 use std::path::{Path, PathBuf};
 
-const CLUSTER: &str = r#"format = 1
+/// The tiny cluster, shared with `cargo xtask fresh-root`.
+const CLUSTER: &str = include_str!("../../tests/fixtures/tiny/cluster.toml");
 
-[cluster]
-name = "tiny"
-domain = "tiny.internal"
-timezone = "UTC"
-
-[cluster.admin]
-user = "pi"
-
-[network]
-subnet = "10.9.0.0/24"
-gateway = "10.9.0.1"
-dns = ["10.9.0.1"]
-
-[roles.tiny]
-profile = "tiny"
-
-[nodes.tiny1]
-role = "tiny"
-platform = "rpi4"
-address = "10.9.0.11"
-
-[time]
-upstream = ["pool.ntp.org"]
-
-[swarm]
-managers = ["tiny1"]
-join = "managers"
-"#;
-
-const PROFILE: &str = r#"format = 1
-description = "Essential/required set only, with a stand-in kernel (test)"
-platforms = ["rpi4"]
-overlays = ["fake-kernel", "gpio-shutdown", "static-net"]
-"#;
+const PROFILE: &str = include_str!("../../tests/fixtures/tiny/profile.toml");
 
 fn sha256(path: &Path) -> String {
     use sha2::Digest;

@@ -132,16 +132,9 @@ fn hash_file(p: &Path) -> Result<(u64, String), ReleaseError> {
 
 /// `YYYY-MM-DD` (UTC) of a Unix time, e.g. the lock's SOURCE_DATE_EPOCH.
 pub fn release_date(epoch_secs: u64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), so no clock or time zone is consulted.
-    let z = (epoch_secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    // No clock or time zone is consulted.
+    let days = i64::try_from(epoch_secs / 86_400).unwrap_or(i64::MAX / 2);
+    let (y, m, d) = pibake_host::civil::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -25,43 +25,11 @@ use std::time::Instant;
 /// needs before it can run at all.
 const PREREQUISITES: &str = "ca-certificates,git,gcc,libc6-dev";
 
-/// The tiny cluster: the Essential/required set, a stand-in kernel.
-const CLUSTER: &str = r#"format = 1
+/// The tiny cluster (the Essential/required set, a stand-in kernel), shared
+/// with builder/tests/reproducible.rs.
+const CLUSTER: &str = include_str!("../../tests/fixtures/tiny/cluster.toml");
 
-[cluster]
-name = "tiny"
-domain = "tiny.internal"
-timezone = "UTC"
-
-[cluster.admin]
-user = "pi"
-
-[network]
-subnet = "10.9.0.0/24"
-gateway = "10.9.0.1"
-dns = ["10.9.0.1"]
-
-[roles.tiny]
-profile = "tiny"
-
-[nodes.tiny1]
-role = "tiny"
-platform = "rpi4"
-address = "10.9.0.11"
-
-[time]
-upstream = ["ntp.tiny.internal"]
-
-[swarm]
-managers = ["tiny1"]
-join = "managers"
-"#;
-
-const PROFILE: &str = r#"format = 1
-description = "Essential/required set only, with a stand-in kernel (fresh-root check)"
-platforms = ["rpi4"]
-overlays = ["fake-kernel", "gpio-shutdown", "static-net"]
-"#;
+const PROFILE: &str = include_str!("../../tests/fixtures/tiny/profile.toml");
 
 /// What runs inside the fresh root, as root, in /repo (a clone).
 const INSIDE: &str = r#"set -euo pipefail

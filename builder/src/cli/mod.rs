@@ -417,6 +417,7 @@ fn check(path: &Path, lookup: &DataLookup) -> anyhow::Result<ExitCode> {
     let data = model::data_dir_for(path, lookup)?;
     eprintln!("{}", data.describe());
     let mut checked = model::load_from(path, &data)?;
+    checked.check_model(pibake::boot::lint);
     checked.check_locked_inputs(lookup.store.as_deref());
     eprint!("{}", checked.report());
     if checked.has_errors() {
@@ -431,7 +432,8 @@ fn check(path: &Path, lookup: &DataLookup) -> anyhow::Result<ExitCode> {
 fn load_valid(path: &Path, lookup: &DataLookup) -> anyhow::Result<Option<Cluster>> {
     let data = model::data_dir_for(path, lookup)?;
     eprintln!("{}", data.describe());
-    let checked = model::load_from(path, &data)?;
+    let mut checked = model::load_from(path, &data)?;
+    checked.check_model(pibake::boot::lint);
     if checked.has_errors() {
         eprint!("{}", checked.report());
         return Ok(None);

@@ -283,6 +283,25 @@ impl Checked {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
+    /// Runs a check over the built model (one that needs the typed values,
+    /// such as the config.txt lines pibake renders) and adds its located
+    /// findings; an error drops the model. Nothing is checked when the
+    /// files alone were not valid.
+    pub fn check_model(&mut self, check: impl FnOnce(&Cluster) -> Vec<Diagnostic>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let found = check(cluster);
+        if found.iter().any(Diagnostic::is_error) {
+            self.cluster = None;
+        }
+        for diagnostic in found {
+            if !self.diagnostics.contains(&diagnostic) {
+                self.diagnostics.push(diagnostic);
+            }
+        }
+    }
+
     /// Renders all diagnostics as a report.
     pub fn report(&self) -> String {
         let files: Vec<&SourceFile> = self.files.iter().collect();
