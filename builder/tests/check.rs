@@ -4,7 +4,8 @@
 mod common;
 
 use pibake::model;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 fn report(fixture: &str) -> (bool, String) {
     common::enter_workspace();
@@ -52,169 +53,92 @@ fn lab_passes_with_its_one_warning() {
     );
 }
 
-macro_rules! rule {
-    ($name:ident, $file:literal, $errors:literal, $needle:literal) => {
-        #[test]
-        fn $name() {
-            check_rule($file, $errors, $needle);
-        }
+/// One test per rule (`name: "<fixture>", <errors expected>, "<needle>";`)
+/// and [`RULES`], the fixtures they check: the goldens of
+/// `tests/fixtures/check/` are exactly `<fixture>.expected` of these.
+macro_rules! rules {
+    ($($(#[$meta:meta])* $name:ident: $file:literal, $errors:literal, $needle:literal;)*) => {
+        $(
+            $(#[$meta])*
+            #[test]
+            fn $name() {
+                check_rule($file, $errors, $needle);
+            }
+        )*
+
+        /// The fixtures of `tests/fixtures/check/` checked by a rule.
+        const RULES: &[&str] = &[$($file),*];
     };
 }
 
-rule!(unknown_keys, "unknown-keys", true, "unknown key `adress`");
-rule!(
-    duplicate_node_name,
-    "duplicate-node-name",
-    true,
-    "duplicate key"
-);
-rule!(
-    duplicate_address,
-    "duplicate-address",
-    true,
-    "already used by node `m1`"
-);
-rule!(
-    duplicate_mac,
-    "duplicate-mac",
-    true,
-    "MAC 2c:cf:67:00:00:11 is already used"
-);
-rule!(
-    duplicate_serial,
-    "duplicate-serial",
-    true,
-    "serial 10000000aabbcc20 is already used"
-);
-rule!(
-    address_outside_subnet,
-    "address-outside-subnet",
-    true,
-    "10.8.0.21 is outside the subnet"
-);
-rule!(
-    address_in_dhcp_range,
-    "address-in-dhcp-range",
-    true,
-    "inside the DHCP range"
-);
-rule!(
-    gateway_outside_subnet,
-    "gateway-outside-subnet",
-    true,
-    "network.gateway: 10.9.1.1 is outside"
-);
-// A resolver beyond the gateway is normal (a public or an upstream one).
-rule!(
-    dns_beyond_the_subnet_is_accepted,
-    "dns-beyond-subnet",
-    false,
-    "0 error(s)"
-);
-rule!(
-    dns_vip_network_broadcast_and_non_unicast_refused,
-    "dns-not-a-resolver",
-    true,
-    "network.dns[0]: 10.9.0.2 is the VIP"
-);
-rule!(
-    vip_outside_subnet,
-    "vip-outside-subnet",
-    true,
-    "vip.address: 10.10.0.2 is outside"
-);
-rule!(
-    vip_equals_node,
-    "vip-equals-node",
-    true,
-    "is node `w1`'s own address"
-);
-rule!(
-    vip_in_dhcp_range,
-    "vip-in-dhcp-range",
-    true,
-    "the VIP 10.9.0.120 is inside the DHCP range"
-);
-rule!(
-    bad_hostname,
-    "bad-hostname",
-    true,
-    "rename the node `worker-1`"
-);
-rule!(
-    uppercase_node_name_refused,
-    "uppercase-node-name",
-    true,
-    "rename the node `worker1`"
-);
-rule!(
-    multicast_mac_refused,
-    "multicast-mac",
-    true,
-    "01:00:5e:00:00:fb is a multicast address"
-);
-rule!(
-    all_zero_mac_refused,
-    "zero-mac",
-    true,
-    "00:00:00:00:00:00 is the all-zero address"
-);
-rule!(unknown_role, "unknown-role", true, "did you mean `worker`?");
-rule!(
-    unknown_platform,
-    "unknown-platform",
-    true,
-    "unknown platform `rpi3`"
-);
-rule!(
-    unknown_profile,
-    "unknown-profile",
-    true,
-    "profile `workers` does not exist"
-);
-rule!(
-    platform_cannot_run_packages,
-    "platform-cannot-run-packages",
-    true,
-    "cannot run the packages of profile `worker`"
-);
-rule!(
-    priorities_not_distinct,
-    "priorities-not-distinct",
-    true,
-    "priority 100 is also `m1`'s"
-);
-rule!(
-    vip_holder_not_master,
-    "vip-holder-not-master",
-    true,
-    "VIP holder `w1` (role `worker`) is not a master"
-);
-rule!(
-    gps_without_uart,
-    "gps-without-uart",
-    true,
-    "has no UART for a GPS receiver"
-);
-rule!(
-    config_txt_too_long,
-    "config-txt-too-long",
-    true,
-    "the firmware silently cuts lines after 98"
-);
-rule!(
-    bad_format_version,
-    "bad-format-version",
-    true,
-    "format 2 is not known"
-);
-rule!(private_key, "private-key", true, "this is a private key");
-rule!(
-    warning_two_managers,
-    "warning-two-managers",
-    false,
-    "two Swarm managers tolerate zero failures"
-);
+rules! {
+    unknown_keys: "unknown-keys", true, "unknown key `adress`";
+    duplicate_node_name: "duplicate-node-name", true, "duplicate key";
+    duplicate_address: "duplicate-address", true, "already used by node `m1`";
+    duplicate_mac: "duplicate-mac", true, "MAC 2c:cf:67:00:00:11 is already used";
+    duplicate_serial: "duplicate-serial", true, "serial 10000000aabbcc20 is already used";
+    address_outside_subnet: "address-outside-subnet", true, "10.8.0.21 is outside the subnet";
+    address_in_dhcp_range: "address-in-dhcp-range", true, "inside the DHCP range";
+    gateway_outside_subnet: "gateway-outside-subnet", true, "network.gateway: 10.9.1.1 is outside";
+    /// A resolver beyond the gateway is normal (a public or an upstream one).
+    dns_beyond_the_subnet_is_accepted: "dns-beyond-subnet", false, "0 error(s)";
+    dns_vip_network_broadcast_and_non_unicast_refused: "dns-not-a-resolver", true, "network.dns[0]: 10.9.0.2 is the VIP";
+    vip_outside_subnet: "vip-outside-subnet", true, "vip.address: 10.10.0.2 is outside";
+    vip_equals_node: "vip-equals-node", true, "is node `w1`'s own address";
+    vip_in_dhcp_range: "vip-in-dhcp-range", true, "the VIP 10.9.0.120 is inside the DHCP range";
+    bad_hostname: "bad-hostname", true, "rename the node `worker-1`";
+    uppercase_node_name_refused: "uppercase-node-name", true, "rename the node `worker1`";
+    multicast_mac_refused: "multicast-mac", true, "01:00:5e:00:00:fb is a multicast address";
+    all_zero_mac_refused: "zero-mac", true, "00:00:00:00:00:00 is the all-zero address";
+    unknown_role: "unknown-role", true, "did you mean `worker`?";
+    unknown_platform: "unknown-platform", true, "unknown platform `rpi3`";
+    unknown_profile: "unknown-profile", true, "profile `workers` does not exist";
+    platform_cannot_run_packages: "platform-cannot-run-packages", true, "cannot run the packages of profile `worker`";
+    priorities_not_distinct: "priorities-not-distinct", true, "priority 100 is also `m1`'s";
+    vip_holder_not_master: "vip-holder-not-master", true, "VIP holder `w1` (role `worker`) is not a master";
+    gps_without_uart: "gps-without-uart", true, "has no UART for a GPS receiver";
+    config_txt_too_long: "config-txt-too-long", true, "the firmware silently cuts lines after 98";
+    bad_format_version: "bad-format-version", true, "format 2 is not known";
+    private_key: "private-key", true, "this is a private key";
+    warning_two_managers: "warning-two-managers", false, "two Swarm managers tolerate zero failures";
+}
+
+const MACOS_GOLDEN: &str = "tests/fixtures/check-macos/cluster.expected";
+const TZ_UNKNOWN_GOLDEN: &str = "tests/fixtures/check-tzdata/unknown-zone.expected";
+const TZ_MISSPELLED_GOLDEN: &str = "tests/fixtures/check-tzdata/misspelled-zone.expected";
+const TZ_BEFORE_FETCH_GOLDEN: &str =
+    "tests/fixtures/check-tzdata/unknown-zone-before-fetch.expected";
+
+/// Every report golden in the fixture directories of this file's tests is
+/// one a test compares: a rule's, or one of the single tests'.
+#[test]
+fn no_stale_report_goldens() {
+    let mut generated: BTreeSet<PathBuf> = RULES
+        .iter()
+        .map(|rule| PathBuf::from(format!("tests/fixtures/check/{rule}.expected")))
+        .collect();
+    generated.extend(
+        [
+            MACOS_GOLDEN,
+            TZ_UNKNOWN_GOLDEN,
+            TZ_MISSPELLED_GOLDEN,
+            TZ_BEFORE_FETCH_GOLDEN,
+        ]
+        .map(PathBuf::from),
+    );
+    for dir in [
+        "tests/fixtures/check",
+        "tests/fixtures/check-macos",
+        "tests/fixtures/check-tzdata",
+    ] {
+        common::assert_no_stale_goldens(
+            Path::new(dir),
+            false,
+            common::is_expected_report,
+            &generated,
+        );
+    }
+}
 
 /// The config.txt lines pibake renders are checked on the built model, in
 /// the boot module: none of the lab's is too long, nor is the widest
@@ -241,10 +165,7 @@ fn manager_on_macos_is_a_warning() {
         text.contains("warning: swarm.managers[0]: manager `mini1` runs on macos"),
         "{text}"
     );
-    common::golden(
-        Path::new("tests/fixtures/check-macos/cluster.expected"),
-        &text,
-    );
+    common::golden(Path::new(MACOS_GOLDEN), &text);
 }
 
 #[test]
@@ -425,10 +346,7 @@ fn unknown_zone_is_refused_by_the_locked_tzdata() {
         "{text}"
     );
     assert!(text.contains(&format!("--> {fixture}:6:12")), "{text}");
-    common::golden(
-        Path::new("tests/fixtures/check-tzdata/unknown-zone.expected"),
-        &text,
-    );
+    common::golden(Path::new(TZ_UNKNOWN_GOLDEN), &text);
 }
 
 #[test]
@@ -438,10 +356,7 @@ fn misspelled_zone_gets_the_close_names() {
     let (has_errors, text) = tz_report(fixture, store.path());
     assert!(has_errors, "{text}");
     assert!(text.contains("did you mean `Europe/Berlin`"), "{text}");
-    common::golden(
-        Path::new("tests/fixtures/check-tzdata/misspelled-zone.expected"),
-        &text,
-    );
+    common::golden(Path::new(TZ_MISSPELLED_GOLDEN), &text);
 }
 
 #[test]
@@ -472,10 +387,7 @@ fn zone_before_fetch_is_a_note_not_silence() {
         text.contains("note: cluster.timezone: `Mars/Olympus` is checked against the zones of tzdata 2026f-0+deb13u1 once it is in the store"),
         "{text}"
     );
-    common::golden(
-        Path::new("tests/fixtures/check-tzdata/unknown-zone-before-fetch.expected"),
-        &text,
-    );
+    common::golden(Path::new(TZ_BEFORE_FETCH_GOLDEN), &text);
     // Without a lock, the note says what comes first.
     let (has_errors, text) = tz_report("tests/fixtures/check/valid.toml", empty.path());
     assert!(!has_errors, "{text}");

@@ -15,7 +15,7 @@ use pibake::model::{self, Checked, Cluster};
 use pibake_inputs::fetch::{self, FetchOptions};
 use pibake_inputs::{Sha256, Store};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const FIXTURES: &str = "tests/fixtures/check-sources";
 
@@ -177,27 +177,36 @@ fn the_same_source_in_two_profiles_is_listed_once() {
     assert_eq!(names, ["archive", "local"]);
 }
 
-#[test]
-fn unknown_source_key() {
-    check_rule(
-        "unknown-source-key",
-        None,
-        "did you mean `pin_priority`? keys allowed here: name, uri, suite, components, keyring, trusted, pin_priority",
-    );
+/// One test per rule (`name: "<rule>", <profile pair or None>, "<needle>";`,
+/// see [`check_rule`]) and [`RULES`], the rules they check: the goldens of
+/// `tests/fixtures/check-sources/` are exactly `<rule>.expected` of these.
+macro_rules! rules {
+    ($($name:ident: $rule:literal, $profiles:expr, $needle:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check_rule($rule, $profiles, $needle);
+            }
+        )*
+
+        /// The rules of `tests/fixtures/check-sources/`.
+        const RULES: &[&str] = &[$($rule),*];
+    };
+}
+
+rules! {
+    unknown_source_key: "unknown-source-key", None, "did you mean `pin_priority`? keys allowed here: name, uri, suite, components, keyring, trusted, pin_priority";
+    missing_source_suite: "missing-source-suite", None, "missing field `suite`";
+    bad_source_fields: "bad-source-fields", None, "sources[0].name: `Raspberry Pi` is not a source name";
+    unverifiable_source: "unverifiable-source", None, "neither `keyring` nor `trusted = true`";
+    missing_keyring: "missing-keyring", None, "keyring `keys/missing.gpg` does not exist";
+    reserved_source_name: "reserved-source-name", None, "the source name `debian` is reserved for the host's Debian mirror";
+    duplicate_source: "duplicate-source", None, "source `archive` is defined twice in this profile";
+    conflicting_sources: "conflicting-sources", Some(("conflict-a", "conflict-b")), "source `archive` is defined differently in tests/fixtures/check-sources/profiles/conflict-a.toml (uri, pin_priority)";
 }
 
 #[test]
-fn missing_source_suite() {
-    check_rule("missing-source-suite", None, "missing field `suite`");
-}
-
-#[test]
-fn bad_source_fields() {
-    check_rule(
-        "bad-source-fields",
-        None,
-        "sources[0].name: `Raspberry Pi` is not a source name",
-    );
+fn bad_source_fields_are_each_reported() {
     let text = check("bad-source-fields", "plain").report();
     for needle in [
         "sources[1].uri: `ftp://archive.example.org/debian` is not an http://, https:// or file:/ URI",
@@ -212,48 +221,18 @@ fn bad_source_fields() {
     }
 }
 
+/// Every report golden beside the source fixtures is a rule's.
 #[test]
-fn unverifiable_source() {
-    check_rule(
-        "unverifiable-source",
-        None,
-        "neither `keyring` nor `trusted = true`",
-    );
-}
-
-#[test]
-fn missing_keyring() {
-    check_rule(
-        "missing-keyring",
-        None,
-        "keyring `keys/missing.gpg` does not exist",
-    );
-}
-
-#[test]
-fn reserved_source_name() {
-    check_rule(
-        "reserved-source-name",
-        None,
-        "the source name `debian` is reserved for the host's Debian mirror",
-    );
-}
-
-#[test]
-fn duplicate_source() {
-    check_rule(
-        "duplicate-source",
-        None,
-        "source `archive` is defined twice in this profile",
-    );
-}
-
-#[test]
-fn conflicting_sources() {
-    check_rule(
-        "conflicting-sources",
-        Some(("conflict-a", "conflict-b")),
-        "source `archive` is defined differently in tests/fixtures/check-sources/profiles/conflict-a.toml (uri, pin_priority)",
+fn no_stale_source_report_goldens() {
+    let generated: BTreeSet<PathBuf> = RULES
+        .iter()
+        .map(|rule| PathBuf::from(format!("{FIXTURES}/{rule}.expected")))
+        .collect();
+    common::assert_no_stale_goldens(
+        Path::new(FIXTURES),
+        false,
+        common::is_expected_report,
+        &generated,
     );
 }
 

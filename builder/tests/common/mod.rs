@@ -39,3 +39,45 @@ pub fn golden(path: &Path, actual: &str) {
         );
     }
 }
+
+/// Fails on a golden file in `dir` (workspace-relative; with `recursive`,
+/// its subdirectories too) that is not in `generated`, the set of goldens
+/// the tests compare: a golden no test generates any more is stale and
+/// would silently stop guarding anything. `is_golden` picks the golden
+/// files among the directory's (e.g. `*.expected` beside the fixtures).
+pub fn assert_no_stale_goldens(
+    dir: &Path,
+    recursive: bool,
+    is_golden: impl Fn(&Path) -> bool,
+    generated: &std::collections::BTreeSet<PathBuf>,
+) {
+    let root = workspace_root();
+    let mut stale = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(root.join(&dir))
+            .unwrap_or_else(|e| panic!("cannot list golden directory {}: {e}", dir.display()));
+        for entry in entries {
+            let entry = entry.expect("directory entry");
+            let path = dir.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                if recursive {
+                    pending.push(path);
+                }
+            } else if is_golden(&path) && !generated.contains(&path) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    stale.sort();
+    assert!(
+        stale.is_empty(),
+        "golden file(s) that no test generates any more (remove them, or restore the test that compares them):\n  {}",
+        stale.join("\n  ")
+    );
+}
+
+/// Whether `path` is a check report golden (`<rule>.expected`).
+pub fn is_expected_report(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "expected")
+}
