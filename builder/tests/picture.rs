@@ -10,7 +10,7 @@ use pibake::picture;
 use std::path::Path;
 use std::process::Command;
 
-const GOLDEN: &str = "tests/golden/lab/cluster.mmd";
+const GOLDEN: &str = common::LAB_PICTURE_GOLDEN;
 
 fn lab() -> Cluster {
     common::enter_workspace();

@@ -8,7 +8,7 @@ use pibake::model::{self, Cluster};
 use pibake::plan::{self, LockInfo, Selection};
 use pibake::render::{self, EntryKind, ImageScope, RenderedImage};
 use pibake_firstboot::secrets::Secrets;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -80,31 +80,37 @@ fn boot_files(cluster: &Cluster, role: &str) -> (String, String) {
     (config, cmdline)
 }
 
+/// The lab's goldens other tests compare: the plan's (below) and the
+/// picture's (picture.rs).
+const OTHER_LAB_GOLDENS: [&str; 2] = [common::LAB_PLAN_GOLDEN, common::LAB_PICTURE_GOLDEN];
+
 #[test]
 fn lab_rendered_files_match_goldens() {
     let cluster = lab();
     let mut seen = 0;
+    let mut generated = BTreeSet::from(OTHER_LAB_GOLDENS.map(PathBuf::from));
     for role in cluster.roles.keys() {
         let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
         for (path, text) in rendered_files(role, &rendered) {
-            common::golden(&PathBuf::from("tests/golden/lab").join(path), &text);
+            let path = PathBuf::from("tests/golden/lab").join(path);
+            common::golden(&path, &text);
+            generated.insert(path);
             seen += 1;
         }
         let (config, cmdline) = boot_files(&cluster, role);
-        common::golden(
-            &PathBuf::from(format!("tests/golden/lab/{role}/boot/config.txt")),
-            &config,
-        );
-        common::golden(
-            &PathBuf::from(format!("tests/golden/lab/{role}/boot/cmdline.txt")),
-            &cmdline,
-        );
+        for (name, text) in [("config.txt", &config), ("cmdline.txt", &cmdline)] {
+            let path = PathBuf::from(format!("tests/golden/lab/{role}/boot/{name}"));
+            common::golden(&path, text);
+            generated.insert(path);
+        }
         for line in config.lines() {
             assert!(line.len() <= 98, "config.txt line too long: {line}");
         }
         assert_eq!(cmdline.lines().count(), 1);
     }
     assert!(seen > 20, "only {seen} files rendered");
+    // A file of a role, node or path the lab no longer renders is stale.
+    common::assert_no_stale_goldens(Path::new("tests/golden"), true, |_| true, &generated);
 }
 
 fn node_file<'a>(rendered: &'a RenderedImage, node: &str, path: &str) -> Option<&'a str> {
@@ -415,7 +421,7 @@ fn plan_hashes_are_stable_and_local() {
             a.name
         );
     }
-    common::golden(Path::new("tests/golden/lab/plan.txt"), &per_role.to_table());
+    common::golden(Path::new(common::LAB_PLAN_GOLDEN), &per_role.to_table());
 }
 
 #[test]

@@ -17,6 +17,12 @@ pub fn enter_workspace() {
     ONCE.call_once(|| std::env::set_current_dir(workspace_root()).expect("chdir to workspace"));
 }
 
+/// The lab's plan table (render.rs).
+pub const LAB_PLAN_GOLDEN: &str = "tests/golden/lab/plan.txt";
+
+/// The lab's Mermaid picture (picture.rs).
+pub const LAB_PICTURE_GOLDEN: &str = "tests/golden/lab/cluster.mmd";
+
 /// Compares `actual` with the golden file, or rewrites it when
 /// `PIBAKE_BLESS=1` (to change a golden on purpose, then review the diff).
 pub fn golden(path: &Path, actual: &str) {
