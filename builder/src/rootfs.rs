@@ -22,8 +22,15 @@ pub enum RootfsError {
     Repo(#[source] RepoError),
     #[error("store")]
     Store(#[source] StoreError),
-    #[error("mmdebstrap failed ({status}); its log is {}", log.display())]
-    Mmdebstrap { status: String, log: PathBuf },
+    #[error("mmdebstrap cannot bootstrap another architecture without arch-test: run `apt-get install arch-test` (`pibake doctor` lists what else is missing)")]
+    NoArchTest,
+    #[error("mmdebstrap failed ({status}); its log is {}{errors}", log.display())]
+    Mmdebstrap {
+        status: String,
+        log: PathBuf,
+        /// The log's `E:` lines, each on a line of its own after the message.
+        errors: String,
+    },
     #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
@@ -74,6 +81,26 @@ pub fn cached(store: &Store, stage: &RootfsStage) -> Option<PathBuf> {
     store.contains(&entry).then(|| store.path_of(&entry))
 }
 
+/// Debian's name of the architecture pibake runs on.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The `E:` lines of an mmdebstrap log (what went wrong, without reading
+/// the whole log), as `\n  E: …` lines; empty when the log has none.
+fn error_lines(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("E: "))
+        .take(10)
+        .map(|l| format!("\n  {l}"))
+        .collect()
+}
+
 fn check_tools(arch: &str) -> Result<(), RootfsError> {
     let have = |p: &str| Path::new(p).exists();
     if !have("/usr/bin/mmdebstrap") {
@@ -84,6 +111,10 @@ fn check_tools(arch: &str) -> Result<(), RootfsError> {
         && !have("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     {
         return Err(RootfsError::NoBinfmt);
+    }
+    let foreign = arch != host_arch();
+    if foreign && pibake_host::doctor::find_program("arch-test", &[]).is_none() {
+        return Err(RootfsError::NoArchTest);
     }
     Ok(())
 }
@@ -139,9 +170,11 @@ pub fn ensure(
         .status()
         .map_err(io("cannot run mmdebstrap for", &tar))?;
     if !status.success() {
+        let errors = error_lines(&log);
         return Err(RootfsError::Mmdebstrap {
             status: status.to_string(),
             log,
+            errors,
         });
     }
     let entry = store
@@ -160,4 +193,33 @@ pub fn ensure(
         )
         .map_err(RootfsError::Store)?;
     Ok((store.path_of(&entry), false))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_carries_the_logs_e_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.log");
+        std::fs::write(
+            &log,
+            "I: running\nE: install arch-test for foreign architecture support\nW: later\n",
+        )
+        .unwrap();
+        let error = RootfsError::Mmdebstrap {
+            status: "exit status: 25".into(),
+            errors: error_lines(&log),
+            log: log.clone(),
+        };
+        let text = error.to_string();
+        assert!(
+            text.ends_with("\n  E: install arch-test for foreign architecture support"),
+            "{text}"
+        );
+        assert!(!text.contains("W: later"), "{text}");
+        assert_eq!(error_lines(&dir.path().join("missing.log")), "");
+    }
 }
