@@ -317,3 +317,31 @@ fn shown(dir: &Path) -> String {
         .display()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The boot module reads the model, never the other way round: the
+    /// checks of what it renders from the model run on the built model
+    /// (`Checked::check_model`), so no file of `model/` names the boot module.
+    #[test]
+    fn the_model_does_not_depend_on_boot() {
+        let mut pending = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model")];
+        // Spelt in two so that this file does not name it.
+        let needle = ["crate", "boot"].join("::");
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("model sources") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                assert!(
+                    !text.contains(&needle),
+                    "{} uses the boot module",
+                    path.display()
+                );
+            }
+        }
+    }
+}
