@@ -100,49 +100,8 @@ pub struct BuiltImage {
     pub cached: bool,
 }
 
-/// The manifest written beside each image: what went in, what came out.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub name: String,
-    pub role: String,
-    pub node: Option<String>,
-    /// The nodes the image's node table (`/etc/pibake/nodes.toml`) serves, so that `flash`
-    /// can refuse others without decompressing the image. Manifests of older builds lack it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<Vec<String>>,
-    /// Platforms the image is for (`rpi4`, `rpi5`).
-    pub platforms: Vec<String>,
-    /// Hash of every input of this image (plan hash, agent, overlays).
-    pub input_hash: String,
-    pub rootfs_input_hash: String,
-    pub layers_hash: String,
-    pub lock_digest: String,
-    pub source_date_epoch: u64,
-    pub agent_sha256: String,
-    pub table: String,
-    pub root_partuuid: String,
-    /// sha256 of the .img.
-    pub sha256: String,
-    pub packages: BTreeMap<String, String>,
-    pub boot: BTreeMap<String, String>,
-    pub files: Vec<ManifestFile>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ManifestFile {
-    pub path: String,
-    pub kind: String,
-    pub mode: String,
-    pub uid: u32,
-    pub gid: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
+/// The manifest written beside each image (one type, shared with `diff` and `flash`).
+pub use pibake_image::manifest::{Manifest, ManifestFile};
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
@@ -305,7 +264,7 @@ fn remove_stale_temps<'a>(
 /// An image whose manifest records the same input hash is not rebuilt.
 fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<BuiltImage> {
     let manifest_path = out_dir.join(format!("{name}.manifest.json"));
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest_path).ok()?).ok()?;
+    let manifest = Manifest::from_json(&std::fs::read(manifest_path).ok()?).ok()?;
     // A manifest without the node list is an older pibake's: rebuilding rewrites it (the
     // image bytes come out the same).
     manifest.nodes.as_ref()?;
@@ -521,7 +480,7 @@ fn build_image(
             source: Box::new(source),
         })?;
     let manifest = Manifest {
-        format: 1,
+        format: pibake_image::manifest::MANIFEST_FORMAT,
         name: name.to_string(),
         role: image.role.clone(),
         node: image.node.clone(),
@@ -545,7 +504,9 @@ fn build_image(
         files,
     };
     let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| image_err(name, e.to_string()))?;
+    let json = manifest
+        .to_json()
+        .map_err(|e| image_err(name, e.to_string()))?;
     pibake_image::atomic::write(&manifest_path, &json)
         .map_err(|e| io("cannot write", &manifest_path)(e.source))?;
     // Outputs are published artifacts, not secrets: readable by all.
@@ -725,7 +686,7 @@ fn manifest_files(image: &str, rootfs: &Rootfs) -> Result<Vec<ManifestFile>, Bui
         files.push(ManifestFile {
             path: format!("/{}", entry.path.as_str()),
             kind: kind.to_string(),
-            mode: format!("{:04o}", entry.mode),
+            mode: ManifestFile::mode_text(entry.mode),
             uid: entry.uid,
             gid: entry.gid,
             size,

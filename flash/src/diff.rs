@@ -2,14 +2,9 @@
 //! from each image's `.manifest.json` (and, when a manifest lacks the boot texts, from the
 //! image's FAT partition).
 //!
-//! Manifest format read here (JSON; other keys are ignored, they carry input hashes etc.):
-//! ```json
-//! { "packages": { "<name>": "<version>" },
-//!   "files": [ { "path": "/etc/x", "mode": 420, "uid": 0, "gid": 0, "sha256": "<hex>", "size": 12 } ],
-//!   "boot": { "config.txt": "<text>", "cmdline.txt": "<text>" } }
-//! ```
-//! `packages` may also be a list of `{ "name", "version" }`; `mode` may be a number or an octal
-//! string (`"0644"`); every top-level key is optional.
+//! The manifest is the one the builder writes, [`pibake_image::manifest::Manifest`]: packages
+//! as a name → version map, files with octal string modes (`"0644"`), boot texts by file
+//! name. Every key is optional when read; a mode that is not octal is refused.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,9 +13,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use fatfs::{FileSystem, FsOptions};
+pub use pibake_image::manifest::{Manifest, ManifestFile};
 use pibake_image::table;
 use pibake_image::window::Window;
-use serde::Deserialize;
 
 /// The boot files whose lines are compared.
 pub const BOOT_FILES: [&str; 2] = ["config.txt", "cmdline.txt"];
@@ -37,7 +32,7 @@ pub enum DiffError {
     },
     #[error("no manifest for image {image}: expected {manifest}")]
     NoManifest { image: PathBuf, manifest: PathBuf },
-    #[error("{path}: file {file:?} has mode {mode:?}, want a number or an octal string")]
+    #[error("{path}: file {file:?} has mode {mode:?}, want an octal string like \"0644\"")]
     Mode {
         path: PathBuf,
         file: String,
@@ -49,48 +44,7 @@ pub enum DiffError {
     Table(PathBuf, #[source] table::ReadTableError),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawPackages {
-    Map(BTreeMap<String, String>),
-    List(Vec<RawPackage>),
-}
-
-#[derive(Debug, Deserialize)]
-struct RawPackage {
-    name: String,
-    version: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawMode {
-    Num(u32),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-struct RawFile {
-    path: String,
-    mode: Option<RawMode>,
-    #[serde(default)]
-    uid: u32,
-    #[serde(default)]
-    gid: u32,
-    sha256: Option<String>,
-    size: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawManifest {
-    packages: Option<RawPackages>,
-    #[serde(default)]
-    files: Vec<RawFile>,
-    #[serde(default)]
-    boot: BTreeMap<String, String>,
-}
-
-/// One file as a manifest lists it.
+/// One file as a manifest lists it, with its mode read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEntry {
     pub mode: Option<u32>,
@@ -100,64 +54,45 @@ pub struct FileEntry {
     pub size: Option<u64>,
 }
 
-/// The parts of a manifest that `diff` compares.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub packages: BTreeMap<String, String>,
-    pub files: BTreeMap<String, FileEntry>,
-    /// Boot file name → text.
-    pub boot: BTreeMap<String, String>,
+/// Parses a manifest's text; every file's mode must be octal.
+pub fn parse(text: &str, path: &Path) -> Result<Manifest, DiffError> {
+    let m = Manifest::from_json(text.as_bytes()).map_err(|source| DiffError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(bad) = m.files.iter().find(|f| f.mode_bits().is_none()) {
+        return Err(DiffError::Mode {
+            path: path.to_owned(),
+            file: bad.path.clone(),
+            mode: bad.mode.clone(),
+        });
+    }
+    Ok(m)
 }
 
-impl Manifest {
-    pub fn parse(text: &str, path: &Path) -> Result<Self, DiffError> {
-        let raw: RawManifest = serde_json::from_str(text).map_err(|source| DiffError::Json {
-            path: path.to_owned(),
-            source,
-        })?;
-        let packages = match raw.packages {
-            None => BTreeMap::new(),
-            Some(RawPackages::Map(m)) => m,
-            Some(RawPackages::List(l)) => l.into_iter().map(|p| (p.name, p.version)).collect(),
-        };
-        let mut files = BTreeMap::new();
-        for f in raw.files {
-            let mode = match f.mode {
-                None => None,
-                Some(RawMode::Num(n)) => Some(n),
-                Some(RawMode::Text(t)) => Some(
-                    u32::from_str_radix(t.trim_start_matches("0o"), 8).map_err(|_| {
-                        DiffError::Mode {
-                            path: path.to_owned(),
-                            file: f.path.clone(),
-                            mode: t.clone(),
-                        }
-                    })?,
-                ),
-            };
-            files.insert(
-                f.path,
+/// Reads and parses a manifest file.
+pub fn read(path: &Path) -> Result<Manifest, DiffError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DiffError::Read(path.to_owned(), e))?;
+    parse(&text, path)
+}
+
+/// The files of a manifest by path.
+fn files_of(m: &Manifest) -> BTreeMap<&str, FileEntry> {
+    m.files
+        .iter()
+        .map(|f| {
+            (
+                f.path.as_str(),
                 FileEntry {
-                    mode,
+                    mode: f.mode_bits(),
                     uid: f.uid,
                     gid: f.gid,
-                    sha256: f.sha256,
+                    sha256: f.sha256.clone(),
                     size: f.size,
                 },
-            );
-        }
-        Ok(Self {
-            packages,
-            files,
-            boot: raw.boot,
+            )
         })
-    }
-
-    pub fn read(path: &Path) -> Result<Self, DiffError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| DiffError::Read(path.to_owned(), e))?;
-        Self::parse(&text, path)
-    }
+        .collect()
 }
 
 /// `x.img` / `x.img.zst` → `x.manifest.json` beside it.
@@ -175,7 +110,7 @@ pub fn manifest_path(image: &Path) -> PathBuf {
 /// lacks are read from a raw image's FAT partition.
 pub fn load(path: &Path) -> Result<Manifest, DiffError> {
     if path.extension().is_some_and(|e| e == "json") {
-        return Manifest::read(path);
+        return read(path);
     }
     let mpath = manifest_path(path);
     if !mpath.is_file() {
@@ -184,7 +119,7 @@ pub fn load(path: &Path) -> Result<Manifest, DiffError> {
             manifest: mpath,
         });
     }
-    let mut m = Manifest::read(&mpath)?;
+    let mut m = read(&mpath)?;
     let raw = {
         let s = path.to_string_lossy();
         PathBuf::from(s.strip_suffix(".zst").unwrap_or(&s))
@@ -332,13 +267,13 @@ pub fn diff_manifests(a: &str, ma: &Manifest, b: &str, mb: &Manifest) -> ImageDi
     packages.sort_by(|x, y| pkg_name(x).cmp(pkg_name(y)));
 
     let mut files = Vec::new();
-    let paths: std::collections::BTreeSet<&String> =
-        ma.files.keys().chain(mb.files.keys()).collect();
+    let (fa, fb) = (files_of(ma), files_of(mb));
+    let paths: std::collections::BTreeSet<&str> = fa.keys().chain(fb.keys()).copied().collect();
     for p in paths {
-        match (ma.files.get(p), mb.files.get(p)) {
-            (Some(_), None) => files.push(FileChange::Removed { path: p.clone() }),
+        match (fa.get(p), fb.get(p)) {
+            (Some(_), None) => files.push(FileChange::Removed { path: p.to_owned() }),
             (None, Some(e)) => files.push(FileChange::Added {
-                path: p.clone(),
+                path: p.to_owned(),
                 entry: e.clone(),
             }),
             (Some(x), Some(y)) => {
@@ -349,7 +284,7 @@ pub fn diff_manifests(a: &str, ma: &Manifest, b: &str, mb: &Manifest) -> ImageDi
                     ((x.uid, x.gid) != (y.uid, y.gid)).then_some(((x.uid, x.gid), (y.uid, y.gid)));
                 if content.is_some() || mode.is_some() || owner.is_some() {
                     files.push(FileChange::Changed {
-                        path: p.clone(),
+                        path: p.to_owned(),
                         content,
                         mode,
                         owner,
@@ -512,23 +447,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_packages_and_octal_modes_are_read() -> anyhow::Result<()> {
-        let m = Manifest::parse(
-            r#"{"packages":[{"name":"a","version":"1"}],"files":[{"path":"/x","mode":"0600","uid":0,"gid":0}],"inputs":{}}"#,
+    fn octal_modes_are_read_and_others_refused() -> anyhow::Result<()> {
+        let m = parse(
+            r#"{"packages":{"a":"1"},"files":[{"path":"/x","mode":"0600","uid":0,"gid":0}],"inputs":{}}"#,
             Path::new("m.json"),
         )?;
         assert_eq!(m.packages.get("a").map(String::as_str), Some("1"));
-        assert_eq!(m.files.get("/x").and_then(|f| f.mode), Some(0o600));
+        assert_eq!(files_of(&m).get("/x").and_then(|f| f.mode), Some(0o600));
+        // The builder writes modes as octal strings; anything else is not its manifest.
+        for bad in [r#""mode":"rw-r--r--""#, r#""mode":420"#] {
+            let text = format!(r#"{{"files":[{{"path":"/x",{bad}}}]}}"#);
+            assert!(parse(&text, Path::new("m.json")).is_err(), "{text}");
+        }
         Ok(())
     }
 
     #[test]
     fn version_changes_and_removals() -> anyhow::Result<()> {
-        let a = Manifest::parse(
-            r#"{"packages":{"a":"1","b":"2"},"files":[{"path":"/x","uid":0,"gid":0,"sha256":"aa","size":1}]}"#,
+        let a = parse(
+            r#"{"packages":{"a":"1","b":"2"},"files":[{"path":"/x","mode":"0644","uid":0,"gid":0,"sha256":"aa","size":1}]}"#,
             Path::new("a"),
         )?;
-        let b = Manifest::parse(r#"{"packages":{"a":"1.1"}}"#, Path::new("b"))?;
+        let b = parse(r#"{"packages":{"a":"1.1"}}"#, Path::new("b"))?;
         let d = diff_manifests("a", &a, "b", &b);
         assert_eq!(
             d.packages,

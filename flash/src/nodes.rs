@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pibake_firstboot::table::{NodeTable, TableError, TABLE_FORMAT};
+use pibake_image::manifest::Manifest;
 use pibake_image::table::{self, Partition, ReadTableError};
-use serde::Deserialize;
 
 use crate::boot::NodeName;
 use crate::source::{self, ImageSource, SourceError};
@@ -228,10 +228,10 @@ pub fn served(image: &Path) -> Result<Served, Missing> {
     if let Some(m) = ManifestNodes::read(&mpath) {
         // Believed only if it describes these very bytes.
         let (size, sha256) = source::measure(image)?;
-        if m.sha256.as_deref() == Some(sha256.as_str()) {
+        if m.sha256 == sha256 {
             return Ok(Served {
                 image: image.to_owned(),
-                role: m.role.unwrap_or_default(),
+                role: m.role,
                 nodes: m.nodes.into_iter().collect(),
                 evidence: Evidence::Manifest(mpath),
                 measured: Some((size, sha256)),
@@ -263,18 +263,22 @@ pub fn parse_table(text: &str) -> Result<(String, BTreeSet<String>), Missing> {
     }
 }
 
-/// The fields of a build's manifest this module reads.
-#[derive(Deserialize)]
+/// The node list of a build's manifest (the one manifest type, `pibake_image::manifest`).
 struct ManifestNodes {
-    sha256: Option<String>,
-    role: Option<String>,
+    sha256: String,
+    role: String,
     nodes: Vec<String>,
 }
 
 impl ManifestNodes {
     /// None when absent, unreadable or without a node list (older builds).
     fn read(path: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        let m = Manifest::from_json(&std::fs::read(path).ok()?).ok()?;
+        Some(ManifestNodes {
+            nodes: m.nodes?,
+            sha256: m.sha256,
+            role: m.role,
+        })
     }
 }
 
