@@ -12,3 +12,4 @@ pub mod picture;
 pub mod plan;
 pub mod render;
 pub mod rootfs;
+pub mod spec;

@@ -1,9 +1,10 @@
 //! The plan: which images `build` makes, from which stages, each named by
 //! the hash of its inputs.
 
-use crate::hash::InputHash;
-use crate::model::{Cluster, Platform};
+use crate::hash::{HashError, InputHash};
+use crate::model::Cluster;
 use crate::render::{self, ImageScope, RenderError};
+use crate::spec::{BootSpec, GpsBoot, ImageSpec, RootfsRef, ServiceSpec};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,9 +12,8 @@ use std::path::{Path, PathBuf};
 /// Bumped when a change to pibake changes the bytes of a rootfs stage built
 /// from the same inputs, so old store entries are not reused.
 pub const ROOTFS_EPOCH: u32 = 1;
-/// The same for images (apart from the rootfs: a rootfs stage takes ~15 min
-/// and an image a few seconds). 2: image ids from `ImageIds::from_input_hash`.
-pub const IMAGE_EPOCH: u32 = 2;
+/// The same for images: see [`crate::spec::IMAGE_EPOCH`].
+pub use crate::spec::IMAGE_EPOCH;
 
 /// What the plan knows about the lock file beside the cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,23 +68,14 @@ pub struct RootfsStage {
     pub input_hash: InputHash,
 }
 
-/// One image of the plan.
+/// One image of the plan: its spec and the hashes of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImagePlan {
-    /// `<cluster>-<role>` or `<cluster>-<node>`.
-    pub name: String,
-    pub role: String,
-    /// Set for a per-node image.
-    pub node: Option<String>,
-    pub nodes: Vec<String>,
-    pub platforms: BTreeSet<Platform>,
-    /// The role profile's packages (the rootfs may hold more when shared).
-    pub packages: BTreeSet<String>,
-    /// Overlay names in stacking order.
-    pub layers: Vec<String>,
-    pub rootfs: String,
-    pub layers_hash: InputHash,
+    /// The hash of the spec (see [`ImageSpec::input_hash`]).
     pub input_hash: InputHash,
+    pub layers_hash: InputHash,
+    #[serde(flatten)]
+    pub spec: ImageSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +115,8 @@ pub enum PlanError {
         #[source]
         source: RenderError,
     },
+    #[error(transparent)]
+    Hash(#[from] HashError),
 }
 
 /// Plans the images of a cluster.
@@ -138,7 +131,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
             return Err(PlanError::UnknownNode(node.clone()));
         }
     }
-    let rootfs = rootfs_stages(cluster, lock);
+    let rootfs = rootfs_stages(cluster, lock)?;
     let mut images = Vec::new();
     for (role_name, role) in &cluster.roles {
         if !selection.roles.is_empty() && !selection.roles.contains(role_name) {
@@ -190,46 +183,48 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                     image: name.clone(),
                     source,
                 })?;
-            let layers_hash = rendered.hash();
-            let platforms: BTreeSet<Platform> = members.iter().map(|n| n.platform).collect();
-            let node_config: Vec<&Vec<String>> = members.iter().map(|n| &n.config_txt).collect();
-            let has_gps = cluster
-                .time
-                .gps
-                .as_ref()
-                .is_some_and(|g| members.iter().any(|n| n.name == g.node));
-            let boot_inputs = serde_json::json!({
-                "kernel": cluster.kernel,
-                "table": cluster.image.table,
-                "boot_size_mib": cluster.image.boot_size_mib,
-                "root_headroom_mib": cluster.image.root_headroom_mib,
-                "button": cluster.button,
-                "gps": if has_gps { serde_json::to_value(&cluster.time.gps).ok() } else { None },
-                "profile_config_txt": role.profile.config_txt,
-                "node_config_txt": if node.is_some() { node_config } else { vec![] },
-                "platforms": platforms,
+            let gps = cluster.time.gps.as_ref().and_then(|g| {
+                members.iter().find(|n| n.name == g.node).map(|n| GpsBoot {
+                    gps: g.clone(),
+                    platform: n.platform,
+                })
             });
-            let input_hash = InputHash::of(
-                "image",
-                &serde_json::json!({
-                    "image_epoch": IMAGE_EPOCH,
-                    "name": name,
-                    "rootfs": rootfs_hash,
-                    "layers": layers_hash,
-                    "boot": boot_inputs,
-                }),
-            );
-            images.push(ImagePlan {
+            let boot = BootSpec {
+                kernel: cluster.kernel,
+                table: cluster.image.table,
+                boot_size_mib: cluster.image.boot_size_mib,
+                root_headroom_mib: cluster.image.root_headroom_mib,
+                button: cluster.button.clone(),
+                gps,
+                profile_config_txt: role.profile.config_txt.clone(),
+                node_config_txt: if node.is_some() {
+                    members.iter().flat_map(|n| n.config_txt.clone()).collect()
+                } else {
+                    Vec::new()
+                },
+            };
+            let spec = ImageSpec {
                 name,
                 role: role_name.clone(),
                 node,
                 nodes: members.iter().map(|n| n.name.clone()).collect(),
-                platforms,
+                platforms: members.iter().map(|n| n.platform).collect(),
+                source_date_epoch: lock.source_date_epoch,
+                rootfs: RootfsRef {
+                    id: rootfs_id.clone(),
+                    input_hash: rootfs_hash,
+                },
                 packages: role.profile.packages.clone(),
-                layers: role.profile.overlays.clone(),
-                rootfs: rootfs_id.clone(),
-                layers_hash,
-                input_hash,
+                overlays: role.profile.overlays.clone(),
+                layers: rendered.layers,
+                node_table: rendered.node_table,
+                boot,
+                services: services(cluster, role_name),
+            };
+            images.push(ImagePlan {
+                input_hash: spec.input_hash()?,
+                layers_hash: spec.layers_hash()?,
+                spec,
             });
         }
     }
@@ -241,6 +236,19 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
     })
 }
 
+/// The role's services are enabled, every other role's disabled.
+fn services(cluster: &Cluster, role: &str) -> ServiceSpec {
+    let enable = cluster.roles[role].profile.services.clone();
+    let disable = cluster
+        .roles
+        .values()
+        .flat_map(|r| &r.profile.services)
+        .filter(|s| !enable.contains(*s))
+        .cloned()
+        .collect();
+    ServiceSpec { enable, disable }
+}
+
 /// The rootfs a role is built on: the cluster's shared one, or its own.
 pub fn rootfs_id(cluster: &Cluster, role: &str) -> String {
     if cluster.roles[role].profile.own_rootfs {
@@ -250,7 +258,10 @@ pub fn rootfs_id(cluster: &Cluster, role: &str) -> String {
     }
 }
 
-fn rootfs_stages(cluster: &Cluster, lock: &LockInfo) -> BTreeMap<String, RootfsStage> {
+fn rootfs_stages(
+    cluster: &Cluster,
+    lock: &LockInfo,
+) -> Result<BTreeMap<String, RootfsStage>, HashError> {
     let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (name, role) in &cluster.roles {
         if cluster.nodes_of_role(name).next().is_none() {
@@ -277,7 +288,7 @@ fn rootfs_stages(cluster: &Cluster, lock: &LockInfo) -> BTreeMap<String, RootfsS
                     "lock": lock.digest,
                     "source_date_epoch": lock.source_date_epoch,
                 }),
-            );
+            )?;
             let stage = RootfsStage {
                 id: id.clone(),
                 suite: cluster.suite.clone(),
@@ -285,7 +296,7 @@ fn rootfs_stages(cluster: &Cluster, lock: &LockInfo) -> BTreeMap<String, RootfsS
                 packages,
                 input_hash,
             };
-            (id, stage)
+            Ok((id, stage))
         })
         .collect()
 }
@@ -326,17 +337,18 @@ impl Plan {
             "image", "role", "platforms", "pkgs", "input", "rootfs"
         );
         for image in &self.images {
-            let platforms: Vec<&str> = image.platforms.iter().map(|p| p.name()).collect();
+            let image_spec = &image.spec;
+            let platforms: Vec<&str> = image_spec.platforms.iter().map(|p| p.name()).collect();
             let _ = writeln!(
                 out,
                 "{:<16} {:<8} {:<10} {:>4}  {:<12} {:<12}  {}",
-                image.name,
-                image.role,
+                image_spec.name,
+                image_spec.role,
                 platforms.join(","),
-                image.packages.len(),
+                image_spec.packages.len(),
                 image.input_hash.short(),
-                self.rootfs[&image.rootfs].input_hash.short(),
-                image.layers.join(" ")
+                image_spec.rootfs.input_hash.short(),
+                image_spec.overlays.join(" ")
             );
         }
         out

@@ -9,16 +9,17 @@
 //! A template that renders to nothing but whitespace produces no file: that
 //! is how a file applies only to some nodes (gpsd on the GPS node).
 
-use crate::hash::InputHash;
-use crate::model::{Cluster, Node, Platform};
+use crate::hash::{HashError, InputHash};
+use crate::model::{Cluster, Ipv4Net, Node, Platform};
 use pibake_firstboot::table::{self, NodeEntry, NodeFile, NodeTable, SwarmRole};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 /// One entry of a layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayerEntry {
     /// Relative to the image root, no leading slash.
     pub path: String,
@@ -28,19 +29,45 @@ pub struct LayerEntry {
     pub kind: EntryKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
-    File(#[serde(serialize_with = "content_digest")] Vec<u8>),
+    /// The content itself travels in the image spec (and so in its hash): as text when
+    /// it is UTF-8, else as hex.
+    File(#[serde(with = "content")] Vec<u8>),
     Symlink(String),
 }
 
-fn content_digest<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&InputHash::of_bytes(bytes))
+/// A file's bytes in the spec: `{"text": "..."}` or `{"hex": "..."}`.
+mod content {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase", deny_unknown_fields)]
+    enum Content {
+        Text(String),
+        Hex(String),
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Content::Text(text.to_string()),
+            Err(_) => Content::Hex(hex::encode(bytes)),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Content::deserialize(d)? {
+            Content::Text(text) => Ok(text.into_bytes()),
+            Content::Hex(text) => hex::decode(&text).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// The rendered files of one overlay for one image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Layer {
     pub overlay: String,
     /// Sorted by path.
@@ -52,14 +79,6 @@ pub struct Layer {
 pub struct RenderedImage {
     pub layers: Vec<Layer>,
     pub node_table: NodeTable,
-}
-
-impl RenderedImage {
-    /// Hash of every rendered byte (layers and node table).
-    pub fn hash(&self) -> InputHash {
-        let table = self.node_table.to_toml().unwrap_or_default();
-        InputHash::of("layers", &(&self.layers, table))
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +99,8 @@ pub enum RenderError {
     },
     #[error("node table does not serialize")]
     Table(#[source] table::TableError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,7 +179,7 @@ pub fn render_image(
             continue;
         }
         for node in &scope.nodes {
-            let ctx = Context::node(&base, cluster, node);
+            let ctx = Context::node(&base, cluster, node)?;
             let ctx =
                 tera::Context::from_serialize(&ctx).map_err(|source| RenderError::Template {
                     path: dir.clone(),
@@ -192,37 +213,7 @@ pub fn render_image(
             kind: EntryKind::File(table_text.into_bytes()),
         }],
     });
-    layers.push(preset_layer(cluster, scope.role));
     Ok(RenderedImage { layers, node_table })
-}
-
-/// Services: the role's are enabled, every other role's are disabled, so one
-/// shared rootfs serves all roles (systemd applies presets at first boot).
-fn preset_layer(cluster: &Cluster, role: &str) -> Layer {
-    let enabled = &cluster.roles[role].profile.services;
-    let all: BTreeSet<&String> = cluster
-        .roles
-        .values()
-        .flat_map(|r| &r.profile.services)
-        .collect();
-    let mut text =
-        String::from("# Rendered by pibake: the role's services, and no other role's.\n");
-    for service in enabled {
-        text.push_str(&format!("enable {service}\n"));
-    }
-    for service in all.into_iter().filter(|s| !enabled.contains(*s)) {
-        text.push_str(&format!("disable {service}\n"));
-    }
-    Layer {
-        overlay: "services".into(),
-        entries: vec![LayerEntry {
-            path: "etc/systemd/system-preset/10-pibake.preset".into(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            kind: EntryKind::File(text.into_bytes()),
-        }],
-    }
 }
 
 fn node_table(
@@ -388,11 +379,13 @@ fn render_file(
     }))
 }
 
-/// What templates see. Derived values are computed here so that templates
-/// stay plain.
+/// What templates see, and nothing else: a view of the model, not the model (no host
+/// paths, and a model field can be renamed without breaking users' templates). The README's
+/// "Template context" table lists these fields; a change here is a change to that contract.
+/// Derived values are computed here so that templates stay plain.
 #[derive(Debug, Clone, Serialize)]
 struct Context<'a> {
-    cluster: &'a Cluster,
+    cluster: ClusterCtx<'a>,
     prefix_len: u8,
     image: ImageCtx<'a>,
     /// The GPS node as a time server, if any.
@@ -401,6 +394,87 @@ struct Context<'a> {
     /// Names every node resolves: the managers, the VIP and the time server.
     hosts: Vec<HostCtx<'a>>,
     node: Option<NodeCtx<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ClusterCtx<'a> {
+    name: &'a str,
+    domain: &'a str,
+    timezone: &'a str,
+    admin: AdminCtx<'a>,
+    network: NetworkCtx<'a>,
+    vip: Option<VipCtx>,
+    time: TimeCtx<'a>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AdminCtx<'a> {
+    user: &'a str,
+    ssh_authorized_keys: &'a [String],
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NetworkCtx<'a> {
+    subnet: &'a Ipv4Net,
+    gateway: Ipv4Addr,
+    dns: &'a [Ipv4Addr],
+    interface: &'a str,
+    wifi: Option<WifiCtx<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct WifiCtx<'a> {
+    ssid: &'a str,
+    country: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct VipCtx {
+    address: Ipv4Addr,
+    virtual_router_id: u8,
+    preempt: bool,
+    advert_int: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TimeCtx<'a> {
+    upstream: &'a [String],
+    serve_subnet: bool,
+}
+
+impl<'a> ClusterCtx<'a> {
+    fn of(cluster: &'a Cluster) -> Self {
+        let network = &cluster.network;
+        ClusterCtx {
+            name: &cluster.name,
+            domain: &cluster.domain,
+            timezone: &cluster.timezone,
+            admin: AdminCtx {
+                user: &cluster.admin.user,
+                ssh_authorized_keys: &cluster.admin.ssh_authorized_keys,
+            },
+            network: NetworkCtx {
+                subnet: &network.subnet,
+                gateway: network.gateway,
+                dns: &network.dns,
+                interface: &network.interface,
+                wifi: network.wifi.as_ref().map(|w| WifiCtx {
+                    ssid: &w.ssid,
+                    country: &w.country,
+                }),
+            },
+            vip: cluster.vip.as_ref().map(|v| VipCtx {
+                address: v.address,
+                virtual_router_id: v.virtual_router_id,
+                preempt: v.preempt,
+                advert_int: v.advert_int,
+            }),
+            time: TimeCtx {
+                upstream: &cluster.time.upstream,
+                serve_subnet: cluster.time.serve_subnet,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -478,7 +552,7 @@ impl<'a> Context<'a> {
             hosts.insert("swarm", vip.address);
         }
         Context {
-            cluster,
+            cluster: ClusterCtx::of(cluster),
             prefix_len: cluster.network.subnet.prefix_len(),
             image: ImageCtx {
                 name: scope.name,
@@ -495,7 +569,7 @@ impl<'a> Context<'a> {
         }
     }
 
-    fn node(base: &Self, cluster: &'a Cluster, node: &'a Node) -> Self {
+    fn node(base: &Self, cluster: &'a Cluster, node: &'a Node) -> Result<Self, HashError> {
         let vrrp = cluster.vip.as_ref().and_then(|vip| {
             let priority = *vip.holders.get(&node.name)?;
             let highest = vip.holders.values().max().copied().unwrap_or(priority);
@@ -516,14 +590,13 @@ impl<'a> Context<'a> {
             })
         });
         let mut ctx = base.clone();
-        ctx.cluster = cluster;
         ctx.node = Some(NodeCtx {
             name: &node.name,
             role: &node.role,
             platform: node.platform,
             address: node.address,
-            connection_uuid: derived_uuid(&["nm-connection", &cluster.name, &node.name]),
-            wifi_uuid: derived_uuid(&["nm-wifi", &cluster.name, &node.name]),
+            connection_uuid: derived_uuid(&["nm-connection", &cluster.name, &node.name])?,
+            wifi_uuid: derived_uuid(&["nm-wifi", &cluster.name, &node.name])?,
             is_gps: cluster
                 .time
                 .gps
@@ -532,14 +605,14 @@ impl<'a> Context<'a> {
             is_manager: cluster.swarm.managers.contains(&node.name),
             vrrp,
         });
-        ctx
+        Ok(ctx)
     }
 }
 
 /// A version-4-shaped UUID derived from names (no randomness in images).
-pub fn derived_uuid(parts: &[&str]) -> String {
-    let hash = InputHash::of("uuid", parts);
+pub fn derived_uuid(parts: &[&str]) -> Result<String, HashError> {
+    let hash = InputHash::of("uuid", parts)?;
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hash.bytes()[..16]);
-    pibake_image::table::Guid::from_hash(bytes).to_string()
+    Ok(pibake_image::table::Guid::from_hash(bytes).to_string())
 }

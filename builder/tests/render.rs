@@ -3,10 +3,11 @@
 
 mod common;
 
-use pibake::boot::{self, ConfigTxt, KernelFiles};
+use pibake::boot::KernelFiles;
 use pibake::model::{self, Cluster};
 use pibake::plan::{self, LockInfo, Selection};
-use pibake::render::{self, EntryKind, ImageScope, RenderedImage};
+use pibake::render::{EntryKind, LayerEntry};
+use pibake::spec::{ImageSpec, PRESET_PATH};
 use pibake_firstboot::secrets::Secrets;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,25 +20,51 @@ fn lab() -> Cluster {
     checked.cluster.expect("lab is valid")
 }
 
-/// Every generated file of an image as (golden path, text).
-fn rendered_files(image: &str, rendered: &RenderedImage) -> BTreeMap<String, String> {
+/// The plan of `cluster` at the goldens' build epoch (their node tables carry it).
+fn plan_of(cluster: &Cluster, selection: &Selection) -> plan::Plan {
+    let lock = LockInfo {
+        source_date_epoch: 1_700_000_000,
+        ..LockInfo::read(&cluster.file).expect("lock info")
+    };
+    plan::plan(cluster, &lock, selection).expect("plan")
+}
+
+/// The spec of `role`'s image, as `plan` makes it for `build`.
+fn spec_of(cluster: &Cluster, role: &str) -> ImageSpec {
+    let selection = Selection {
+        roles: vec![role.to_string()],
+        ..Selection::default()
+    };
+    let mut plan = plan_of(cluster, &selection);
+    assert_eq!(plan.images.len(), 1);
+    plan.images.remove(0).spec
+}
+
+/// Every generated file of an image as (golden path, text): its layers, the preset the
+/// services stage writes, and the node table's files.
+fn rendered_files(image: &str, spec: &ImageSpec) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for layer in &rendered.layers {
-        for entry in &layer.entries {
-            let text = match &entry.kind {
-                EntryKind::File(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                EntryKind::Symlink(target) => format!("symlink -> {target}\n"),
-            };
-            out.insert(
-                format!("{image}/image/{}", entry.path),
-                format!(
-                    "# mode {:04o} uid {} gid {}\n{text}",
-                    entry.mode, entry.uid, entry.gid
-                ),
-            );
-        }
+    let preset = LayerEntry {
+        path: PRESET_PATH.to_string(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        kind: EntryKind::File(spec.services.preset().into_bytes()),
+    };
+    for entry in spec.layers.iter().flat_map(|l| &l.entries).chain([&preset]) {
+        let text = match &entry.kind {
+            EntryKind::File(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            EntryKind::Symlink(target) => format!("symlink -> {target}\n"),
+        };
+        out.insert(
+            format!("{image}/image/{}", entry.path),
+            format!(
+                "# mode {:04o} uid {} gid {}\n{text}",
+                entry.mode, entry.uid, entry.gid
+            ),
+        );
     }
-    for (node, entry) in &rendered.node_table.nodes {
+    for (node, entry) in &spec.node_table.nodes {
         for file in &entry.files {
             out.insert(
                 format!("{image}/nodes/{node}{}", file.path),
@@ -48,35 +75,12 @@ fn rendered_files(image: &str, rendered: &RenderedImage) -> BTreeMap<String, Str
     out
 }
 
-fn scope<'a>(cluster: &'a Cluster, role: &'a str) -> ImageScope<'a> {
-    ImageScope {
-        name: role,
-        role,
-        nodes: cluster.nodes_of_role(role).collect(),
-        build_epoch: 1_700_000_000,
-    }
-}
-
-fn boot_files(cluster: &Cluster, role: &str) -> (String, String) {
-    let nodes: Vec<_> = cluster.nodes_of_role(role).collect();
-    let gps = cluster.time.gps.as_ref().and_then(|g| {
-        nodes
-            .iter()
-            .find(|n| n.name == g.node)
-            .map(|n| (g, n.platform))
-    });
-    let kernel = KernelFiles::placeholder();
-    let config = ConfigTxt {
-        image: &format!("lab-{role}"),
-        kernel_source: cluster.kernel,
-        kernel: &kernel,
-        button: cluster.button.as_ref(),
-        gps,
-        profile_lines: &cluster.roles[role].profile.config_txt,
-        node_lines: &[],
-    }
-    .render();
-    let cmdline = boot::cmdline_txt("0a1b2c3d-02", gps.is_none());
+/// config.txt (for the placeholder kernel) and cmdline.txt (for a fixed PARTUUID).
+fn boot_files(spec: &ImageSpec) -> (String, String) {
+    let config = spec
+        .boot
+        .config_txt(&spec.name, &KernelFiles::placeholder());
+    let cmdline = spec.boot.cmdline_txt("0a1b2c3d-02");
     (config, cmdline)
 }
 
@@ -90,14 +94,14 @@ fn lab_rendered_files_match_goldens() {
     let mut seen = 0;
     let mut generated = BTreeSet::from(OTHER_LAB_GOLDENS.map(PathBuf::from));
     for role in cluster.roles.keys() {
-        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
-        for (path, text) in rendered_files(role, &rendered) {
+        let spec = spec_of(&cluster, role);
+        for (path, text) in rendered_files(role, &spec) {
             let path = PathBuf::from("tests/golden/lab").join(path);
             common::golden(&path, &text);
             generated.insert(path);
             seen += 1;
         }
-        let (config, cmdline) = boot_files(&cluster, role);
+        let (config, cmdline) = boot_files(&spec);
         for (name, text) in [("config.txt", &config), ("cmdline.txt", &cmdline)] {
             let path = PathBuf::from(format!("tests/golden/lab/{role}/boot/{name}"));
             common::golden(&path, text);
@@ -113,8 +117,8 @@ fn lab_rendered_files_match_goldens() {
     common::assert_no_stale_goldens(Path::new("tests/golden"), true, |_| true, &generated);
 }
 
-fn node_file<'a>(rendered: &'a RenderedImage, node: &str, path: &str) -> Option<&'a str> {
-    rendered.node_table.nodes[node]
+fn node_file<'a>(spec: &'a ImageSpec, node: &str, path: &str) -> Option<&'a str> {
+    spec.node_table.nodes[node]
         .files
         .iter()
         .find(|f| f.path == path)
@@ -125,7 +129,7 @@ fn node_file<'a>(rendered: &'a RenderedImage, node: &str, path: &str) -> Option<
 fn only_the_gps_node_gets_gpsd_and_refclocks() {
     let cluster = lab();
     for role in cluster.roles.keys() {
-        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
+        let rendered = spec_of(&cluster, role);
         for node in rendered.node_table.nodes.keys() {
             let gpsd = node_file(&rendered, node, "/etc/default/gpsd");
             let chrony =
@@ -145,16 +149,7 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
             }
         }
         // gpsd's units are enabled only where the role is the GPS role.
-        let preset = rendered
-            .layers
-            .iter()
-            .flat_map(|l| &l.entries)
-            .find(|e| e.path.ends_with("10-pibake.preset"))
-            .expect("preset");
-        let EntryKind::File(preset) = &preset.kind else {
-            panic!("preset is a file")
-        };
-        let preset = String::from_utf8_lossy(preset);
+        let preset = rendered.services.preset();
         if role == "aux" {
             assert!(preset.contains("enable gpsd.service"), "{role}: {preset}");
         } else {
@@ -168,7 +163,7 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
 #[test]
 fn two_master_vip_gets_two_distinct_priorities() {
     let cluster = lab();
-    let rendered = render::render_image(&cluster, &scope(&cluster, "master")).expect("renders");
+    let rendered = spec_of(&cluster, "master");
     let mut priorities = Vec::new();
     for node in ["master1", "master2"] {
         let conf =
@@ -186,7 +181,7 @@ fn two_master_vip_gets_two_distinct_priorities() {
     }
     assert_ne!(priorities[0], priorities[1]);
     // Workers carry no keepalived config.
-    let workers = render::render_image(&cluster, &scope(&cluster, "worker")).expect("renders");
+    let workers = spec_of(&cluster, "worker");
     assert!(node_file(&workers, "worker1", "/etc/keepalived/keepalived.conf").is_none());
 }
 
@@ -203,7 +198,7 @@ fn tool(name: &str) -> PathBuf {
 #[test]
 fn keepalived_accepts_rendered_configs() {
     let cluster = lab();
-    let rendered = render::render_image(&cluster, &scope(&cluster, "master")).expect("renders");
+    let rendered = spec_of(&cluster, "master");
     let dir = tempfile::tempdir().expect("tempdir");
     let with_password = Secrets::parse("keepalived_password = \"fixture1\"\n").expect("secrets");
     for (node, secrets) in [
@@ -253,7 +248,7 @@ fn chronyd_parses_rendered_configs() {
     let cluster = lab();
     let dir = tempfile::tempdir().expect("tempdir");
     for role in cluster.roles.keys() {
-        let rendered = render::render_image(&cluster, &scope(&cluster, role)).expect("renders");
+        let rendered = spec_of(&cluster, role);
         for node in rendered.node_table.nodes.keys() {
             let conf = node_file(&rendered, node, "/etc/chrony/chrony.conf").expect("conf");
             let path = dir.path().join(format!("{node}.conf"));
@@ -287,7 +282,7 @@ fn chronyd_parses_rendered_configs() {
 #[test]
 fn gps_node_offers_the_pps_refclock_only_with_its_device() {
     let cluster = lab();
-    let rendered = render::render_image(&cluster, &scope(&cluster, "aux")).expect("renders");
+    let rendered = spec_of(&cluster, "aux");
     let conf = node_file(&rendered, "aux1", "/etc/chrony/chrony.conf").expect("conf");
     assert!(
         !conf.contains("\nrefclock PPS"),
@@ -384,7 +379,11 @@ fn plan_hashes_are_stable_and_local() {
     let per_role = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
     let again = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
     assert_eq!(per_role, again);
-    let names: Vec<&str> = per_role.images.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = per_role
+        .images
+        .iter()
+        .map(|i| i.spec.name.as_str())
+        .collect();
     assert_eq!(names, ["lab-aux", "lab-master", "lab-worker"]);
 
     let per_node_sel = Selection {
@@ -404,21 +403,21 @@ fn plan_hashes_are_stable_and_local() {
     assert_eq!(moved_node.rootfs, per_node.rootfs);
     // Per node: only worker3's image changes.
     for (a, b) in per_node.images.iter().zip(&moved_node.images) {
-        assert_eq!(a.name, b.name);
+        assert_eq!(a.spec.name, b.spec.name);
         assert_eq!(
             a.input_hash == b.input_hash,
-            a.name != "lab-worker3",
+            a.spec.name != "lab-worker3",
             "{}",
-            a.name
+            a.spec.name
         );
     }
     // Per role: only the worker image (its node table) changes.
     for (a, b) in per_role.images.iter().zip(&moved_role.images) {
         assert_eq!(
             a.input_hash == b.input_hash,
-            a.name != "lab-worker",
+            a.spec.name != "lab-worker",
             "{}",
-            a.name
+            a.spec.name
         );
     }
     common::golden(Path::new(common::LAB_PLAN_GOLDEN), &per_role.to_table());
@@ -438,7 +437,7 @@ fn wifi_keyfile_takes_its_psk_only_from_secrets() {
     std::fs::remove_file(&path).expect("cleanup");
     assert!(!checked.has_errors(), "{}", checked.report());
     let cluster = checked.cluster.expect("valid");
-    let rendered = render::render_image(&cluster, &scope(&cluster, "worker")).expect("renders");
+    let rendered = spec_of(&cluster, "worker");
     let file = rendered.node_table.nodes["w1"]
         .files
         .iter()
@@ -454,4 +453,222 @@ fn wifi_keyfile_takes_its_psk_only_from_secrets() {
     let secrets = Secrets::parse("wifi_psk = \"fixture-psk-0\"\n").expect("secrets");
     assert!(secrets.fill(&file.content).contains("psk=fixture-psk-0\n"));
     assert!(!Secrets::default().fill(&file.content).contains("psk="));
+}
+
+/// A path into a JSON value.
+type JsonPath = Vec<serde_json::Value>;
+
+fn leaves(value: &serde_json::Value, at: &mut JsonPath, out: &mut Vec<JsonPath>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, v) in map {
+                at.push(Value::from(key.as_str()));
+                leaves(v, at, out);
+                at.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                at.push(Value::from(i));
+                leaves(v, at, out);
+                at.pop();
+            }
+        }
+        _ => out.push(at.clone()),
+    }
+}
+
+fn leaf_mut<'a>(value: &'a mut serde_json::Value, at: &JsonPath) -> &'a mut serde_json::Value {
+    at.iter().fold(value, |v, step| match step {
+        serde_json::Value::String(key) => &mut v[key.as_str()],
+        other => &mut v[other.as_u64().expect("index") as usize],
+    })
+}
+
+/// `layers.*.entries.*.path`: the path with indices as `*`.
+fn pattern(at: &JsonPath) -> String {
+    at.iter()
+        .map(|s| s.as_str().map_or("*".to_string(), str::to_string))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Values of the leaf's type that differ from it; enum-like strings try every name the
+/// model's enums use.
+fn candidates(leaf: &serde_json::Value) -> Vec<serde_json::Value> {
+    use serde_json::{json, Value};
+    const NAMES: [&str; 10] = [
+        "rpi4",
+        "rpi5",
+        "pc-efi",
+        "debian",
+        "raspberrypi",
+        "mbr",
+        "gpt",
+        "init",
+        "manager",
+        "worker",
+    ];
+    match leaf {
+        Value::String(s) => {
+            let mut out = vec![json!(format!("{s}x"))];
+            for (i, c) in s
+                .char_indices()
+                .filter(|(i, _)| *i == 0 || *i == s.len() - 1)
+            {
+                let swapped = if c == '1' { '2' } else { '1' };
+                out.push(json!(format!("{}{swapped}{}", &s[..i], &s[i + 1..])));
+            }
+            out.extend(NAMES.iter().filter(|n| *n != s).map(|n| json!(n)));
+            out
+        }
+        Value::Number(n) => {
+            let n = n.as_u64().expect("the spec's numbers are unsigned");
+            vec![json!(n + 1), json!(n.saturating_sub(1))]
+        }
+        Value::Bool(b) => vec![json!(!b)],
+        Value::Null => vec![json!("x"), json!(1), json!(true)],
+        Value::Array(_) => vec![json!(["x"]), json!([1])],
+        Value::Object(_) => vec![json!({"x": "x"})],
+    }
+}
+
+/// Every part of an image's spec reaches its input hash: each leaf of the serialized spec
+/// (nested boot fields, layer contents, the node table, services, rootfs...) is changed in
+/// turn, read back as a spec, and the hash must change. A field added to `ImageSpec` is in
+/// the walk by itself; the round trip fails for one that skips serialization (it would be
+/// used by `build` without being hashed).
+#[test]
+fn every_part_of_the_spec_reaches_the_input_hash() {
+    let mut cluster = lab();
+    // Give every optional part a value somewhere: a node's own config.txt lines.
+    cluster.nodes.get_mut("aux1").expect("aux1").config_txt = vec!["dtparam=audio=off".into()];
+    let per_role = plan_of(&cluster, &Selection::default());
+    let aux1 = plan_of(
+        &cluster,
+        &Selection {
+            nodes: vec!["aux1".into()],
+            ..Selection::default()
+        },
+    );
+    let root = common::workspace_root().display().to_string();
+    let mut mutated = BTreeSet::new();
+    let mut unmutated = BTreeSet::new();
+    for image in per_role.images.iter().chain(&aux1.images) {
+        let spec = &image.spec;
+        assert_eq!(spec.input_hash().expect("hash"), image.input_hash);
+        let json = serde_json::to_value(spec).expect("spec serializes");
+        assert!(
+            !json.to_string().contains(&root),
+            "a host path is in the spec of {}",
+            spec.name
+        );
+        let back: ImageSpec = serde_json::from_value(json.clone()).expect("spec reads back");
+        // (Not assert_eq: the spec's Debug is long.)
+        assert!(
+            back == *spec,
+            "a field of {} skips serialization: it would not be hashed",
+            spec.name
+        );
+        let mut all = Vec::new();
+        leaves(&json, &mut Vec::new(), &mut all);
+        assert!(all.len() > 100, "only {} leaves", all.len());
+        for at in all {
+            let leaf = leaf_mut(&mut json.clone(), &at).clone();
+            let changed = candidates(&leaf).into_iter().find_map(|candidate| {
+                let mut value = json.clone();
+                *leaf_mut(&mut value, &at) = candidate;
+                serde_json::from_value::<ImageSpec>(value)
+                    .ok()
+                    .filter(|m| m != spec)
+            });
+            match changed {
+                Some(m) => {
+                    assert_ne!(
+                        m.input_hash().expect("hash"),
+                        image.input_hash,
+                        "{}: changing {} leaves the input hash alone",
+                        spec.name,
+                        pattern(&at)
+                    );
+                    mutated.insert(pattern(&at));
+                }
+                None => {
+                    // A null or empty part whose type has no scalar value: another spec
+                    // of the lab must have it filled in.
+                    assert!(
+                        leaf.is_null() || leaf.as_array().is_some_and(Vec::is_empty),
+                        "{}: cannot change {} = {leaf}: teach candidates() its type",
+                        spec.name,
+                        pattern(&at)
+                    );
+                    unmutated.insert(pattern(&at));
+                }
+            }
+        }
+    }
+    for p in unmutated {
+        assert!(
+            mutated.iter().any(|m| m.starts_with(&p)),
+            "{p} is empty in every spec of the test, so it is not known to reach the hash"
+        );
+    }
+    // The nested boot fields were among them.
+    for p in [
+        "boot.gps.gps.pps_gpio",
+        "boot.gps.platform",
+        "boot.button.debounce_ms",
+        "boot.node_config_txt.*",
+        "boot.table",
+        "services.disable.*",
+        "rootfs.input_hash",
+        "layers.*.entries.*.kind.file.text",
+    ] {
+        assert!(mutated.contains(p), "{p} was not changed: {mutated:?}");
+    }
+}
+
+/// Templates see the README's context table, not the model: the model's host paths (and
+/// any field the view leaves out) are not there to render.
+#[test]
+fn templates_see_the_view_not_the_model() {
+    let mut cluster = lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = dir.path().join("probe/root");
+    std::fs::create_dir_all(&probe).expect("mkdir");
+    cluster.overlays_dir = dir.path().to_path_buf();
+    cluster
+        .roles
+        .get_mut("worker")
+        .expect("worker")
+        .profile
+        .overlays = vec!["probe".into()];
+    let render = |template: &str| {
+        std::fs::write(probe.join("x.tera"), template).expect("write");
+        plan::plan(
+            &cluster,
+            &LockInfo::read(&cluster.file).expect("lock"),
+            &Selection {
+                roles: vec!["worker".into()],
+                ..Selection::default()
+            },
+        )
+    };
+    let ok = render("{{ cluster.name }} {{ cluster.network.subnet }} {{ prefix_len }}\n")
+        .expect("the view's fields render");
+    let EntryKind::File(text) = &ok.images[0].spec.layers[0].entries[0].kind else {
+        panic!("a file")
+    };
+    assert_eq!(String::from_utf8_lossy(text), "lab 192.168.188.0/24 24\n");
+    for hidden in [
+        "cluster.file",
+        "cluster.overlays_dir",
+        "cluster.roles",
+        "cluster.nodes",
+        "cluster.suite",
+    ] {
+        let err = render(&format!("{{{{ {hidden} }}}}\n")).expect_err(hidden);
+        assert!(err.to_string().contains("render"), "{hidden}: {err}");
+    }
 }

@@ -81,7 +81,6 @@ fn small_image_is_reproducible_from_two_empty_stores() {
             work_dir: data.join(format!("work-{run}")),
             agent: agent.clone(),
             dtbo_dir: data.join("overlays/dtbo"),
-            table: None,
             progress: false,
         };
         let built = match build::build(&cluster, &plan, &lock, &store, &options) {

@@ -254,15 +254,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             table,
             agent,
         } => {
-            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
+            let Some(mut model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
             };
-            let table = match table.as_deref() {
-                None => None,
-                Some("mbr") => Some(TableKind::Mbr),
-                Some("gpt") => Some(TableKind::Gpt),
+            // The override is part of the model the plan (and so each image's spec) is made of.
+            match table.as_deref() {
+                None => {}
+                Some("mbr") => model.image.table = TableKind::Mbr,
+                Some("gpt") => model.image.table = TableKind::Gpt,
                 Some(other) => anyhow::bail!("--table {other}: use mbr or gpt"),
-            };
+            }
             let store = inputs::open_store(store_dir.as_deref())?;
             let lock = inputs::read_lock(&model)?;
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -277,7 +278,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 work_dir,
                 agent,
                 dtbo_dir: data.dtbo(),
-                table,
                 progress,
             };
             let built = build::build(&model, &plan, &lock, &store, &options)?;

@@ -11,7 +11,7 @@ pub mod tz;
 mod validate;
 
 use crate::diag::{Diagnostic, SourceFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub use pibake_inputs::sources::HOST_SOURCE;
 pub const CONFIG_TXT_MAX_LINE: usize = 98;
 
 /// A board or machine type a node runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Platform {
     Rpi4,
@@ -89,7 +89,7 @@ impl Platform {
 }
 
 /// Where the kernel and firmware packages come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelSource {
     /// Debian's linux-image-arm64 + raspi-firmware (boots a Pi 4; a Pi 5 lacks
@@ -100,7 +100,7 @@ pub enum KernelSource {
 }
 
 /// The partition table of images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     Mbr,
@@ -206,7 +206,7 @@ pub struct Time {
     pub wait_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gps {
     pub node: String,
     pub uart: String,
@@ -229,7 +229,7 @@ pub struct Swarm {
     pub join_wait_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Button {
     pub gpio: u8,
     pub active_low: bool,

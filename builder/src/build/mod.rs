@@ -1,0 +1,460 @@
+//! `pibake build`: the rootfs stage, then each planned image assembled from its
+//! [`ImageSpec`] alone (nothing is derived from the model again), stage by stage: the
+//! rendered layers and the agent with the device-tree overlays (`layers`), services
+//! (`services`), config.txt and cmdline.txt (`boot_files`), `fstab`, and the `manifest`.
+//! Outputs are written to temp files and renamed.
+
+mod boot_files;
+mod fstab;
+mod layers;
+mod manifest;
+mod services;
+
+use crate::hash::{HashError, InputHash};
+use crate::model::{Cluster, TableKind};
+use crate::plan::{ImagePlan, Plan};
+use crate::rootfs::{self, RootfsError};
+use crate::spec::ImageSpec;
+use layers::with_parents;
+use pibake_image::assemble::{self, AssembleError, AssembleSpec, ImageIds};
+use pibake_image::{EntryPath, Rootfs, SourceDateEpoch};
+use pibake_inputs::{Lock, Store};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("rootfs stage {stage}")]
+    Rootfs {
+        stage: String,
+        #[source]
+        source: Box<RootfsError>,
+    },
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    #[error("image {image}: assembly")]
+    Assemble {
+        image: String,
+        #[source]
+        source: Box<AssembleError>,
+    },
+    #[error("image {image}: reading the rootfs tar")]
+    Tar {
+        image: String,
+        #[source]
+        source: Box<pibake_image::tar::TarError>,
+    },
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("compiling the device-tree overlays")]
+    Dtbo(#[source] Box<pibake_image::dtbo::DtboError>),
+    #[error("the first-boot agent binary {} is missing: build it with `cargo xtask agent` or pass --agent", path.display())]
+    NoAgent { path: PathBuf },
+    /// `cluster.timezone` is not a zone of the locked tzdata (check cannot know before fetch).
+    #[error(transparent)]
+    Timezone(#[from] crate::model::TimezoneError),
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Io { what, path, source }
+}
+
+fn image_err(image: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Image {
+        image: image.to_string(),
+        message: message.into(),
+    }
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    /// Scratch space (spool files, the root tar, mmdebstrap's work).
+    pub work_dir: PathBuf,
+    /// The aarch64 first-boot agent to install as /usr/bin/pibake-firstboot.
+    pub agent: PathBuf,
+    /// Device-tree overlay sources (`<name>.dts`).
+    pub dtbo_dir: PathBuf,
+    /// Draw progress on stderr.
+    pub progress: bool,
+}
+
+/// One row of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltImage {
+    pub name: String,
+    pub img: PathBuf,
+    pub image_bytes: u64,
+    pub mapped_bytes: u64,
+    pub sha256: String,
+    pub cached: bool,
+}
+
+/// The manifest written beside each image (one type, shared with `diff` and `flash`).
+pub use pibake_image::manifest::{Manifest, ManifestFile};
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn sha256_dir(dir: &Path) -> std::io::Result<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dts"))
+        .collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for path in names {
+        // read_dir names every entry, so each has a file name.
+        let name = path.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "an entry without a name")
+        })?;
+        hasher.update(name.as_encoded_bytes());
+        hasher.update(std::fs::read(&path)?);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn entry_path(image: &str, path: &str) -> Result<EntryPath, BuildError> {
+    EntryPath::new(path).map_err(|e| image_err(image, format!("bad path {path}: {e}")))
+}
+
+/// Builds every image of the plan.
+pub fn build(
+    cluster: &Cluster,
+    plan: &Plan,
+    lock: &Lock,
+    store: &Store,
+    opts: &BuildOptions,
+) -> Result<Vec<BuiltImage>, BuildError> {
+    if !opts.agent.is_file() {
+        return Err(BuildError::NoAgent {
+            path: opts.agent.clone(),
+        });
+    }
+    crate::model::verify_timezone(cluster, lock, store.root())?;
+    std::fs::create_dir_all(&opts.out_dir).map_err(io("cannot create", &opts.out_dir))?;
+    std::fs::create_dir_all(&opts.work_dir).map_err(io("cannot create", &opts.work_dir))?;
+    for path in remove_stale_temps(
+        &opts.out_dir,
+        plan.images.iter().map(|i| i.spec.name.as_str()),
+    )? {
+        eprintln!("removed {} (left by an interrupted build)", path.display());
+    }
+    let agent_sha = sha256_file(&opts.agent).map_err(io("cannot read", &opts.agent))?;
+    let dtbo_sha = sha256_dir(&opts.dtbo_dir).map_err(io("cannot read", &opts.dtbo_dir))?;
+    let dtbo_out = tempfile::tempdir_in(&opts.work_dir)
+        .map_err(io("cannot create a directory in", &opts.work_dir))?;
+    let dtbos = pibake_image::dtbo::compile_all(&opts.dtbo_dir, dtbo_out.path())
+        .map_err(|e| BuildError::Dtbo(Box::new(e)))?;
+    let lock_digest = lock
+        .digest()
+        .map(|d| d.to_hex())
+        .map_err(|e| image_err("lock", e.to_string()))?;
+    let packages: BTreeMap<String, String> = lock
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone()))
+        .collect();
+
+    let mut rootfs_tars = BTreeMap::new();
+    for stage in plan.rootfs.values() {
+        let bar = progress(
+            opts.progress,
+            format!(
+                "rootfs {}: mmdebstrap of {} packages (cached by input hash)",
+                stage.id,
+                lock.packages.len()
+            ),
+        );
+        let (tar, cached) =
+            rootfs::ensure(store, lock, stage, &opts.work_dir).map_err(|source| {
+                BuildError::Rootfs {
+                    stage: stage.id.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        bar.finish_with_message(format!(
+            "rootfs {}: {}",
+            stage.id,
+            if cached { "cached" } else { "built" }
+        ));
+        rootfs_tars.insert(stage.id.clone(), tar);
+    }
+
+    let mut built = Vec::new();
+    for image in &plan.images {
+        let spec = &image.spec;
+        let input_hash = InputHash::of(
+            "build",
+            &serde_json::json!({
+                "plan": image.input_hash,
+                "agent": agent_sha,
+                "dtbo": dtbo_sha,
+            }),
+        )?;
+        if let Some(done) = cached_image(&opts.out_dir, &spec.name, &input_hash) {
+            built.push(done);
+            continue;
+        }
+        let bar = progress(opts.progress, format!("image {}: assembling", spec.name));
+        let inputs = Inputs {
+            rootfs_tar: &rootfs_tars[&spec.rootfs.id],
+            dtbos: &dtbos,
+            agent_sha: &agent_sha,
+            lock_digest: &lock_digest,
+            packages: &packages,
+        };
+        let result = build_image(image, &inputs, input_hash, opts)?;
+        bar.finish_with_message(format!("image {}: built", spec.name));
+        built.push(result);
+    }
+    Ok(built)
+}
+
+fn progress(enabled: bool, message: String) -> indicatif::ProgressBar {
+    if !enabled {
+        eprintln!("{message}");
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar
+}
+
+/// A build killed by a signal leaves its temp outputs (`.lab-worker.img.XXXXXX.tmp`, as big as
+/// the image) in the output folder: remove those of the images `names` and nothing else (not
+/// other files, nor the temp files a running build holds locked).
+fn remove_stale_temps<'a>(
+    out_dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let mut removed = Vec::new();
+    let err = |e: pibake_image::atomic::AtomicError| {
+        io("cannot remove stale temp files of", &e.path)(e.source)
+    };
+    for name in names {
+        let manifest = out_dir.join(format!("{name}.manifest.json"));
+        removed.extend(assemble::remove_stale_temps(out_dir, name).map_err(err)?);
+        removed.extend(pibake_image::atomic::remove_stale_temps(&manifest).map_err(err)?);
+    }
+    Ok(removed)
+}
+
+/// An image whose manifest records the same input hash is not rebuilt.
+fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<BuiltImage> {
+    let manifest_path = out_dir.join(format!("{name}.manifest.json"));
+    let manifest = Manifest::from_json(&std::fs::read(manifest_path).ok()?).ok()?;
+    // A manifest without the node list is an older pibake's: rebuilding rewrites it (the
+    // image bytes come out the same).
+    manifest.nodes.as_ref()?;
+    let img = out_dir.join(format!("{name}.img"));
+    let meta = std::fs::metadata(&img).ok()?;
+    if manifest.input_hash != input_hash.to_string() {
+        return None;
+    }
+    let line = std::fs::read_to_string(out_dir.join(format!("{name}.sha256"))).ok()?;
+    if !line.starts_with(&manifest.sha256) {
+        return None;
+    }
+    Some(BuiltImage {
+        name: name.to_string(),
+        img,
+        image_bytes: meta.len(),
+        mapped_bytes: std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
+        sha256: manifest.sha256,
+        cached: true,
+    })
+}
+
+/// Identifiers derived from the image's input hash (no randomness).
+fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
+    let table = match table {
+        TableKind::Mbr => pibake_image::assemble::TableKind::Mbr,
+        TableKind::Gpt => pibake_image::assemble::TableKind::Gpt,
+    };
+    ImageIds::from_input_hash(input_hash.bytes(), table)
+}
+
+/// What an image is built from besides its spec, all covered by the build's input hash.
+struct Inputs<'a> {
+    rootfs_tar: &'a Path,
+    dtbos: &'a [PathBuf],
+    agent_sha: &'a str,
+    lock_digest: &'a str,
+    packages: &'a BTreeMap<String, String>,
+}
+
+/// One image, stage by stage; everything comes from the spec and `inputs`.
+fn build_image(
+    image: &ImagePlan,
+    inputs: &Inputs<'_>,
+    input_hash: InputHash,
+    opts: &BuildOptions,
+) -> Result<BuiltImage, BuildError> {
+    let spec = &image.spec;
+    let name = spec.name.as_str();
+    let ids = ids(&input_hash, spec.boot.table);
+    let mut rootfs =
+        Rootfs::from_base_tar(inputs.rootfs_tar, &opts.work_dir).map_err(|source| {
+            BuildError::Tar {
+                image: name.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+    layers::apply_rendered(&mut rootfs, name, &spec.layers)?;
+    layers::apply_agent_and_dtbos(&mut rootfs, name, &opts.agent, inputs.dtbos)?;
+    services::apply(&mut rootfs, name, &spec.services)?;
+    let boot = boot_files::apply(&mut rootfs, name, &spec.boot, &ids)?;
+    fstab::apply(&mut rootfs, name, &ids)?;
+    let files = manifest::files(name, &rootfs)?;
+    let outputs = assemble(&mut rootfs, spec, ids, opts)?;
+    let manifest = Manifest {
+        format: pibake_image::manifest::MANIFEST_FORMAT,
+        name: name.to_string(),
+        role: spec.role.clone(),
+        node: spec.node.clone(),
+        nodes: Some(spec.nodes.clone()),
+        platforms: spec
+            .platforms
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
+        input_hash: input_hash.to_string(),
+        rootfs_input_hash: spec.rootfs.input_hash.to_string(),
+        layers_hash: image.layers_hash.to_string(),
+        lock_digest: inputs.lock_digest.to_string(),
+        source_date_epoch: spec.source_date_epoch,
+        agent_sha256: inputs.agent_sha.to_string(),
+        table: format!("{:?}", spec.boot.table).to_lowercase(),
+        root_partuuid: outputs.root_partuuid.clone(),
+        sha256: outputs.sha256.clone(),
+        packages: inputs.packages.clone(),
+        boot,
+        files,
+    };
+    let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
+    manifest::write(&manifest_path, &manifest)?;
+    publish(&[
+        &outputs.img,
+        &outputs.zst,
+        &outputs.bmap,
+        &outputs.sha256_file,
+        &manifest_path,
+    ])?;
+    Ok(BuiltImage {
+        name: name.to_string(),
+        img: outputs.img,
+        image_bytes: outputs.image_bytes,
+        mapped_bytes: outputs.mapped_bytes,
+        sha256: outputs.sha256,
+        cached: false,
+    })
+}
+
+/// The partition table, FAT and ext4 of the finished tree, and the image's outputs.
+fn assemble(
+    rootfs: &mut Rootfs,
+    spec: &ImageSpec,
+    ids: ImageIds,
+    opts: &BuildOptions,
+) -> Result<assemble::ImageOutputs, BuildError> {
+    let mut assembly = AssembleSpec::new(
+        &spec.name,
+        &opts.out_dir,
+        &opts.work_dir,
+        ids,
+        SourceDateEpoch(spec.source_date_epoch),
+    );
+    assembly.boot_size = u64::from(spec.boot.boot_size_mib) << 20;
+    assembly.root_min_free = u64::from(spec.boot.root_headroom_mib) << 20;
+    assemble::assemble(rootfs, &assembly).map_err(|source| BuildError::Assemble {
+        image: spec.name.clone(),
+        source: Box::new(source),
+    })
+}
+
+/// Outputs are published artifacts, not secrets: readable by all.
+fn publish(paths: &[&PathBuf]) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    for path in paths {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("cannot set permissions of", path))?;
+    }
+    Ok(())
+}
+
+/// The summary table printed at the end of a build.
+pub fn summary(images: &[BuiltImage]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:>9}  {:<16}",
+        "image", "size", "used", "sha256"
+    );
+    for i in images {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8.0}M {:>8.0}M  {:<16} {}",
+            i.name,
+            i.image_bytes as f64 / 1048576.0,
+            i.mapped_bytes as f64 / 1048576.0,
+            &i.sha256[..16.min(i.sha256.len())],
+            if i.cached { "cached" } else { "built" }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_the_planned_images_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = [
+            ".lab-worker.img.AbC123.tmp",
+            ".lab-worker.img.zst.AbC123.tmp",
+            ".lab-worker.manifest.json.AbC123.tmp",
+        ];
+        let kept = [
+            ".lab-master.img.AbC123.tmp",
+            "lab-worker.img",
+            "lab-worker.img.tmp",
+            "notes.txt",
+        ];
+        for n in stale.iter().chain(&kept) {
+            std::fs::write(dir.path().join(n), n).expect("plant");
+        }
+        let mut removed = remove_stale_temps(dir.path(), ["lab-worker"]).expect("clean");
+        removed.sort();
+        let mut want: Vec<PathBuf> = stale.iter().map(|n| dir.path().join(n)).collect();
+        want.sort();
+        assert_eq!(removed, want);
+        for n in kept {
+            assert!(dir.path().join(n).exists(), "{n} was removed");
+        }
+    }
+}

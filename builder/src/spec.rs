@@ -1,0 +1,161 @@
+//! The image specification: everything one image is made of, worked out once by `plan` and
+//! consumed by `build` (which derives nothing from the model again).
+//!
+//! An [`ImageSpec`] holds the rendered layers (file contents included), the node table, the
+//! rootfs stage it stands on, what config.txt and cmdline.txt are rendered from and the
+//! services to enable and disable. Its input hash is the hash of its one serialization (with
+//! the domain tag `image` and [`IMAGE_EPOCH`]), so an input added to the spec is hashed by
+//! construction; `builder/tests/render.rs` mutates every leaf of the serialized spec and sees
+//! the hash change, and round-trips the spec so that no field can skip serialization.
+
+use crate::boot::{self, ConfigTxt, KernelFiles};
+use crate::hash::{HashError, InputHash};
+use crate::model::{Button, Gps, KernelSource, Platform, TableKind};
+use crate::render::Layer;
+use pibake_firstboot::table::NodeTable;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Bumped when a change to pibake changes the bytes of an image built from the same spec,
+/// so old outputs are not reused (the rootfs has its own, `plan::ROOTFS_EPOCH`: a rootfs
+/// stage takes ~15 min and an image a few seconds).
+/// 2: image ids from `ImageIds::from_input_hash`.
+/// 3: the input hash is the hash of the `ImageSpec`; the image ids (disk id, partition
+///    UUIDs, FAT volume id, ext4 UUID and hash_seed) derive from it, so they changed, and with
+///    them cmdline.txt's and fstab's PARTUUIDs; every other byte is the same.
+pub const IMAGE_EPOCH: u32 = 3;
+
+/// One image, completely.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// `<cluster>-<role>` or `<cluster>-<node>`.
+    pub name: String,
+    pub role: String,
+    /// Set for a per-node image.
+    pub node: Option<String>,
+    /// The nodes the image may become, by name.
+    pub nodes: Vec<String>,
+    pub platforms: BTreeSet<Platform>,
+    /// SOURCE_DATE_EPOCH of the build (the lock's).
+    pub source_date_epoch: u64,
+    pub rootfs: RootfsRef,
+    /// The role profile's packages (the rootfs may hold more when shared).
+    pub packages: BTreeSet<String>,
+    /// Overlay names in stacking order.
+    pub overlays: Vec<String>,
+    /// The rendered overlays, then the node table, in stacking order.
+    pub layers: Vec<Layer>,
+    /// The node table the last layer carries as `/etc/pibake/nodes.toml`.
+    pub node_table: NodeTable,
+    pub boot: BootSpec,
+    pub services: ServiceSpec,
+}
+
+/// The rootfs stage an image is assembled on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsRef {
+    pub id: String,
+    pub input_hash: InputHash,
+}
+
+/// Everything config.txt and cmdline.txt are rendered from, and the partition layout (the
+/// kernel's file names come from the rootfs, whose stage hash covers them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSpec {
+    pub kernel: KernelSource,
+    pub table: TableKind,
+    pub boot_size_mib: u32,
+    pub root_headroom_mib: u32,
+    pub button: Option<Button>,
+    /// Set when the image carries the GPS node.
+    pub gps: Option<GpsBoot>,
+    /// The role profile's config.txt lines.
+    pub profile_config_txt: Vec<String>,
+    /// The node's own lines (per-node images only).
+    pub node_config_txt: Vec<String>,
+}
+
+/// The GPS receiver and the platform of the node it is wired to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpsBoot {
+    pub gps: Gps,
+    pub platform: Platform,
+}
+
+/// The role's services are enabled, every other role's disabled, so that one shared rootfs
+/// serves every role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub enable: BTreeSet<String>,
+    pub disable: BTreeSet<String>,
+}
+
+/// What is hashed: the spec under the image epoch.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    image_epoch: u32,
+    spec: &'a ImageSpec,
+}
+
+impl ImageSpec {
+    /// The hash of the spec's serialization, the domain tag and [`IMAGE_EPOCH`].
+    pub fn input_hash(&self) -> Result<InputHash, HashError> {
+        InputHash::of(
+            "image",
+            &Hashed {
+                image_epoch: IMAGE_EPOCH,
+                spec: self,
+            },
+        )
+    }
+
+    /// The hash of the rendered layers alone (the manifest's `layers_hash`).
+    pub fn layers_hash(&self) -> Result<InputHash, HashError> {
+        InputHash::of("layers", &self.layers)
+    }
+}
+
+impl BootSpec {
+    /// config.txt of image `image`, for the kernel files the rootfs holds.
+    pub fn config_txt(&self, image: &str, kernel: &KernelFiles) -> String {
+        ConfigTxt {
+            image,
+            kernel_source: self.kernel,
+            kernel,
+            button: self.button.as_ref(),
+            gps: self.gps.as_ref().map(|g| (&g.gps, g.platform)),
+            profile_lines: &self.profile_config_txt,
+            node_lines: &self.node_config_txt,
+        }
+        .render()
+    }
+
+    /// cmdline.txt: the serial console is left off where the GPS owns the UART.
+    pub fn cmdline_txt(&self, root_partuuid: &str) -> String {
+        boot::cmdline_txt(root_partuuid, self.gps.is_none())
+    }
+}
+
+impl ServiceSpec {
+    /// The systemd preset: systemd's first-boot `preset-all` (the image's machine-id is
+    /// `uninitialized`) must not enable what the build disabled.
+    pub fn preset(&self) -> String {
+        let mut text =
+            String::from("# Rendered by pibake: the role's services, and no other role's.\n");
+        for service in &self.enable {
+            text.push_str(&format!("enable {service}\n"));
+        }
+        for service in &self.disable {
+            text.push_str(&format!("disable {service}\n"));
+        }
+        text
+    }
+}
+
+/// Where the preset lives in the image.
+pub const PRESET_PATH: &str = "etc/systemd/system-preset/10-pibake.preset";
