@@ -609,6 +609,26 @@ impl<'a> Context<'a> {
     }
 }
 
+/// The template context of `node` (or of the image's `root/` files when `None`) as JSON:
+/// what the README's "Template context" table documents (a test keeps the two equal).
+pub fn context_json(
+    cluster: &Cluster,
+    scope: &ImageScope<'_>,
+    node: Option<&Node>,
+) -> Result<serde_json::Value, RenderError> {
+    let base = Context::image(cluster, scope);
+    let ctx = match node {
+        Some(node) => Context::node(&base, cluster, node)?,
+        None => base,
+    };
+    serde_json::to_value(&ctx).map_err(|source| {
+        RenderError::Hash(HashError {
+            domain: "template context".into(),
+            source,
+        })
+    })
+}
+
 /// A version-4-shaped UUID derived from names (no randomness in images).
 pub fn derived_uuid(parts: &[&str]) -> Result<String, HashError> {
     let hash = InputHash::of("uuid", parts)?;

@@ -672,3 +672,84 @@ fn templates_see_the_view_not_the_model() {
         assert!(err.to_string().contains("render"), "{hidden}: {err}");
     }
 }
+
+/// The README's table of template fields, expanded: `cluster.network.subnet, .gateway`
+/// names `cluster.network.subnet` and `cluster.network.gateway`.
+fn readme_template_fields() -> BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(common::workspace_root().join("README.md")).expect("README");
+    let table = readme
+        .split("| Field | What it is |")
+        .nth(1)
+        .expect("README has the template context table");
+    let mut fields = BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cell = row.split('|').nth(1).expect("a cell");
+        let mut parent = String::new();
+        for name in cell.split(',').map(|n| n.trim().trim_matches('`')) {
+            let full = match name.strip_prefix('.') {
+                Some(rest) => format!("{parent}.{rest}"),
+                None => name.to_string(),
+            };
+            parent = full
+                .rsplit_once('.')
+                .map_or(String::new(), |(p, _)| p.to_string());
+            fields.insert(full);
+        }
+    }
+    fields
+}
+
+/// Leaf paths of a context: objects are walked, lists and nulls are leaves.
+fn context_fields(value: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                context_fields(v, &path, out);
+            }
+        }
+        _ => {
+            out.insert(at.to_string());
+        }
+    }
+}
+
+/// The README documents exactly the fields templates see (checked on a VIP holder, the
+/// fields of whose `vrrp` are set; a null part, such as the lab's absent Wi-Fi, stands for
+/// the fields below it).
+#[test]
+fn readme_documents_the_template_context() {
+    let cluster = lab();
+    let documented = readme_template_fields();
+    let nodes: Vec<_> = cluster.nodes_of_role("master").collect();
+    let scope = pibake::render::ImageScope {
+        name: "lab-master",
+        role: "master",
+        nodes: nodes.clone(),
+        build_epoch: 0,
+    };
+    let json = pibake::render::context_json(&cluster, &scope, Some(nodes[0])).expect("context");
+    let mut seen = BTreeSet::new();
+    context_fields(&json, "", &mut seen);
+    for field in &seen {
+        assert!(
+            documented.contains(field)
+                || documented
+                    .iter()
+                    .any(|d| d.starts_with(&format!("{field}."))),
+            "templates see `{field}`, which the README's table does not list"
+        );
+    }
+    for field in &documented {
+        assert!(
+            seen.iter()
+                .any(|s| s == field || field.starts_with(&format!("{s}."))),
+            "the README lists `{field}`, which templates do not see"
+        );
+    }
+}
