@@ -375,7 +375,7 @@ impl Checked {
                         Diagnostic::warning(
                             &path,
                             field(),
-                            format!("`{timezone}` is not checked against tzdata: {}", error_chain(&e)),
+                            format!("`{timezone}` is not checked against tzdata: {}", pibake_firstboot::error_chain(&e)),
                         )
                         .help("`pibake store verify` finds a corrupt entry; `pibake gc` and `pibake fetch` replace it"),
                     ),
@@ -389,17 +389,6 @@ impl Checked {
             self.diagnostics.push(d);
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// For `build` (the packages fetched): refuses a `cluster.timezone` that the
