@@ -59,8 +59,10 @@ pub struct ImageIds {
     pub hash_seed: Guid,
 }
 
-/// Which partition table to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Which partition table to write (also the cluster file's `[image] table`,
+/// `mbr` or `gpt`: the model uses this type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TableKind {
     #[default]
     Mbr,

@@ -289,10 +289,6 @@ fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<Bu
 
 /// Identifiers derived from the image's input hash (no randomness).
 fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
-    let table = match table {
-        TableKind::Mbr => pibake_image::assemble::TableKind::Mbr,
-        TableKind::Gpt => pibake_image::assemble::TableKind::Gpt,
-    };
     ImageIds::from_input_hash(input_hash.bytes(), table)
 }
 

@@ -99,13 +99,8 @@ pub enum KernelSource {
     Raspberrypi,
 }
 
-/// The partition table of images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TableKind {
-    Mbr,
-    Gpt,
-}
+/// The partition table of images: the image crate's, which writes it.
+pub use pibake_image::assemble::TableKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cluster {
