@@ -19,6 +19,93 @@ pub enum ReleaseError {
     Image(#[from] SourceError),
     #[error("release date {0:?}: want YYYY-MM-DD")]
     Date(String),
+    #[error("cannot read {0}")]
+    Dir(PathBuf, #[source] io::Error),
+    #[error("no *.manifest.json in {0}: build the images first")]
+    NoManifests(PathBuf),
+    #[error("{0} is not a pibake image manifest")]
+    Manifest(PathBuf, #[source] serde_json::Error),
+    #[error("cannot write {0}")]
+    Write(PathBuf, #[source] pibake_image::atomic::AtomicError),
+}
+
+/// What [`publish`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub images: usize,
+    pub os_list: PathBuf,
+    pub sums: PathBuf,
+}
+
+/// The release of the images built into `dir`: rpi-imager's `os_list`
+/// (each image's `.img.zst` measured, its URL under `url_base`, its date
+/// from the manifest's SOURCE_DATE_EPOCH) and SHA256SUMS of every asset
+/// (`.img.zst`, `.bmap`, `.sha256`, `.manifest.json` and the os_list).
+pub fn publish(
+    dir: &Path,
+    url_base: &str,
+    os_list: &Path,
+    sums: &Path,
+) -> Result<Published, ReleaseError> {
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ReleaseError::Dir(dir.to_owned(), e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    manifests.sort();
+    if manifests.is_empty() {
+        return Err(ReleaseError::NoManifests(dir.to_owned()));
+    }
+    let mut images = Vec::new();
+    let mut assets = Vec::new();
+    for path in &manifests {
+        let bytes = std::fs::read(path).map_err(|e| ReleaseError::Read(path.clone(), e))?;
+        let manifest = pibake_image::manifest::Manifest::from_json(&bytes)
+            .map_err(|e| ReleaseError::Manifest(path.clone(), e))?;
+        let meta = ImageMeta {
+            name: manifest.name.clone(),
+            description: format!("pibake image {} (role {})", manifest.name, manifest.role),
+            url: format!(
+                "{}/{}.img.zst",
+                url_base.trim_end_matches('/'),
+                manifest.name
+            ),
+            icon: None,
+            release_date: release_date(manifest.source_date_epoch),
+            devices: manifest
+                .platforms
+                .iter()
+                .map(|p| imager_device(p))
+                .collect(),
+        };
+        let zst = dir.join(format!("{}.img.zst", manifest.name));
+        images.push(ReleaseImage::measure(&zst, &meta)?);
+        for ext in ["img.zst", "bmap", "sha256", "manifest.json"] {
+            assets.push(dir.join(format!("{}.{ext}", manifest.name)));
+        }
+    }
+    let write = |path: &Path, text: String| {
+        pibake_image::atomic::write(path, text.as_bytes())
+            .map_err(|e| ReleaseError::Write(path.to_owned(), e))
+    };
+    write(os_list, rpi_imager_manifest(&images))?;
+    assets.push(os_list.to_path_buf());
+    write(sums, sha256sums(&assets)?)?;
+    Ok(Published {
+        images: images.len(),
+        os_list: os_list.to_owned(),
+        sums: sums.to_owned(),
+    })
+}
+
+/// rpi-imager's device tag of a pibake platform.
+fn imager_device(platform: &str) -> String {
+    match platform {
+        "rpi4" => "pi4-64bit".to_string(),
+        "rpi5" => "pi5-64bit".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// One entry of rpi-imager's `os_list`. Field names are rpi-imager's.

@@ -455,59 +455,12 @@ fn load_valid(path: &Path, lookup: &DataLookup) -> anyhow::Result<Option<Cluster
 /// Writes the rpi-imager os_list JSON for every built image in `dir`, then
 /// SHA256SUMS over every asset (the os_list included).
 fn release_manifest(dir: &Path, url_base: &str, os_list: &Path, sums: &Path) -> anyhow::Result<()> {
-    use pibake_flash::release::{self, ImageMeta, ReleaseImage};
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .collect();
-    manifests.sort();
-    anyhow::ensure!(
-        !manifests.is_empty(),
-        "no *.manifest.json in {}: build first",
-        dir.display()
-    );
-    let mut images = Vec::new();
-    let mut assets = Vec::new();
-    for path in &manifests {
-        let manifest: build::Manifest = serde_json::from_slice(&std::fs::read(path)?)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let zst = dir.join(format!("{}.img.zst", manifest.name));
-        let devices = manifest
-            .platforms
-            .iter()
-            .map(|p| match p.as_str() {
-                "rpi4" => "pi4-64bit".to_string(),
-                "rpi5" => "pi5-64bit".to_string(),
-                other => other.to_string(),
-            })
-            .collect();
-        let meta = ImageMeta {
-            name: manifest.name.clone(),
-            description: format!("pibake image {} (role {})", manifest.name, manifest.role),
-            url: format!(
-                "{}/{}.img.zst",
-                url_base.trim_end_matches('/'),
-                manifest.name
-            ),
-            icon: None,
-            release_date: release::release_date(manifest.source_date_epoch),
-            devices,
-        };
-        images.push(ReleaseImage::measure(&zst, &meta)?);
-        for ext in ["img.zst", "bmap", "sha256", "manifest.json"] {
-            assets.push(dir.join(format!("{}.{ext}", manifest.name)));
-        }
-    }
-    pibake_image::atomic::write(os_list, release::rpi_imager_manifest(&images).as_bytes())?;
-    assets.push(os_list.to_path_buf());
-    pibake_image::atomic::write(sums, release::sha256sums(&assets)?.as_bytes())?;
+    let done = pibake_flash::release::publish(dir, url_base, os_list, sums)?;
     eprintln!(
         "{}: {} images; {}",
-        os_list.display(),
-        images.len(),
-        sums.display()
+        done.os_list.display(),
+        done.images,
+        done.sums.display()
     );
     Ok(())
 }
