@@ -212,9 +212,9 @@ pub fn cmdline_txt(root_partuuid: &str, serial_console: bool) -> String {
 pub fn referenced_overlays(config_txt: &str) -> BTreeSet<String> {
     config_txt
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("dtoverlay="))
-        .filter_map(|rest| rest.split(',').next())
-        .filter(|name| !name.is_empty())
+        .filter_map(|l| l.split_once('='))
+        .filter(|(key, _)| key.trim() == "dtoverlay")
+        .filter_map(|(_, value)| pibake_image::dtbo::overlay_name(value))
         .map(str::to_string)
         .collect()
 }

@@ -97,3 +97,29 @@ pub fn apply(base: &Path, overlay: &Path, out: &Path) -> Result<(), DtboError> {
     }
     Ok(())
 }
+
+/// The overlay a config.txt `dtoverlay=` value names: `name`, `name,param=x`
+/// or `name:param` (the firmware's forms); `None` for an empty value. The one
+/// reading of `dtoverlay=` shared by the builder (which .dtbo files an image
+/// needs) and `pibake verify` (whether they are there).
+pub fn overlay_name(value: &str) -> Option<&str> {
+    let name = value.split([',', ':']).next().unwrap_or("").trim();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlay_name;
+
+    #[test]
+    fn the_firmwares_dtoverlay_forms() {
+        assert_eq!(overlay_name("gpio-shutdown"), Some("gpio-shutdown"));
+        assert_eq!(
+            overlay_name("gpio-shutdown,gpio_pin=3"),
+            Some("gpio-shutdown")
+        );
+        assert_eq!(overlay_name(" pps-gpio:gpiopin=18"), Some("pps-gpio"));
+        assert_eq!(overlay_name(""), None);
+        assert_eq!(overlay_name(",x=1"), None);
+    }
+}

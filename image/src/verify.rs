@@ -439,8 +439,7 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
                 need(format!("{os_prefix}{value}"), key)
             }
             "dtoverlay" => {
-                let name = value.split([',', ':']).next().unwrap_or("").trim();
-                if !name.is_empty() {
+                if let Some(name) = crate::dtbo::overlay_name(value) {
                     need(
                         format!("{os_prefix}{overlay_prefix}{name}.dtbo"),
                         "dtoverlay",
