@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 /// Boot-partition file naming the node, relative to the root; its content
 /// is [`NodeName::node_file`].
-pub const NODE_FILE: &str = "boot/firmware/pibake-node.toml";
+pub const NODE_FILE: &str = crate::bootfiles::NODE_FILE_IN_ROOT;
 /// Kernel command-line parameter naming the node.
 pub const CMDLINE_KEY: &str = "pibake.node=";
 

@@ -10,6 +10,7 @@
 //! on the host against a temporary root with fakes.
 
 pub mod atomic;
+pub mod bootfiles;
 pub mod clock;
 pub mod growroot;
 pub mod hostname;

@@ -8,7 +8,7 @@ use std::io;
 use std::path::PathBuf;
 
 /// Where the flasher puts the secrets, relative to the root.
-pub const BOOT_SECRETS: &str = "boot/firmware/pibake-secrets.toml";
+pub const BOOT_SECRETS: &str = crate::bootfiles::SECRETS_FILE_IN_ROOT;
 /// Where the agent keeps them (root, 0600).
 pub const SECRETS_PATH: &str = "etc/pibake/secrets";
 

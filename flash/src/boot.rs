@@ -9,10 +9,8 @@ use fatfs::{FileSystem, FsOptions};
 use pibake_image::table::{self, ReadTableError};
 use pibake_image::window::Window;
 
-/// The file the first-boot agent reads to pick its node (`node = "<name>"`).
-pub const NODE_FILE: &str = "pibake-node.toml";
-/// Secrets for the agent to ingest (it moves them to 0600 files and wipes this copy).
-pub const SECRETS_FILE: &str = "pibake-secrets.toml";
+/// The boot-partition file names: the agent's contract (pibake_firstboot::bootfiles).
+pub use pibake_firstboot::bootfiles::{NODE_FILE, SECRETS_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootFilesError {
