@@ -186,19 +186,126 @@ pub fn ensure(
     pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
         .map_err(|e| e.source)
         .map_err(io("cannot write", &pointer))?;
-    store
-        .add_root(
-            &format!("rootfs-{}", stage.input_hash),
-            std::slice::from_ref(&entry),
-        )
-        .map_err(RootfsError::Store)?;
+    record_root(store, stage, &entry)?;
     Ok((store.path_of(&entry), false))
+}
+
+/// The stage's gc root: one per stage id (`rootfs-<id>`), replaced by each
+/// new build of the stage, so the tar of a superseded package set is no
+/// longer referenced and `pibake gc` frees it. (Roots were once named by
+/// input hash, one per build and never removed; those are dropped here when
+/// they hold this stage's tar name.)
+pub fn record_root(
+    store: &Store,
+    stage: &RootfsStage,
+    entry: &EntryName,
+) -> Result<(), RootfsError> {
+    store
+        .add_root(&stage_root(stage), std::slice::from_ref(entry))
+        .map_err(RootfsError::Store)?;
+    let tar = format!("{}.tar", stage.id);
+    for (name, entries) in store.roots().map_err(RootfsError::Store)? {
+        let legacy = name
+            .strip_prefix("rootfs-")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if legacy && entries.iter().all(|e| e.name() == tar) {
+            store.remove_root(&name).map_err(RootfsError::Store)?;
+        }
+    }
+    Ok(())
+}
+
+/// The name of a stage's gc root.
+fn stage_root(stage: &RootfsStage) -> String {
+    format!("rootfs-{}", stage.id)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn stage(id: &str, hash: &[u8]) -> RootfsStage {
+        RootfsStage {
+            id: id.into(),
+            suite: "trixie".into(),
+            arch: "arm64".into(),
+            packages: Default::default(),
+            input_hash: crate::hash::InputHash::of_bytes(hash),
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_stage_lets_gc_free_the_superseded_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = store
+            .insert_reader("lab-rootfs.tar", None, &b"old package set"[..])
+            .unwrap();
+        // A root of the old naming (by input hash) for this stage, and one
+        // of another cluster's stage, which must stay.
+        let other = store
+            .insert_reader("other-rootfs.tar", None, &b"other cluster"[..])
+            .unwrap();
+        store
+            .add_root(
+                &format!("rootfs-{}", "a".repeat(64)),
+                std::slice::from_ref(&old),
+            )
+            .unwrap();
+        store
+            .add_root(
+                &format!("rootfs-{}", "b".repeat(64)),
+                std::slice::from_ref(&other),
+            )
+            .unwrap();
+        record_root(&store, &stage("lab-rootfs", b"v1"), &old).unwrap();
+        assert!(store.gc(&Default::default()).unwrap().removed.is_empty());
+
+        let new = store
+            .insert_reader("lab-rootfs.tar", None, &b"one package more"[..])
+            .unwrap();
+        record_root(&store, &stage("lab-rootfs", b"v2"), &new).unwrap();
+        let report = store.gc(&Default::default()).unwrap();
+        assert_eq!(
+            report.removed,
+            vec![old.clone()],
+            "the superseded tar is freed"
+        );
+        assert!(store.contains(&new) && store.contains(&other));
+        let roots = store.roots().unwrap();
+        assert_eq!(roots.len(), 2, "{roots:?}");
+        assert_eq!(roots["rootfs-lab-rootfs"], vec![new]);
+    }
+
+    #[test]
+    fn gc_waits_for_a_build_holding_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let unrooted = store
+            .insert_reader("x.tar", None, &b"mid-build"[..])
+            .unwrap();
+        let held = store.shared_lock().unwrap(); // what `build` holds
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        let gc = std::thread::spawn(move || {
+            let store = Store::open(root).unwrap();
+            let report = store.gc(&Default::default()).unwrap();
+            tx.send(report.removed.len()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(500))
+                .is_err(),
+            "gc ran while a build held the store"
+        );
+        assert!(store.contains(&unrooted));
+        drop(held);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap(),
+            1
+        );
+        gc.join().unwrap();
+    }
 
     #[test]
     fn the_error_carries_the_logs_e_lines() {

@@ -50,6 +50,8 @@ pub enum BuildError {
     Hash(#[from] HashError),
     #[error("compiling the device-tree overlays")]
     Dtbo(#[source] Box<pibake_image::dtbo::DtboError>),
+    #[error("holding the store's shared lock")]
+    StoreLock(#[source] pibake_inputs::store::StoreError),
     #[error("the first-boot agent binary {} is missing: build it with `cargo xtask agent` or pass --agent", path.display())]
     NoAgent { path: PathBuf },
     /// `cluster.timezone` is not a zone of the locked tzdata (check cannot know before fetch).
@@ -147,6 +149,9 @@ pub fn build(
             path: opts.agent.clone(),
         });
     }
+    // Held until the build returns: a `pibake gc` beside it waits instead of
+    // deleting a tar between its insert and its root.
+    let _store_lock = store.shared_lock().map_err(BuildError::StoreLock)?;
     crate::model::verify_timezone(cluster, lock, store.root())?;
     std::fs::create_dir_all(&opts.out_dir).map_err(io("cannot create", &opts.out_dir))?;
     std::fs::create_dir_all(&opts.work_dir).map_err(io("cannot create", &opts.work_dir))?;
