@@ -123,10 +123,7 @@ pub fn lock_with_host(
         packages: requested_packages(cluster),
         include_required: true,
     };
-    let workdir = store
-        .root()
-        .join("apt")
-        .join(format!("{}-{}", request.suite, request.arch));
+    let workdir = store.apt_dir(&request.suite, &request.arch);
     let lock = resolve::lock(&request, &workdir).map_err(InputsError::Resolve)?;
     lock.write(&path).map_err(InputsError::Lock)?;
     Ok(LockOutcome::Written(lock))

@@ -65,12 +65,9 @@ printf '# Add your Debian mirror here (pibake builds from a pinned, local reposi
 rm -f "$root"/etc/apt/sources.list.d/*
 "#;
 
-/// Where the stage's pointer lives: `<store>/stages/rootfs-<input hash>`.
+/// Where the stage's pointer lives (the store's `stages/rootfs-<input hash>`).
 fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
-    store
-        .root()
-        .join("stages")
-        .join(format!("rootfs-{}", stage.input_hash))
+    store.stage_pointer("rootfs", &stage.input_hash.to_string())
 }
 
 /// The stored tar of a stage, if it was built before.

@@ -174,6 +174,24 @@ impl Store {
         &self.root
     }
 
+    /// The pointer file of a cached stage output (`stages/<kind>-<input hash>`), which
+    /// names the entry holding it. The store owns this layout; stages only ask for it.
+    pub fn stage_pointer(&self, kind: &str, input_hash: &str) -> PathBuf {
+        self.root
+            .join("stages")
+            .join(format!("{kind}-{input_hash}"))
+    }
+
+    /// Scratch space for builds (spool files, mmdebstrap's work), created on demand.
+    pub fn work_dir(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    /// apt's private state for resolving packages of `suite` and `arch`.
+    pub fn apt_dir(&self, suite: &str, arch: &str) -> PathBuf {
+        self.root.join("apt").join(format!("{suite}-{arch}"))
+    }
+
     /// Where `entry` lives (whether or not it exists).
     pub fn path_of(&self, entry: &EntryName) -> PathBuf {
         self.root.join(entry.to_string())
@@ -411,6 +429,25 @@ fn copy_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_the_stores() -> Result<(), Box<dyn std::error::Error>> {
+        // Existing stores hold pointers at these paths: changing them would
+        // orphan every cached stage.
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let root = dir.path();
+        assert_eq!(
+            store.stage_pointer("rootfs", "ab12"),
+            root.join("stages/rootfs-ab12")
+        );
+        assert_eq!(store.work_dir(), root.join("work"));
+        assert_eq!(
+            store.apt_dir("trixie", "arm64"),
+            root.join("apt/trixie-arm64")
+        );
+        Ok(())
+    }
 
     #[test]
     fn entry_names() {

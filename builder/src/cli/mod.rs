@@ -272,7 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let plan = plan::plan(&model, &lock_info, &selection.into())?;
             let data = model::data_dir_for(&cluster.config, &data_lookup)?;
             let agent = data::agent(agent, std::env::var_os(data::AGENT_ENV), &data)?;
-            let work_dir = store.root().join("work");
+            let work_dir = store.work_dir();
             let options = BuildOptions {
                 out_dir: out,
                 work_dir,
