@@ -1,5 +1,15 @@
 //! The agent's journal: one small TOML file per step under
 //! `/var/lib/pibake`, written atomically, read by later steps and `status`.
+//!
+//! **Test-only hold.** With `pibake.test.hold_after=<step>` (`identity`,
+//! `clock` or `swarm`) on the kernel command line, the agent, once it has
+//! run and journaled that step, logs [`hold_marker`] and sleeps forever, so
+//! that a test harness can cut the power at exactly that point of first boot
+//! (the QEMU ring passes the parameter with `-append`; see
+//! tests/qemu/README.md). Only the running kernel's command line enables it:
+//! nothing in an image, the node table or the boot-partition files does, and
+//! pibake never writes it into cmdline.txt. Never set it on a board: that
+//! step's unit would hang until systemd's start timeout kills it.
 
 use crate::atomic::{write_atomic, WriteError};
 use crate::root::Root;
@@ -136,10 +146,75 @@ impl Journal {
     }
 }
 
+/// Kernel command-line parameter of the test-only hold (see the module docs).
+pub const HOLD_KEY: &str = "pibake.test.hold_after=";
+
+/// The step the kernel command line asks the agent to hold after (test
+/// only): `Ok(None)` without [`HOLD_KEY`], `Err(value)` when its value names
+/// no step. The last occurrence wins, as with other kernel parameters.
+pub fn hold_after(root: &Root) -> Result<Option<Step>, String> {
+    let Ok(cmdline) = std::fs::read_to_string(root.at("proc/cmdline")) else {
+        return Ok(None);
+    };
+    let Some(value) = cmdline
+        .split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix(HOLD_KEY))
+    else {
+        return Ok(None);
+    };
+    Step::ALL
+        .into_iter()
+        .find(|s| s.name() == value)
+        .map(Some)
+        .ok_or_else(|| value.to_owned())
+}
+
+/// The line the agent logs when it holds after `step` (what a harness waits
+/// for on the console before it cuts the power).
+pub fn hold_marker(step: Step) -> String {
+    format!("pibake test hold: {step} journaled, holding for the power cut ({HOLD_KEY}{step})")
+}
+
 /// The kernel's id of the running boot, if the root has one.
 pub fn boot_id(root: &Root) -> Option<String> {
     std::fs::read_to_string(root.at("proc/sys/kernel/random/boot_id"))
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_with_cmdline(cmdline: Option<&str>) -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(line) = cmdline {
+            std::fs::create_dir_all(dir.path().join("proc")).expect("proc");
+            std::fs::write(dir.path().join("proc/cmdline"), line).expect("cmdline");
+        }
+        let root = Root::new(dir.path());
+        (dir, root)
+    }
+
+    #[test]
+    fn hold_comes_only_from_the_kernel_command_line() {
+        let (_d, root) = root_with_cmdline(None);
+        assert_eq!(hold_after(&root), Ok(None));
+        let (_d, root) = root_with_cmdline(Some("console=ttyAMA0 root=/dev/vda2 rootwait\n"));
+        assert_eq!(hold_after(&root), Ok(None));
+        for step in Step::ALL {
+            let line = format!("console=ttyAMA0 {HOLD_KEY}{step} quiet\n");
+            let (_d, root) = root_with_cmdline(Some(&line));
+            assert_eq!(hold_after(&root), Ok(Some(step)));
+            assert!(hold_marker(step).contains(&format!("{step} journaled")));
+        }
+        let (_d, root) = root_with_cmdline(Some(
+            "pibake.test.hold_after=identity pibake.test.hold_after=swarm",
+        ));
+        assert_eq!(hold_after(&root), Ok(Some(Step::Swarm)));
+        let (_d, root) = root_with_cmdline(Some("pibake.test.hold_after=growroot"));
+        assert_eq!(hold_after(&root), Err("growroot".to_owned()));
+    }
 }

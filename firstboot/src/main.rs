@@ -3,16 +3,24 @@
 
 use clap::{Parser, Subcommand};
 use pibake_firstboot::clock::{Chronyc, Timedatectl};
+use pibake_firstboot::journal::{self, Step};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{ProcessRunner, SystemClock};
 use pibake_firstboot::{clock, error_chain, identity, status, swarm, Agent};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// First-boot agent of pibake images: gives the card its node identity,
 /// gates on a verified clock and joins the Docker Swarm.
 #[derive(Debug, Parser)]
-#[command(name = "pibake-firstboot", version)]
+#[command(
+    name = "pibake-firstboot",
+    version,
+    after_help = "Test only: with pibake.test.hold_after=<identity|clock|swarm> on the kernel \
+command line, the agent holds (logs a marker and sleeps forever) once it has run and journaled \
+that step, so a test harness can cut the power there. Never set it on a board."
+)]
 struct Cli {
     /// Root of the system to act on (a temporary tree in tests).
     #[arg(long, global = true, default_value = "/")]
@@ -75,6 +83,25 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// The test-only hold (journal module docs): when the kernel command line
+/// asks for a hold after `step`, which has just run and been journaled, log
+/// the marker and never return.
+fn test_hold(agent: &Agent<'_>, step: Step) {
+    match journal::hold_after(&agent.root) {
+        Ok(Some(wanted)) if wanted == step => {
+            log::warn!("{}", journal::hold_marker(step));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Ok(_) => {}
+        Err(value) => log::warn!(
+            "ignoring {}{value}: not a step (identity, clock, swarm)",
+            journal::HOLD_KEY
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let max = if cli.verbose {
@@ -98,9 +125,21 @@ fn main() -> ExitCode {
     };
     // Steps log and journal their own failures; main only picks the code.
     let ok = match cli.command {
-        Command::Identity => identity::run(&agent).is_ok(),
-        Command::Clock => clock::run(&agent, &Chronyc(&runner), &Timedatectl(&runner)).is_ok(),
-        Command::Swarm => swarm::run(&agent).is_ok(),
+        Command::Identity => {
+            let ok = identity::run(&agent).is_ok();
+            test_hold(&agent, Step::Identity);
+            ok
+        }
+        Command::Clock => {
+            let ok = clock::run(&agent, &Chronyc(&runner), &Timedatectl(&runner)).is_ok();
+            test_hold(&agent, Step::Clock);
+            ok
+        }
+        Command::Swarm => {
+            let ok = swarm::run(&agent).is_ok();
+            test_hold(&agent, Step::Swarm);
+            ok
+        }
         Command::Status { json } => {
             let steps = status::status(&agent.root);
             if json {

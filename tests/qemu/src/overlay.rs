@@ -134,7 +134,9 @@ impl Overlay {
     /// next boot would) if the VM lost power.
     pub fn disk(&self, label: &str) -> Result<RawDisk> {
         let disk = RawDisk::open(&self.snapshot(label)?)?;
-        disk.replay_root_journal()?;
+        if disk.replay_root_journal()? {
+            eprintln!("{label}: root journal replayed (e2fsck -E journal_only)");
+        }
         Ok(disk)
     }
 }

@@ -1,5 +1,8 @@
 //! The lab's role images booted in QEMU: each role personalizes itself, the
-//! clock gate, a power cut in first boot, a second boot, and a two-VM Swarm.
+//! clock gate, power cuts in first boot (after each journaled step, held
+//! there by the agent's test-only `pibake.test.hold_after=`, and one at a
+//! random point of identity), a second boot, a two-VM Swarm and the
+//! three-VM VIP failover.
 //!
 //! Needs the images (`cargo xtask lab`), root (network namespaces, taps),
 //! qemu-system-arm, qemu-utils, mtools, e2fsprogs, iproute2, chrony.
@@ -10,6 +13,7 @@ mod common;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use common::*;
+use pibake_firstboot::journal::{hold_marker, Outcome, Record, Step, HOLD_KEY};
 use pibake_firstboot::table::NodeTable;
 use pibake_qemu::disk::{Fat, RawDisk};
 use pibake_qemu::images::role_image;
@@ -289,6 +293,43 @@ fn boot_assertions_catch_planted_faults() -> Result<()> {
             || assert_failed_units(&bad, &expected_failed).is_err();
         ensure!(caught, "planted fault not caught: {what}");
     }
+    // What the power-cut tests check, on the reference itself: a card past
+    // every step completes like the reference and is what a cut after the
+    // last step leaves, not what a cut after an earlier one does.
+    assert_completes_like_reference(r, good, "the reference")?;
+    assert_cut_after(Step::Swarm, &good.state, &good.state)?;
+    for step in [Step::Identity, Step::Clock] {
+        ensure!(
+            assert_cut_after(step, &good.state, &good.state).is_err(),
+            "planted fault not caught: a card past the swarm step taken for a cut after {step}"
+        );
+    }
+    let mut lost = good.state.clone();
+    lost.files
+        .insert("/var/lib/pibake/identity.toml".to_owned(), None);
+    ensure!(
+        assert_cut_after(Step::Swarm, &lost, &good.state).is_err(),
+        "planted fault not caught: the identity entry lost at the cut"
+    );
+    let mut small = good.state.clone();
+    small.root_end -= 64 << 20;
+    ensure!(
+        assert_cut_after(Step::Swarm, &small, &good.state).is_err(),
+        "planted fault not caught: root not grown at the cut"
+    );
+    let mut unverified = good.clone();
+    let clock_done = regex::Regex::new(r#"("step": "clock",\s*"state": )"done""#)?;
+    let status = unverified
+        .report
+        .sections
+        .get_mut("status")
+        .expect("status");
+    ensure!(clock_done.is_match(status), "status format: {status}");
+    *status = clock_done.replace(status, r#"${1}"failed""#).into_owned();
+    ensure!(
+        assert_completes_like_reference(r, &unverified, "x").is_err(),
+        "planted fault not caught: the clock gate not passed again after a cut"
+    );
     // What the power-cut and second-boot tests compare.
     let mut changed = good.state.clone();
     let f = changed.files.get_mut(keyfile).expect("keyfile");
@@ -383,6 +424,193 @@ fn boot_partition_file_wins_over_mac_and_ids_are_unique() -> Result<()> {
     )
 }
 
+/// After a power cut anywhere in first boot, the next boot completes it: the
+/// card is what worker1's uninterrupted first boot made, except what is
+/// random by nature (machine-id, key material) or per boot (the clock
+/// verdict, which must be done again).
+fn assert_completes_like_reference(r: &Reference, b: &Booted, what: &str) -> Result<()> {
+    assert_identity(b, "worker1", "MAC address")?;
+    assert_personalized(b, WORKER1)?;
+    let strip = |s: &AgentState| {
+        let mut c = comparable(s, true);
+        c.retain(|p, _| !p.starts_with("/etc/ssh/ssh_host_"));
+        c.remove("/etc/machine-id");
+        c.remove("/var/lib/pibake/clock.toml");
+        c
+    };
+    assert_same(&strip(&r.first.state), &strip(&b.state), what)?;
+    ensure!(
+        b.state.ssh_keys == r.first.state.ssh_keys,
+        "{what}: SSH host key set differs: {:?} vs {:?}",
+        b.state.ssh_keys,
+        r.first.state.ssh_keys
+    );
+    let clock = b
+        .report
+        .step("clock")
+        .ok_or_else(|| anyhow!("{what}: no clock step"))?;
+    ensure!(clock.state == "done", "{what}: clock gate: {clock:?}");
+    assert_failed_units(b, &["pibake-swarm.service"])?;
+    Ok(())
+}
+
+/// A journal entry as read from a card.
+fn journal_record(state: &AgentState, step: Step) -> Result<Option<Record>> {
+    let path = format!("/var/lib/pibake/{step}.toml");
+    state
+        .text(&path)
+        .map(|text| toml::from_str(&text).with_context(|| format!("{path}:\n{text}")))
+        .transpose()
+}
+
+/// What the card holds at a cut made once the agent had journaled `step`:
+/// the entries of `step` and of the steps before it as in the reference
+/// boot (the clock's only its outcome: figures and boot id are per boot),
+/// none of the steps after it; identity's files as in the reference (bar
+/// SSH key material, which ssh-keygen does not sync, so the next boot may
+/// have to remake it, and machine-id, which systemd commits later in the
+/// boot); and the root grown.
+fn assert_cut_after(step: Step, cut: &AgentState, reference: &AgentState) -> Result<()> {
+    let at = Step::ALL.iter().position(|s| *s == step).unwrap_or(0);
+    for (i, s) in Step::ALL.into_iter().enumerate() {
+        let got = journal_record(cut, s)?;
+        if i > at {
+            ensure!(
+                got.is_none(),
+                "cut after {step}: {s} is journaled already, the agent did not hold after {step}: {got:?}"
+            );
+            continue;
+        }
+        let got = got.ok_or_else(|| {
+            anyhow!("cut after {step}: {s} was journaled before the hold, but its entry is not on the card")
+        })?;
+        let want = journal_record(reference, s)?
+            .ok_or_else(|| anyhow!("the reference boot has no {s} entry"))?;
+        let same = match s {
+            Step::Clock => got.outcome == Outcome::Done && want.outcome == Outcome::Done,
+            _ => {
+                Record {
+                    at: 0,
+                    ..got.clone()
+                } == Record {
+                    at: 0,
+                    ..want.clone()
+                }
+            }
+        };
+        ensure!(
+            same,
+            "cut after {step}: the {s} entry is {got:?}, the uninterrupted boot's {want:?}"
+        );
+    }
+    let strip = |s: &AgentState| {
+        let mut c = comparable(s, true);
+        c.retain(|p, _| !p.starts_with("/etc/ssh/ssh_host_") && !p.starts_with("/var/lib/pibake/"));
+        c.remove("/etc/machine-id");
+        c
+    };
+    assert_same(
+        &strip(reference),
+        &strip(cut),
+        &format!("at the cut after {step}"),
+    )?;
+    ensure!(
+        cut.disk_len - cut.root_end < (1 << 20),
+        "cut after {step}: the root partition ends at {} of {} bytes: identity was journaled, the root not grown",
+        cut.root_end,
+        cut.disk_len
+    );
+    Ok(())
+}
+
+/// Boots a fresh worker1 card with the agent told to hold once it has
+/// journaled `step`, pulls the plug at its marker, checks the card at the
+/// cut, then boots it again and checks the first boot completes as if never
+/// cut.
+fn cut_after_and_resume(step: Step) -> Result<()> {
+    let r = reference()?;
+    let dir = workdir(&format!("cut-after-{step}"))?;
+    let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+    let lab = Lab::new(&dir, true)?;
+    let label = format!("worker1-cut-after-{step}");
+    let marker = hold_marker(step);
+    let start = Instant::now();
+    {
+        let mut vm = lab.start_vm_args(
+            &label,
+            &r.boot,
+            &overlay,
+            WORKER1,
+            None,
+            vec![format!("{HOLD_KEY}{step}")],
+        )?;
+        let seen = vm.wait_for(
+            &format!("{}|{MULTI_USER}", regex::escape(&marker)),
+            BOOT_TIMEOUT,
+        )?;
+        ensure!(
+            seen.contains(&marker),
+            "{label}: the system came up and the agent never held after {step} (an image without the hold switch? `cargo xtask lab` rebuilds it)"
+        );
+        vm.kill();
+    }
+    eprintln!(
+        "{label}: held after {step}, power cut {:.0} s into the boot",
+        start.elapsed().as_secs_f64()
+    );
+    let cut = read_state(&overlay, &label, &r.table, "worker1")?;
+    assert_cut_after(step, &cut, &r.first.state)?;
+    // The check tells the cut points apart: this card is not what a cut
+    // after any other step leaves.
+    for other in Step::ALL.into_iter().filter(|s| *s != step) {
+        match assert_cut_after(other, &cut, &r.first.state) {
+            Ok(()) => anyhow::bail!("the card cut after {step} passes as one cut after {other}"),
+            Err(e) => eprintln!("{label}: taken for a cut after {other}, it fails: {e:#}"),
+        }
+    }
+    let b = boot_once(
+        &lab,
+        &r.boot,
+        &overlay,
+        WORKER1,
+        &r.table,
+        "worker1",
+        &format!("worker1-after-cut-after-{step}"),
+        &dir,
+        &BootOpts::default(),
+    )?;
+    assert_completes_like_reference(r, &b, &format!("after the cut after {step}"))
+}
+
+#[test]
+fn power_cut_after_identity_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "power_cut_after_identity_is_journaled_is_completed_by_the_next_boot",
+        || cut_after_and_resume(Step::Identity),
+    )
+}
+
+#[test]
+fn power_cut_after_clock_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "power_cut_after_clock_is_journaled_is_completed_by_the_next_boot",
+        || cut_after_and_resume(Step::Clock),
+    )
+}
+
+#[test]
+fn power_cut_after_swarm_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
+    let _serial = serial();
+    timed(
+        "power_cut_after_swarm_is_journaled_is_completed_by_the_next_boot",
+        || cut_after_and_resume(Step::Swarm),
+    )
+}
+
+/// The extra, random-time cut: while identity writes (after it chose the
+/// node, before it journaled), wherever the boot happens to be.
 #[test]
 fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
     let _serial = serial();
@@ -415,30 +643,7 @@ fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
                 &dir,
                 &BootOpts::default(),
             )?;
-            assert_identity(&b, "worker1", "MAC address")?;
-            assert_personalized(&b, WORKER1)?;
-            // Equal to an uninterrupted first boot, except what is random by
-            // nature (machine-id, key material) or per boot (clock verdict).
-            let strip = |s: &AgentState| {
-                let mut c = comparable(s, true);
-                c.retain(|p, _| !p.starts_with("/etc/ssh/ssh_host_"));
-                c.remove("/etc/machine-id");
-                c.remove("/var/lib/pibake/clock.toml");
-                c
-            };
-            assert_same(
-                &strip(&r.first.state),
-                &strip(&b.state),
-                "after a power cut",
-            )?;
-            ensure!(
-                b.state.ssh_keys == r.first.state.ssh_keys,
-                "SSH host key set differs: {:?} vs {:?}",
-                b.state.ssh_keys,
-                r.first.state.ssh_keys
-            );
-            assert_failed_units(&b, &["pibake-swarm.service"])?;
-            Ok(())
+            assert_completes_like_reference(r, &b, "after a power cut")
         },
     )
 }

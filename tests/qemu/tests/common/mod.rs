@@ -127,6 +127,19 @@ impl Lab {
         node: Node,
         probe: Option<Probe>,
     ) -> Result<Vm> {
+        self.start_vm_args(name, boot, disk, node, probe, Vec::new())
+    }
+
+    /// [`Lab::start_vm`] with more (test-only) kernel arguments.
+    pub fn start_vm_args(
+        &self,
+        name: &str,
+        boot: &BootFiles,
+        disk: &Overlay,
+        node: Node,
+        probe: Option<Probe>,
+        kernel_args: Vec<String>,
+    ) -> Result<Vm> {
         Ok(Vm::start(VmSpec {
             name: name.to_owned(),
             boot,
@@ -135,7 +148,7 @@ impl Lab {
             rtc_base: rtc_now(),
             network: Network::Tap(&self.ns),
             probe,
-            kernel_args: Vec::new(),
+            kernel_args,
             log_dir: self.dir.clone(),
         })?)
     }
