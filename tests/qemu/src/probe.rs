@@ -3,7 +3,9 @@
 //! the unit, `ImportCredential=` hands it the script). Nothing is baked into
 //! the image. It runs after multi-user.target, writes a report to a virtio
 //! serial port (kept apart from the console, so lines never interleave) and
-//! powers the VM off.
+//! powers the VM off. A second port carries the test's word the other way
+//! ([`GO`], see [`crate::vm::Vm::go`]): a probe that waits for it keeps its
+//! VM up for as long as another VM's step needs it.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -12,6 +14,10 @@ use std::time::Duration;
 
 /// Name of the virtio serial port the probe writes to.
 pub const PORT: &str = "pibake.probe";
+/// Name of the virtio serial port the probe reads the test's word from.
+pub const CONTROL_PORT: &str = "pibake.control";
+/// The word that lets a waiting probe go on (one line).
+pub const GO: &str = "go";
 /// Name of the probe unit.
 pub const UNIT: &str = "pibake-probe.service";
 /// Name of the credential holding the probe script.
@@ -41,6 +47,12 @@ i=0;while [ ! -e $o ]&&[ $i -lt 60 ];do sleep 1;i=$((i+1));done
 s(){ echo \"@@ $1\";}
 ";
 
+// Opens the control port at once: the guest's driver drops what the host
+// sends to a port nobody has open. A read gives end-of-file while the test
+// is not connected, hence the loop.
+const OPEN_CONTROL: &str = "exec 3</dev/virtio-ports/pibake.control\n";
+const WAIT_GO: &str = "until read -r g <&3&&[ \"$g\" = go ];do sleep 1;done\n";
+
 // A VIP holder takes its address a few VRRP adverts after the Swarm step
 // (FACTS.md: about 3.5 s at 1 s): give it a bounded moment first.
 const REPORT: &str = "\
@@ -51,6 +63,10 @@ s addr;ip -4 -o addr show
 s hostname;hostname
 s end;} >$o 2>&1
 ";
+
+/// How long a [`Probe::Member`] waits for its node to join, seconds (the
+/// agent's own retries end well before).
+const MEMBER_JOIN_WAIT: u64 = 900;
 
 /// Waits (bounded) until the local Swarm node is active or the agent's
 /// Swarm step failed.
@@ -67,14 +83,21 @@ pub enum Probe {
     Report,
     /// On the first Swarm manager: once the swarm is active, report the
     /// worker and manager join tokens (what an operator reads to flash the
-    /// other boards' boot partitions), then wait until `nodes` nodes are
-    /// Ready, list them and report. Then power off, or with `hold` stay up
-    /// until the test pulls the plug.
+    /// other boards' boot partitions). Then, for k = 2 to `nodes`, section
+    /// `ready<k>` lists the nodes (`docker node ls`) once k of them are
+    /// Ready, so the test awaits each join in turn; then `nodes`, the
+    /// report, and power-off, or with `hold` stay up until the test pulls
+    /// the plug.
     SwarmManager {
         nodes: u32,
         wait: Duration,
         hold: bool,
     },
+    /// On a node that joins the swarm: once its swarm is active or its Swarm
+    /// step failed, section `joined` says its local node state; then it
+    /// waits for the test's [`GO`] (sent once the manager lists it Ready),
+    /// reports and powers off. Its VM stays up while the manager needs it.
+    Member,
     /// On a standby VIP holder: once its swarm step is done and keepalived is
     /// BACKUP, say `standby`; then wait until the VIP is on eth0 (the
     /// holder failed), say `vip`, report and power off.
@@ -94,12 +117,20 @@ impl Probe {
                 format!(
                     "{PRELUDE}{SWARM_ACTIVE}\
 {{ s token;docker swarm join-token -q worker;s mtoken;docker swarm join-token -q manager;s joining;}} >$o 2>&1
-t=0;until [ \"$(docker node ls --format '{{{{.Status}}}}'|grep -c Ready)\" -ge {nodes} ]||[ $t -ge {w} ];do sleep 5;t=$((t+5));done
-{{ s nodes;docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}} >$o 2>&1
+l(){{ docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}}
+k=2;t=0;while [ $k -le {nodes} ]&&[ $t -lt {w} ];do
+if [ $(l|grep -c ' Ready') -ge $k ];then {{ s ready$k;l;s ok;}} >$o;k=$((k+1));else sleep 5;t=$((t+5));fi;done
+{{ s nodes;l;}} >$o
 {REPORT}{hold}",
                     SWARM_ACTIVE = swarm_active(w),
                 )
             }
+            Probe::Member => format!(
+                "{PRELUDE}{OPEN_CONTROL}{SWARM_ACTIVE}\
+{{ s joined;docker info -f '{{{{.Swarm.LocalNodeState}}}}';s waiting;}} >$o 2>&1
+{WAIT_GO}{REPORT}",
+                SWARM_ACTIVE = swarm_active(MEMBER_JOIN_WAIT),
+            ),
             Probe::Standby { vip, wait } => {
                 let w = wait.as_secs();
                 format!(
@@ -261,7 +292,20 @@ mod tests {
                 vip: std::net::Ipv4Addr::new(192, 168, 188, 2),
                 wait,
             },
+            Probe::Member,
         ] {
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(probe.script())
+                .output()
+                .expect("sh");
+            assert!(
+                out.status.success(),
+                "{probe:?}: not valid sh: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                probe.script()
+            );
             let len: usize = probe.kernel_args().iter().map(|a| a.len() + 1).sum();
             // arm64 COMMAND_LINE_SIZE is 2048; leave room for the ~200 bytes
             // of root=, console= and the rest (Vm::start checks the whole).
@@ -279,5 +323,10 @@ mod tests {
             wait,
         };
         assert!(standby.script().contains("grep -q ' inet 10.0.0.9/'"));
+        let member = Probe::Member.script();
+        assert!(WAIT_GO.contains(&format!("= {GO} ]")));
+        assert!(member.contains(CONTROL_PORT) && member.contains(WAIT_GO));
+        // The control port is open before the test is told to send.
+        assert!(member.find(OPEN_CONTROL) < member.find("s joined"));
     }
 }

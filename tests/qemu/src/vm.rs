@@ -9,6 +9,7 @@ use crate::probe::{self, Probe, Report};
 use crate::tool::{self, QEMU};
 use crate::{io_err, HarnessError, Result};
 use regex::Regex;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +122,12 @@ pub struct Vm {
     qemu_log: PathBuf,
     started: Instant,
     exit: Option<ExitStatus>,
+    /// QEMU's socket behind the probe's control port, in a short private
+    /// directory (a socket path has at most 107 bytes).
+    control: PathBuf,
+    _control_dir: tempfile::TempDir,
+    /// Kept open once connected: the guest reads end-of-file while no one is.
+    control_stream: Option<UnixStream>,
 }
 
 impl Vm {
@@ -159,6 +166,12 @@ impl Vm {
                 append.len()
             )));
         }
+
+        let control_dir = tempfile::Builder::new()
+            .prefix("pibake-vm-")
+            .tempdir()
+            .map_err(io_err("temporary directory"))?;
+        let control = control_dir.path().join("control.sock");
 
         let Network::Tap(ns) = spec.network;
         let tap = ns.add_tap()?;
@@ -205,6 +218,16 @@ impl Vm {
         .arg(format!(
             "virtserialport,chardev=probe0,name={}",
             probe::PORT
+        ))
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=control0,path={},server=on,wait=off",
+            control.display()
+        ))
+        .arg("-device")
+        .arg(format!(
+            "virtserialport,chardev=control0,name={}",
+            probe::CONTROL_PORT
         ));
         let out = std::fs::File::create(&qemu_log).map_err(io_err(&qemu_log))?;
         let err = out.try_clone().map_err(io_err(&qemu_log))?;
@@ -223,6 +246,9 @@ impl Vm {
             qemu_log,
             started: Instant::now(),
             exit: None,
+            control,
+            _control_dir: control_dir,
+            control_stream: None,
         })
     }
 
@@ -344,6 +370,30 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// Sends the probe its [`probe::GO`] over the control port: a probe that
+    /// waits for it (e.g. [`Probe::Member`]) goes on to report and power off.
+    pub fn go(&mut self) -> Result<()> {
+        use std::io::Write;
+        let mut tries = 0;
+        let stream = loop {
+            if let Some(stream) = &mut self.control_stream {
+                break stream;
+            }
+            match UnixStream::connect(&self.control) {
+                Ok(stream) => self.control_stream = Some(stream),
+                // QEMU makes the socket as it starts: normally long done.
+                Err(_) if tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(io_err(&self.control)(e)),
+            }
+        };
+        writeln!(stream, "{}", probe::GO)
+            .and_then(|()| stream.flush())
+            .map_err(io_err(&self.control))
     }
 
     /// Pulls the plug: SIGKILL to QEMU, no guest shutdown.

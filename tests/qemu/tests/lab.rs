@@ -19,7 +19,7 @@ use pibake_qemu::disk::{Fat, RawDisk};
 use pibake_qemu::images::role_image;
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::probe::Probe;
-use pibake_qemu::vm::{BootFiles, MULTI_USER};
+use pibake_qemu::vm::{BootFiles, Vm, MULTI_USER};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -954,15 +954,21 @@ fn master_and_worker_form_a_swarm_through_the_vip() -> Result<()> {
             &wboot,
             &woverlay,
             WORKER1,
-            Some(Probe::Report),
+            Some(Probe::Member),
         )?;
+        // In order: the worker joined, the master lists it Ready; only then
+        // may the worker report and power off.
+        wait_joined(&mut worker, "worker1")?;
+        let ready = master.wait_probe_section("ready2", wait)?;
+        ensure_ready(&ready, &["master1", "worker1"])?;
+        let nodes = master.wait_probe_section("nodes", wait)?;
+        worker.go()?;
         let wreport = worker.wait_report(BOOT_TIMEOUT)?;
         ensure_swarm_done(&wreport, "worker1")?;
         ensure!(
             !worker.console().contains(token),
             "the join token appears on worker1's console"
         );
-        let nodes = master.wait_probe_section("nodes", wait)?;
         let mreport = master.wait_report(BOOT_TIMEOUT)?;
         worker.wait_exit(POWEROFF_TIMEOUT)?;
         master.wait_exit(POWEROFF_TIMEOUT)?;
@@ -1008,6 +1014,23 @@ fn give_token(overlay: &Overlay, key: &str, token: &str) -> Result<()> {
         format!("{key} = \"{token}\"\n").as_bytes(),
     )])?;
     Ok(())
+}
+
+/// A [`Probe::Member`]'s `joined` section: its local Swarm node state.
+fn check_joined(state: &str, host: &str) -> Result<()> {
+    ensure!(
+        state.trim() == "active",
+        "{host} did not join the swarm: its local node state is {:?}",
+        state.trim()
+    );
+    Ok(())
+}
+
+/// Waits for a [`Probe::Member`] to have joined (or given up), and fails at
+/// once unless it is in the swarm (rather than in a manager's long wait).
+fn wait_joined(vm: &mut Vm, host: &str) -> Result<()> {
+    let state = vm.wait_probe_section("joined", BOOT_TIMEOUT)?;
+    check_joined(&state, host).with_context(|| format!("console: {}", vm.console_path().display()))
 }
 
 /// The agent's Swarm step on `host` is done.
@@ -1057,6 +1080,35 @@ fn neighbour_mac(lab: &Lab, addr: std::net::Ipv4Addr) -> Result<Option<String>> 
         .map(str::to_owned))
 }
 
+/// The Swarm tests' checks on planted listings: a node Down (what a VM that
+/// powered off too early leaves), a node missing, a member that did not join.
+#[test]
+fn swarm_checks_catch_planted_faults() -> Result<()> {
+    let good = "master1 Ready Leader\nmaster2 Ready Reachable\nworker1 Ready \n";
+    let hosts = ["master1", "master2", "worker1"];
+    ensure_ready(good, &hosts)?;
+    for (what, listing) in [
+        (
+            "worker1 Down",
+            "master1 Ready Leader\nmaster2 Ready Reachable\nworker1 Down \n",
+        ),
+        ("master2 missing", "master1 Ready Leader\nworker1 Ready \n"),
+    ] {
+        ensure!(
+            ensure_ready(listing, &hosts).is_err(),
+            "planted fault not caught: {what}"
+        );
+    }
+    check_joined("active\n", "worker1")?;
+    for state in ["inactive\n", "pending\n", "error\n", ""] {
+        ensure!(
+            check_joined(state, "worker1").is_err(),
+            "planted fault not caught: joined state {state:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
     let _serial = serial();
@@ -1092,6 +1144,9 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
         // Managers join through the VIP too (cluster.toml: join = "vip").
         give_token(&m2overlay, "swarm_manager_token", mtoken)?;
         give_token(&woverlay, "swarm_worker_token", token)?;
+        // Joins in order, each awaited on what master1 lists: master2 (a
+        // manager, the VIP's standby), then worker1. Nobody powers off
+        // before master1 has listed all three Ready.
         let mut master2 = lab.start_vm(
             "failover-master2",
             &mboot,
@@ -1099,19 +1154,23 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
             MASTER2,
             Some(Probe::Standby { vip: VIP, wait }),
         )?;
+        master2.wait_probe_section("standby", BOOT_TIMEOUT)?;
+        let ready = master1.wait_probe_section("ready2", wait)?;
+        ensure_ready(&ready, &["master1", "master2"])?;
         let mut worker = lab.start_vm(
             "failover-worker1",
             &wboot,
             &woverlay,
             WORKER1,
-            Some(Probe::Report),
+            Some(Probe::Member),
         )?;
-        let wreport = worker.wait_report(BOOT_TIMEOUT)?;
-        ensure_swarm_done(&wreport, "worker1")?;
-        master2.wait_probe_section("standby", BOOT_TIMEOUT)?;
+        wait_joined(&mut worker, "worker1")?;
         let nodes = master1.wait_probe_section("nodes", wait)?;
         eprintln!("docker node ls on master1:\n{nodes}");
         ensure_ready(&nodes, &["master1", "master2", "worker1"])?;
+        worker.go()?;
+        let wreport = worker.wait_report(BOOT_TIMEOUT)?;
+        ensure_swarm_done(&wreport, "worker1")?;
         worker.wait_exit(POWEROFF_TIMEOUT)?;
         master1.wait_report(BOOT_TIMEOUT)?;
         ensure!(
