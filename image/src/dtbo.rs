@@ -1,5 +1,7 @@
 //! The project's device-tree overlays (overlays/dtbo/*.dts), compiled with `dtc -@` because
-//! Debian's raspi-firmware lacks gpio-shutdown, pps-gpio and disable-bt.
+//! Debian's raspi-firmware lacks gpio-shutdown, pps-gpio and disable-bt (Pi 4), and the
+//! upstream Pi 5 tree needs its own: gpio-shutdown-pi5, pps-gpio-pi5 (RP1's `rp1_gpio`) and
+//! bcm2712d0 (C0 tree to D0 tree, applied by the firmware itself on D0 boards).
 
 use std::io;
 use std::path::{Path, PathBuf};
