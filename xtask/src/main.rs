@@ -113,33 +113,44 @@ fn build_lab(agent: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lab's kernel image package in the store (not the metapackage).
+/// The lab's kernel package in the store that holds the base DTBs the overlay
+/// tests apply pibake's .dtbo files to: the 7.x kernel's
+/// `linux-base-7*-arm64` (its DTBs under usr/lib/modules/<ver>/dtb/broadcom/),
+/// else the 6.12 kernel's `linux-image-6.12*-arm64` (under
+/// usr/lib/linux-image-<ver>/broadcom/; not the metapackage). Of several
+/// versions, the highest by package file name (the store's hash prefix aside).
 fn lab_kernel_deb() -> anyhow::Result<PathBuf> {
     let store = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) => PathBuf::from(dir).join("pibake"),
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/pibake"),
     };
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&store)
+    let names: Vec<(String, PathBuf)> = std::fs::read_dir(&store)
         .with_context(|| format!("reading the store {}", store.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            name.contains("-linux-image-")
-                && name.ends_with("_arm64.deb")
-                && !name.contains("-linux-image-arm64_")
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            // Store files are `<sha256>-<package file name>`.
+            let deb = name.split_once('-').map_or(name.as_str(), |(_, d)| d);
+            Some((deb.to_owned(), p))
         })
+        .filter(|(deb, _)| deb.ends_with("_arm64.deb") && deb.contains("-arm64_"))
         .collect();
-    found.sort();
-    found.pop().with_context(|| {
-        format!(
-            "no linux-image-*-arm64 .deb in {}: `pibake fetch` first",
-            store.display()
-        )
-    })
+    let newest = |prefix: &str| {
+        names
+            .iter()
+            .filter(|(deb, _)| deb.starts_with(prefix))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, p)| p.clone())
+    };
+    newest("linux-base-7")
+        .or_else(|| newest("linux-image-6"))
+        .with_context(|| {
+            format!(
+                "no linux-base-7*-arm64 (nor linux-image-6*-arm64) .deb in {}: `pibake fetch` first",
+                store.display()
+            )
+        })
 }
 
 /// The whole suite: formatting, lints, every crate's tests, the agent's
