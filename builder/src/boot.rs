@@ -15,11 +15,11 @@ pub struct KernelFiles {
 
 impl KernelFiles {
     /// A stand-in used where the rootfs is not built yet (check, plan,
-    /// golden tests): the shape of Debian trixie's names.
+    /// golden tests): the shape of the names of Debian's kernel (7.3 from trixie-backports).
     pub fn placeholder() -> Self {
         KernelFiles {
-            kernel: "vmlinuz-6.12.0-0-arm64".into(),
-            initrd: Some("initrd.img-6.12.0-0-arm64".into()),
+            kernel: "vmlinuz-7.3.4+deb13-arm64".into(),
+            initrd: Some("initrd.img-7.3.4+deb13-arm64".into()),
         }
     }
 
@@ -39,37 +39,60 @@ impl KernelFiles {
     }
 }
 
-/// The device-tree overlay line of the shutdown button. `gpio_pull` is
-/// written as the number the overlay's `brcm,pull` takes (0 off, 1 down,
-/// 2 up): overlays/dtbo/gpio-shutdown.dts.
-pub fn button_line(button: &Button) -> String {
+/// The device-tree overlay line of the shutdown button on `platform`: the
+/// Pi 4's `gpio-shutdown` (pull as the number its `brcm,pull` takes: 0 off,
+/// 1 down, 2 up) or the Pi 5's `gpio-shutdown-pi5` on RP1's GPIO (pull-up by
+/// default, `pull_down=on`/`pull_off=on` otherwise). The hold time is the
+/// overlay's debounce: gpio-keys reports the key only once it has been held
+/// that long (overlays/dtbo/README.md, FACTS.md "Shutdown button").
+pub fn button_line(platform: Platform, button: &Button) -> String {
+    let (gpio, low, hold) = (button.gpio, u8::from(button.active_low), button.hold_ms);
+    if platform == Platform::Rpi5 {
+        let pull = match button.pull.as_str() {
+            "off" => ",pull_off=on",
+            "down" => ",pull_down=on",
+            _ => "",
+        };
+        return format!(
+            "dtoverlay=gpio-shutdown-pi5,gpio_pin={gpio},active_low={low},debounce={hold}{pull}"
+        );
+    }
     let pull = match button.pull.as_str() {
         "off" => 0,
         "down" => 1,
         _ => 2,
     };
     format!(
-        "dtoverlay=gpio-shutdown,gpio_pin={},active_low={},gpio_pull={pull},debounce={}",
-        button.gpio,
-        u8::from(button.active_low),
-        button.debounce_ms
+        "dtoverlay=gpio-shutdown,gpio_pin={gpio},active_low={low},gpio_pull={pull},debounce={hold}"
     )
 }
 
-/// The lines that make the header UART and the PPS pin available to a GPS
-/// receiver on `platform` (FACTS.md, "Clock": Pi 4 enable_uart + disable-bt,
-/// Pi 5 dtparam=uart0=on).
+/// The lines that make the GPS receiver's UART (when it is on the header)
+/// and its PPS pin available on `platform` (FACTS.md, "Clock": Pi 4
+/// enable_uart + disable-bt; the Pi 5's header UARTs have no mainline
+/// driver, so a Pi 5 takes a USB receiver and only the PPS pin, on RP1).
 pub fn gps_lines(platform: Platform, gps: &Gps) -> Vec<String> {
-    let mut lines = match platform {
-        Platform::Rpi4 => vec![
-            "enable_uart=1".to_string(),
-            "dtoverlay=disable-bt".to_string(),
-        ],
-        Platform::Rpi5 => vec!["dtparam=uart0=on".to_string()],
-        Platform::PcEfi | Platform::Macos => vec![],
+    let mut lines = Vec::new();
+    if platform == Platform::Rpi4 && gps.on_header_uart() {
+        lines.push("enable_uart=1".to_string());
+        lines.push("dtoverlay=disable-bt".to_string());
+    }
+    let overlay = if platform == Platform::Rpi5 {
+        "pps-gpio-pi5"
+    } else {
+        "pps-gpio"
     };
-    lines.push(format!("dtoverlay=pps-gpio,gpiopin={}", gps.pps_gpio));
+    lines.push(format!("dtoverlay={overlay},gpiopin={}", gps.pps_gpio));
     lines
+}
+
+/// The config.txt section a platform's own lines go in.
+pub fn section(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Rpi4 => "[pi4]",
+        Platform::Rpi5 => "[pi5]",
+        Platform::PcEfi | Platform::Macos => "[all]",
+    }
 }
 
 /// Every line pibake adds for the cluster's features on one platform; used
@@ -80,7 +103,7 @@ pub fn feature_lines(
     gps: Option<&Gps>,
 ) -> Vec<String> {
     let mut lines = Vec::new();
-    lines.extend(button.map(button_line));
+    lines.extend(button.map(|b| button_line(platform, b)));
     if let Some(gps) = gps {
         lines.extend(gps_lines(platform, gps));
     }
@@ -119,6 +142,8 @@ pub struct ConfigTxt<'a> {
     pub image: &'a str,
     pub kernel_source: KernelSource,
     pub kernel: &'a KernelFiles,
+    /// The platforms of the image's nodes: each gets its own section where lines differ.
+    pub platforms: &'a BTreeSet<Platform>,
     pub button: Option<&'a Button>,
     /// Set when the image carries the GPS node, with that node's platform.
     pub gps: Option<(&'a Gps, Platform)>,
@@ -150,34 +175,29 @@ impl ConfigTxt<'_> {
         if let Some(button) = self.button {
             let _ = writeln!(
                 out,
-                "# Shutdown button: GPIO{} to GND (header pins 5 and 6 for GPIO3).",
-                button.gpio
+                "# Shutdown button: GPIO{} to GND (header pins 5 and 6 for GPIO3); hold it {} ms to power off.",
+                button.gpio, button.hold_ms
             );
-            let _ = writeln!(out, "{}", button_line(button));
+            for platform in self.platforms {
+                let _ = writeln!(out, "{}", section(*platform));
+                let _ = writeln!(out, "{}", button_line(*platform, button));
+            }
+            out.push_str("[all]\n");
         }
         if let Some((gps, platform)) = self.gps {
             let _ = writeln!(
                 out,
-                "# GPS on {} with PPS on GPIO{} (node {}).",
-                gps.uart, gps.pps_gpio, gps.node
+                "# GPS on {} ({}) with PPS on GPIO{} (node {}).",
+                gps.uart,
+                gps.device(),
+                gps.pps_gpio,
+                gps.node
             );
-            let section = match platform {
-                Platform::Rpi4 => "[pi4]",
-                Platform::Rpi5 => "[pi5]",
-                Platform::PcEfi | Platform::Macos => "[all]",
-            };
-            let lines = gps_lines(platform, gps);
-            let (pps, uart) = lines
-                .split_last()
-                .map_or((None, &[][..]), |(l, r)| (Some(l), r));
-            let _ = writeln!(out, "{section}");
-            for line in uart {
+            let _ = writeln!(out, "{}", section(platform));
+            for line in gps_lines(platform, gps) {
                 let _ = writeln!(out, "{line}");
             }
             out.push_str("[all]\n");
-            if let Some(pps) = pps {
-                let _ = writeln!(out, "{pps}");
-            }
         }
         if !self.profile_lines.is_empty() {
             out.push_str("# From the role's profile.\n");

@@ -28,18 +28,58 @@ pub enum InputsError {
     Fetch(#[source] Box<fetch::FetchError>),
 }
 
-/// Every package the cluster's images install, across all roles.
+/// Every package the cluster's images install, across all roles: the
+/// profiles' packages and, when a Raspberry Pi is among the nodes, the
+/// `[kernel]` package.
 pub fn requested_packages(cluster: &Cluster) -> BTreeSet<String> {
-    cluster
+    let mut packages: BTreeSet<String> = cluster
         .roles
         .iter()
         .filter(|(name, _)| cluster.nodes_of_role(name).next().is_some())
         .flat_map(|(_, role)| role.profile.packages.iter().cloned())
-        .collect()
+        .collect();
+    if cluster.nodes.values().any(|n| n.platform.is_raspberry_pi()) {
+        packages.insert(cluster.kernel.package.clone());
+    }
+    packages
+}
+
+/// Pinned from the kernel's suite beside the kernel package: Debian's 7.x
+/// kernel packages pre-depend on a newer `linux-base` (its
+/// `linux-update-symlinks` and `linux-run-hooks`) than trixie has, and apt
+/// only satisfies a dependency from a source's candidate version.
+pub const KERNEL_PINNED_HELPERS: [&str; 1] = ["linux-base"];
+
+/// The pin priority that makes the kernel's suite win for the pinned
+/// packages (above the 500 of the cluster's suite, below 1000, which would
+/// allow downgrades).
+pub const KERNEL_PIN_PRIORITY: i32 = 990;
+
+/// The name of the source of the kernel's suite when it is not the
+/// cluster's (`debian-trixie-backports`).
+pub fn kernel_source_name(cluster: &Cluster) -> Option<String> {
+    (cluster.kernel.suite != cluster.suite)
+        .then(|| format!("{HOST_SOURCE}-{}", cluster.kernel.suite))
+}
+
+/// The host's mirror at the kernel's suite, pinned for the kernel packages
+/// only, when `[kernel] suite` is not the cluster's suite.
+pub fn kernel_source(host: &Source, cluster: &Cluster) -> Option<Source> {
+    let name = kernel_source_name(cluster)?;
+    let mut pin_packages = vec![cluster.kernel.package.clone()];
+    pin_packages.extend(KERNEL_PINNED_HELPERS.iter().map(|p| (*p).to_string()));
+    Some(Source {
+        name,
+        suite: cluster.kernel.suite.clone(),
+        pin_priority: Some(KERNEL_PIN_PRIORITY),
+        pin_packages,
+        ..host.clone()
+    })
 }
 
 /// The sources a cluster's packages come from: the host's Debian mirror
-/// (named `debian`), then the sources the profiles add (see
+/// (named `debian`), the kernel's suite of it (see [`kernel_source`]), then
+/// the sources the profiles add (see
 /// [`profile_sources`]).
 pub fn sources(cluster: &Cluster) -> Result<Vec<Source>, InputsError> {
     Ok(with_profile_sources(host_debian_source(cluster)?, cluster))
@@ -53,9 +93,11 @@ pub fn host_debian_source(cluster: &Cluster) -> Result<Source, InputsError> {
     Ok(debian)
 }
 
-/// `host` followed by [`profile_sources`].
+/// `host`, its [`kernel_source`] if any, then [`profile_sources`].
 pub fn with_profile_sources(host: Source, cluster: &Cluster) -> Vec<Source> {
+    let kernel = kernel_source(&host, cluster);
     std::iter::once(host)
+        .chain(kernel)
         .chain(profile_sources(cluster))
         .collect()
 }
@@ -80,6 +122,7 @@ pub fn profile_sources(cluster: &Cluster) -> Vec<Source> {
 /// The names of the sources a lock must have been resolved against.
 pub fn source_names(cluster: &Cluster) -> BTreeSet<String> {
     std::iter::once(HOST_SOURCE.to_string())
+        .chain(kernel_source_name(cluster))
         .chain(profile_sources(cluster).into_iter().map(|s| s.name))
         .collect()
 }

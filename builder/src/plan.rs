@@ -21,6 +21,11 @@ pub struct LockInfo {
     pub path: PathBuf,
     /// Digest of the lock file's bytes; `None` when there is no lock yet.
     pub digest: Option<InputHash>,
+    /// Digest of the closure alone (each package's name, version,
+    /// architecture and sha256), what a rootfs is made of: a lock rewritten
+    /// with other origins or comments but the same .debs rebuilds nothing.
+    /// `None` when there is no readable lock.
+    pub closure: Option<InputHash>,
     /// SOURCE_DATE_EPOCH of the build.
     pub source_date_epoch: u64,
 }
@@ -40,17 +45,37 @@ impl LockInfo {
             Ok(bytes) => {
                 // An unparsable lock is reported by `lock`/`build`; the plan
                 // only needs its digest and, when readable, its epoch.
-                let epoch = pibake_inputs::Lock::parse(&String::from_utf8_lossy(&bytes), &path)
-                    .map_or(0, |lock| lock.source_date_epoch);
+                let lock = pibake_inputs::Lock::parse(&String::from_utf8_lossy(&bytes), &path).ok();
+                let closure = lock
+                    .as_ref()
+                    .map(|lock| {
+                        let debs: Vec<(&str, &str, &str, String)> = lock
+                            .packages
+                            .iter()
+                            .map(|p| {
+                                (
+                                    p.name.as_str(),
+                                    p.version.as_str(),
+                                    p.architecture.as_str(),
+                                    p.sha256.to_string(),
+                                )
+                            })
+                            .collect();
+                        InputHash::of("closure", &debs)
+                    })
+                    .transpose()
+                    .map_err(std::io::Error::other)?;
                 Ok(LockInfo {
                     path,
                     digest: Some(InputHash::of_bytes(&bytes)),
-                    source_date_epoch: epoch,
+                    closure,
+                    source_date_epoch: lock.map_or(0, |lock| lock.source_date_epoch),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockInfo {
                 path,
                 digest: None,
+                closure: None,
                 source_date_epoch: 0,
             }),
             Err(e) => Err(e),
@@ -65,6 +90,11 @@ pub struct RootfsStage {
     pub suite: String,
     pub arch: String,
     pub packages: BTreeSet<String>,
+    /// Files written into the root before any package is installed (by
+    /// path below /), so that the packages' own scripts see them: the Pi 5's
+    /// initramfs module list is there when the kernel's postinst builds the
+    /// initramfs.
+    pub files: BTreeMap<String, String>,
     pub input_hash: InputHash,
 }
 
@@ -190,7 +220,8 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                 })
             });
             let boot = BootSpec {
-                kernel: cluster.kernel,
+                kernel: cluster.kernel.source,
+                platforms: members.iter().map(|n| n.platform).collect(),
                 table: cluster.image.table,
                 boot_size_mib: cluster.image.boot_size_mib,
                 root_headroom_mib: cluster.image.root_headroom_mib,
@@ -249,6 +280,24 @@ fn services(cluster: &Cluster, role: &str) -> ServiceSpec {
     ServiceSpec { enable, disable }
 }
 
+/// The files of [`RootfsStage::files`]: the Pi 5's initramfs modules when
+/// the cluster has a Pi 5 (harmless on other boards, so a rootfs shared with
+/// a Pi 4 role carries it too).
+fn pre_install_files(cluster: &Cluster) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    if cluster
+        .nodes
+        .values()
+        .any(|n| n.platform == crate::model::Platform::Rpi5)
+    {
+        files.insert(
+            pibake_image::pi5::INITRAMFS_MODULES_FILE.to_string(),
+            pibake_image::pi5::initramfs_modules_text(),
+        );
+    }
+    files
+}
+
 /// The rootfs a role is built on: the cluster's shared one, or its own.
 pub fn rootfs_id(cluster: &Cluster, role: &str) -> String {
     if cluster.roles[role].profile.own_rootfs {
@@ -272,10 +321,16 @@ fn rootfs_stages(
             .or_default()
             .extend(role.profile.packages.iter().cloned());
     }
+    // Every role's images boot the cluster's kernel (the roles of a plan are
+    // Raspberry Pi ones: others are refused as unbuildable).
+    for set in packages.values_mut() {
+        set.insert(cluster.kernel.package.clone());
+    }
     packages
         .into_iter()
         .map(|(id, packages)| {
             let arch = "arm64".to_string();
+            let files = pre_install_files(cluster);
             let input_hash = InputHash::of(
                 "rootfs",
                 &serde_json::json!({
@@ -285,8 +340,9 @@ fn rootfs_stages(
                     "suite": cluster.suite,
                     "arch": arch,
                     "packages": packages,
-                    "lock": lock.digest,
+                    "closure": lock.closure.or(lock.digest),
                     "source_date_epoch": lock.source_date_epoch,
+                    "files": files,
                 }),
             )?;
             let stage = RootfsStage {
@@ -294,6 +350,7 @@ fn rootfs_stages(
                 suite: cluster.suite.clone(),
                 arch,
                 packages,
+                files,
                 input_hash,
             };
             Ok((id, stage))

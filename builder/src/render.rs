@@ -530,7 +530,7 @@ impl<'a> Context<'a> {
                 address: n.address,
                 uart: &g.uart,
                 pps_gpio: g.pps_gpio,
-                device: "/dev/ttyAMA0",
+                device: g.device(),
             })
         });
         let managers: Vec<HostCtx<'a>> = cluster

@@ -65,6 +65,33 @@ printf '# Add your Debian mirror here (pibake builds from a pinned, local reposi
 rm -f "$root"/etc/apt/sources.list.d/*
 "#;
 
+/// `--setup-hook`s writing the stage's [`RootfsStage::files`] into the root
+/// before the first package is unpacked (each file's text staged in `dir`).
+fn pre_install_hooks(stage: &RootfsStage, dir: &Path) -> Result<Vec<String>, RootfsError> {
+    let mut hooks = Vec::new();
+    for (i, (path, text)) in stage.files.iter().enumerate() {
+        let staged = dir.join(format!("file-{i}"));
+        std::fs::write(&staged, text).map_err(io("cannot write", &staged))?;
+        // Paths come from the plan (constants of pibake), never from a user:
+        // still, quote them for the shell.
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let target = format!("\"$1\"/{}", quote(path));
+        let parent = format!(
+            "\"$1\"/{}",
+            quote(
+                Path::new(path)
+                    .parent()
+                    .map_or("", |p| p.to_str().unwrap_or(""))
+            )
+        );
+        hooks.push(format!(
+            "--setup-hook=mkdir -p {parent} && cp {} {target} && chmod 0644 {target}",
+            quote(&staged.to_string_lossy())
+        ));
+    }
+    Ok(hooks)
+}
+
 /// Where the stage's pointer lives (the store's `stages/rootfs-<input hash>`).
 fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
     store.stage_pointer("rootfs", &stage.input_hash.to_string())
@@ -137,6 +164,7 @@ pub fn ensure(
     let log = work.join(format!("{}.mmdebstrap.log", stage.id));
     let log_file = std::fs::File::create(&log).map_err(io("cannot create", &log))?;
     let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
+    let hooks = pre_install_hooks(stage, dir.path())?;
     let status = Command::new("mmdebstrap")
         .env("SOURCE_DATE_EPOCH", lock.source_date_epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
@@ -150,6 +178,7 @@ pub fn ensure(
         // enter (a 0700 temp or home dir): no need to drop to _apt for it.
         .arg("--aptopt=APT::Sandbox::User \"root\"")
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*/changelog*")
+        .args(hooks)
         .arg(format!(
             "--customize-hook=sh -c '{}' sh \"$1\"",
             SCRUB.replace('\'', "'\\''")
@@ -228,6 +257,7 @@ mod tests {
             suite: "trixie".into(),
             arch: "arm64".into(),
             packages: Default::default(),
+            files: Default::default(),
             input_hash: crate::hash::InputHash::of_bytes(hash),
         }
     }

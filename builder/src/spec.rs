@@ -66,6 +66,8 @@ pub struct RootfsRef {
 #[serde(deny_unknown_fields)]
 pub struct BootSpec {
     pub kernel: KernelSource,
+    /// The platforms of the image's nodes (config.txt sections, boot files).
+    pub platforms: BTreeSet<Platform>,
     pub table: TableKind,
     pub boot_size_mib: u32,
     pub root_headroom_mib: u32,
@@ -127,6 +129,7 @@ impl BootSpec {
             image,
             kernel_source: self.kernel,
             kernel,
+            platforms: &self.platforms,
             button: self.button.as_ref(),
             gps: self.gps.as_ref().map(|g| (&g.gps, g.platform)),
             profile_lines: &self.profile_config_txt,
@@ -137,7 +140,10 @@ impl BootSpec {
 
     /// cmdline.txt: the serial console is left off where the GPS owns the UART.
     pub fn cmdline_txt(&self, root_partuuid: &str) -> String {
-        boot::cmdline_txt(root_partuuid, self.gps.is_none())
+        boot::cmdline_txt(
+            root_partuuid,
+            self.gps.as_ref().is_none_or(|g| !g.gps.on_header_uart()),
+        )
     }
 }
 

@@ -618,7 +618,8 @@ fn every_part_of_the_spec_reaches_the_input_hash() {
     for p in [
         "boot.gps.gps.pps_gpio",
         "boot.gps.platform",
-        "boot.button.debounce_ms",
+        "boot.button.hold_ms",
+        "boot.platforms.*",
         "boot.node_config_txt.*",
         "boot.table",
         "services.disable.*",

@@ -259,6 +259,14 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
             ..Pkg::new("pdup", "1.0+vendor1")
         },
     )?;
+    // The `[kernel]` package every Pi cluster asks for.
+    make_deb(
+        &deb,
+        &Pkg {
+            seed: 22,
+            ..Pkg::new("linux-image-arm64", "1.0")
+        },
+    )?;
     index_repo(&deb, "stand-in-debian", 1_750_000_000)?;
     index_repo(&extra, "extra", 1_750_000_100)?;
     let server = Server::start(t.path())?;

@@ -25,6 +25,8 @@ pub enum FindingKind {
     Cmdline,
     ConfigReference,
     ConfigLineTooLong,
+    /// A config.txt with a `[pi5]` section lacks what a Pi 5 boots with.
+    Pi5Boot,
     SshHostKey,
     MachineId,
 }
@@ -150,6 +152,7 @@ pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, Verif
     };
     let root_part = check_cmdline(&boot_files, &table, &mut out);
     check_config(&boot_files, &mut out);
+    check_pi5(&boot_files, &mut out);
     drop(boot_files);
     drop(boot_copy);
 
@@ -447,6 +450,91 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The value of the last `key=` line (or `initramfs <file>`) of config.txt.
+fn config_value(text: &str, key: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if key == "initramfs" {
+            if let Some(rest) = line.strip_prefix("initramfs ") {
+                found = rest.split_whitespace().next().map(str::to_owned);
+            }
+        } else if let Some((k, v)) = line.split_once('=') {
+            if k.trim() == key {
+                found = Some(v.trim().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// For an image whose config.txt has a `[pi5]` section: the Pi 5's device
+/// trees, a kernel, and an initramfs that loads the modules of
+/// [`crate::pi5::INITRAMFS_MODULES`] (listed in its conf/modules, each one
+/// in it or built in).
+fn check_pi5(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
+    let Some(raw) = b.read("config.txt") else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&raw);
+    if !text.lines().any(|l| l.trim() == "[pi5]") {
+        return;
+    }
+    let prefix = config_value(&text, "os_prefix").unwrap_or_default();
+    let mut gap = |location: &str, message: String| {
+        out.push(finding(FindingKind::Pi5Boot, location, message));
+    };
+    for dtb in crate::pi5::DTBS {
+        if !b.exists(&format!("{prefix}{dtb}")) {
+            gap(dtb, "missing: the Pi 5's firmware needs it".into());
+        }
+    }
+    let kernel = config_value(&text, "kernel").unwrap_or_else(|| "kernel_2712.img".into());
+    if !b.exists(&format!("{prefix}{kernel}")) {
+        gap(
+            &kernel,
+            "the Pi 5's kernel is not on the boot partition".into(),
+        );
+    }
+    let Some(initrd) = config_value(&text, "initramfs") else {
+        gap(
+            "config.txt",
+            "no initramfs line: a Pi 5 needs its RP1 and SD modules early".into(),
+        );
+        return;
+    };
+    let Some(data) = b.read(&format!("{prefix}{initrd}")) else {
+        return; // check_config reports the missing file.
+    };
+    let files = match crate::initramfs::files(&data) {
+        Ok(f) => f,
+        Err(e) => return gap(&initrd, format!("not a readable initramfs: {e}")),
+    };
+    let listed: Vec<String> = files
+        .get("conf/modules")
+        .map(|t| {
+            String::from_utf8_lossy(t)
+                .lines()
+                .map(|l| crate::pi5::module_key(l.split_whitespace().next().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (loadable, builtin) = crate::initramfs::modules(&files);
+    for module in crate::pi5::INITRAMFS_MODULES {
+        let key = crate::pi5::module_key(module);
+        if !listed.contains(&key) {
+            gap(
+                &initrd,
+                format!("conf/modules does not load {module} early"),
+            );
+        } else if !loadable.contains(&key) && !builtin.contains(&key) {
+            gap(
+                &initrd,
+                format!("module {module} is neither in it nor built in"),
+            );
         }
     }
 }

@@ -232,3 +232,135 @@ fn passes_on_our_images_and_finds_planted_faults() {
     let f = verify_image(&junk, &work).unwrap();
     assert_eq!(kinds(&f), [FindingKind::PartitionTable], "{f:#?}");
 }
+
+/// Creates or replaces a file on the image's FAT partition.
+fn fat_put(img: &Path, start: u64, len: u64, path: &str, content: &[u8]) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let fs = fatfs::FileSystem::new(
+        Window::new(&f, start, len).unwrap(),
+        fatfs::FsOptions::new(),
+    )
+    .unwrap();
+    let mut file = fs.root_dir().create_file(path).unwrap();
+    file.truncate().unwrap();
+    file.write_all(content).unwrap();
+    drop(file);
+    fs.unmount().unwrap();
+}
+
+/// An initramfs (gzip newc) that loads `listed` early and holds `present`.
+fn initrd(listed: &[&str], present: &[&str]) -> Vec<u8> {
+    let modules: String = listed.iter().map(|m| format!("{m}\n")).collect();
+    let paths: Vec<String> = present
+        .iter()
+        .map(|m| format!("usr/lib/modules/7.3/kernel/drivers/{m}.ko.xz"))
+        .collect();
+    let mut entries: Vec<(&str, &[u8])> = vec![
+        ("conf/modules", modules.as_bytes()),
+        (
+            "usr/lib/modules/7.3/modules.builtin",
+            b"kernel/drivers/pci/controller/pcie-brcmstb.ko\n",
+        ),
+    ];
+    entries.extend(paths.iter().map(|p| (p.as_str(), &b""[..])));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&pibake_image::initramfs::newc(&entries))
+        .unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn pi5_images_need_their_dtbs_kernel_and_early_modules() {
+    use pibake_image::pi5::{DTBS, INITRAMFS_MODULES};
+    need("fsck.vfat", "dosfstools");
+    need("e2fsck", "e2fsprogs");
+    let d = tmpdir();
+    let work = d.path().join("work");
+    let good = build(d.path(), "good", false);
+    let l = good.layout;
+    let pi5 = copy(&good.img, d.path(), "pi5.img");
+    let config = format!("{CONFIG_TXT}[pi5]\ndtoverlay=gpio-shutdown-pi5,debounce=3000\n[all]\n");
+    fat_put(
+        &pi5,
+        l.boot_start,
+        l.boot_len,
+        "config.txt",
+        config.as_bytes(),
+    );
+    fat_put(
+        &pi5,
+        l.boot_start,
+        l.boot_len,
+        "overlays/gpio-shutdown-pi5.dtbo",
+        b"dtbo",
+    );
+    // Claimed, but none of it there: both DTBs, and the test's initrd is no initramfs.
+    let f = verify_image(&pi5, &work).unwrap();
+    assert_eq!(kinds(&f), [FindingKind::Pi5Boot; 3], "{f:#?}");
+    assert_eq!(
+        (f[0].location.as_str(), f[1].location.as_str()),
+        (DTBS[0], DTBS[1])
+    );
+    assert!(f[2].message.contains("not a readable initramfs"), "{f:#?}");
+
+    let loadable: Vec<&str> = INITRAMFS_MODULES[1..].to_vec();
+    for dtb in DTBS {
+        fat_put(&pi5, l.boot_start, l.boot_len, dtb, b"dtb");
+    }
+    fat_put(
+        &pi5,
+        l.boot_start,
+        l.boot_len,
+        "initrd.img-6.12",
+        &initrd(&INITRAMFS_MODULES, &loadable),
+    );
+    let f = verify_image(&pi5, &work).unwrap();
+    assert!(
+        f.is_empty(),
+        "a complete Pi 5 boot partition has findings: {f:#?}"
+    );
+
+    // Doctored copies: the D0 tree gone; macb not loaded early; clk-rp1 listed but absent.
+    let img = copy(&pi5, d.path(), "no-d0.img");
+    fat_edit(&img, l.boot_start, l.boot_len, DTBS[1], None);
+    let f = verify_image(&img, &work).unwrap();
+    assert_eq!(kinds(&f), [FindingKind::Pi5Boot], "{f:#?}");
+    assert_eq!(f[0].location, "bcm2712-d-rpi-5-b.dtb");
+
+    let img = copy(&pi5, d.path(), "no-macb.img");
+    let listed: Vec<&str> = INITRAMFS_MODULES
+        .iter()
+        .copied()
+        .filter(|m| *m != "macb")
+        .collect();
+    let present: Vec<&str> = loadable
+        .iter()
+        .copied()
+        .filter(|m| *m != "clk-rp1")
+        .collect();
+    fat_put(
+        &img,
+        l.boot_start,
+        l.boot_len,
+        "initrd.img-6.12",
+        &initrd(&listed, &present),
+    );
+    let f = verify_image(&img, &work).unwrap();
+    let messages: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "module clk-rp1 is neither in it nor built in",
+            "conf/modules does not load macb early"
+        ],
+        "{f:#?}"
+    );
+
+    // A Pi 4 image (no [pi5] section) is not asked for any of it.
+    let f = verify_image(&good.img, &work).unwrap();
+    assert!(f.is_empty(), "{f:#?}");
+}

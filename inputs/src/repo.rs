@@ -59,6 +59,7 @@ impl RepoView {
             keyring: None,
             trusted: true,
             pin_priority: None,
+            pin_packages: Vec::new(),
         }
     }
 }

@@ -295,8 +295,13 @@ impl PrivateApt {
                 }
             }
             if let Some(p) = s.pin_priority {
+                let packages = if s.pin_packages.is_empty() {
+                    "*".to_owned()
+                } else {
+                    s.pin_packages.join(" ")
+                };
                 prefs.push_str(&format!(
-                    "Explanation: source {}\nPackage: *\nPin: {sel}\nPin-Priority: {p}\n\n",
+                    "Explanation: source {}\nPackage: {packages}\nPin: {sel}\nPin-Priority: {p}\n\n",
                     s.name
                 ));
             }
@@ -304,6 +309,78 @@ impl PrivateApt {
         let p = self.dir.join("etc/preferences");
         fs::write(&p, prefs).map_err(io(&p))
     }
+}
+
+impl PrivateApt {
+    /// Which sources' indices list each package file (by sha256), as indices
+    /// into the sources given to [`PrivateApt::new`]: two suites of one
+    /// mirror share its pool, so the URI alone cannot tell where apt took a
+    /// package from.
+    pub fn indexed_by(&self) -> Result<BTreeMap<Sha256, BTreeSet<usize>>, ResolveError> {
+        let cmd = "apt-get indextargets";
+        let out = self.run(
+            "apt-get",
+            &[
+                "indextargets",
+                "--format",
+                "$(FILENAME)\t$(SOURCESENTRY)",
+                "Identifier: Packages",
+            ],
+        )?;
+        let mut by_sha: BTreeMap<Sha256, BTreeSet<usize>> = BTreeMap::new();
+        for line in out.lines().filter(|l| !l.trim().is_empty()) {
+            let bad = || ResolveError::Output {
+                command: cmd.into(),
+                line: line.to_owned(),
+            };
+            let (file, entry) = line.split_once('\t').ok_or_else(bad)?;
+            let n: usize = entry
+                .rsplit(':')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(bad)?;
+            let path = Path::new(file);
+            let text = match fs::read_to_string(path) {
+                Ok(text) => text,
+                // A component the mirror does not have for this suite.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(path)(e)),
+            };
+            for sha in text.lines().filter_map(|l| l.strip_prefix("SHA256: ")) {
+                if let Ok(sha) = sha.trim().parse() {
+                    by_sha.entry(sha).or_default().insert(n - 1);
+                }
+            }
+        }
+        Ok(by_sha)
+    }
+}
+
+/// The source a planned download belongs to: the longest base that prefixes
+/// its URI (so nested repositories are told apart) and, among sources of one
+/// base (suites of one mirror), the first whose index lists the file.
+fn origin_of<'a>(
+    sources: &'a [Source],
+    uri: &str,
+    sha256: &Sha256,
+    indexed_by: &BTreeMap<Sha256, BTreeSet<usize>>,
+) -> Option<&'a Source> {
+    let matching: Vec<(usize, &Source)> = sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| uri.starts_with(&format!("{}/", s.base())))
+        .collect();
+    let longest = matching.iter().map(|(_, s)| s.base().len()).max()?;
+    let tied: Vec<(usize, &Source)> = matching
+        .into_iter()
+        .filter(|(_, s)| s.base().len() == longest)
+        .collect();
+    let listed = indexed_by.get(sha256);
+    tied.iter()
+        .find(|(i, _)| listed.is_some_and(|l| l.contains(i)))
+        .or_else(|| tied.first())
+        .map(|(_, s)| *s)
 }
 
 /// One download apt planned: `'URI' file size SHA256:hex`.
@@ -384,6 +461,7 @@ pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Lock, ResolveError> {
         args.extend(["?priority(required)", "?essential"]);
     }
     let planned = parse_print_uris(&apt.run("apt-get", &args)?)?;
+    let indexed_by = apt.indexed_by()?;
 
     // The index records of exactly these versions (all sources), to read Source and Filename.
     let mut records: BTreeMap<Sha256, control::Paragraph> = BTreeMap::new();
@@ -418,12 +496,7 @@ pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Lock, ResolveError> {
         if rec.get("Size").and_then(|s| s.parse::<u64>().ok()) != Some(p.size) {
             return Err(no_record());
         }
-        // The longest base wins, so nested repositories are told apart.
-        let origin = req
-            .sources
-            .iter()
-            .filter(|s| p.uri.starts_with(&format!("{}/", s.base())))
-            .max_by_key(|s| s.base().len())
+        let origin = origin_of(&req.sources, &p.uri, &p.sha256, &indexed_by)
             .ok_or_else(|| ResolveError::UnknownOrigin { uri: p.uri.clone() })?;
         let filename = normalize(&p.uri[origin.base().len() + 1..]);
         let source = rec
@@ -478,6 +551,40 @@ mod tests {
         assert_eq!(normalize("./a.deb"), "a.deb");
         assert_eq!(normalize("pool/./main//x.deb"), "pool/main/x.deb");
         Ok(())
+    }
+
+    #[test]
+    fn suites_of_one_mirror_are_told_apart_by_their_indices() {
+        let mirror = |name: &str, suite: &str| Source {
+            name: name.into(),
+            suite: suite.into(),
+            ..Source::debian("http://m.invalid/debian", "x", None)
+        };
+        let sources = [
+            mirror("debian", "trixie"),
+            mirror("debian-trixie-backports", "trixie-backports"),
+            Source {
+                name: "nested".into(),
+                ..Source::debian("http://m.invalid/debian/extra", "x", None)
+            },
+        ];
+        let (base, kernel) = (Sha256::of(b"adduser"), Sha256::of(b"linux"));
+        let indexed_by: BTreeMap<Sha256, BTreeSet<usize>> =
+            [(base, [0].into()), (kernel, [1].into())].into();
+        let uri = "http://m.invalid/debian/pool/main/x.deb";
+        let name = |sha| origin_of(&sources, uri, &sha, &indexed_by).map(|s| s.name.as_str());
+        assert_eq!(name(base), Some("debian"));
+        assert_eq!(name(kernel), Some("debian-trixie-backports"));
+        // Listed nowhere: the first source of the base.
+        assert_eq!(name(Sha256::of(b"?")), Some("debian"));
+        let nested = origin_of(
+            &sources,
+            "http://m.invalid/debian/extra/a.deb",
+            &base,
+            &indexed_by,
+        );
+        assert_eq!(nested.map(|s| s.name.as_str()), Some("nested"));
+        assert!(origin_of(&sources, "http://other.invalid/a.deb", &base, &indexed_by).is_none());
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Source {
     /// Apt pin priority for this source's packages (default: apt's 500).
     #[serde(default)]
     pub pin_priority: Option<i32>,
+    /// The packages the pin applies to; empty: all of the source's packages. A suite of
+    /// the host's mirror that only the kernel comes from pins just the kernel's packages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin_packages: Vec<String>,
 }
 
 /// A source that cannot be used.
@@ -95,6 +99,7 @@ impl Source {
             keyring,
             trusted: false,
             pin_priority: None,
+            pin_packages: Vec::new(),
         }
     }
 
@@ -162,6 +167,11 @@ impl Source {
         }
         if self.keyring.is_none() && !self.trusted {
             out.push(SourceError::Unverifiable { name: n.clone() });
+        }
+        for package in &self.pin_packages {
+            if !plain(package) {
+                out.push(bad("pin package", package));
+            }
         }
         if let Some(p) = self.pin_priority {
             if p == 0 || i16::try_from(p).is_err() {
@@ -478,6 +488,7 @@ mod tests {
             keyring: None,
             trusted: false,
             pin_priority: Some(0),
+            pin_packages: Vec::new(),
         };
         let p = s.problems();
         assert!(matches!(
@@ -499,6 +510,7 @@ mod tests {
             keyring: None,
             trusted: true,
             pin_priority: Some(32768),
+            pin_packages: Vec::new(),
         };
         assert!(matches!(
             flat.problems().as_slice(),
@@ -513,6 +525,7 @@ mod tests {
         let ok = Source {
             components: vec![],
             pin_priority: Some(-32768),
+            pin_packages: Vec::new(),
             ..flat
         };
         assert!(ok.problems().is_empty());

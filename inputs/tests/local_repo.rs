@@ -283,6 +283,7 @@ fn child_fetch() -> Result<()> {
         keyring: None,
         trusted: true,
         pin_priority: None,
+        pin_packages: Vec::new(),
     };
     let lock = Lock::read(Path::new(lock))?;
     fetch::fetch(

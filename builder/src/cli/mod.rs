@@ -419,6 +419,7 @@ fn check(path: &Path, lookup: &DataLookup) -> anyhow::Result<ExitCode> {
     let mut checked = model::load_from(path, &data)?;
     checked.check_model(pibake::boot::lint);
     checked.check_locked_inputs(lookup.store.as_deref());
+    checked.check_locked_kernel(lookup.store.as_deref());
     eprint!("{}", checked.report());
     if checked.has_errors() {
         Ok(ExitCode::from(1))

@@ -5,6 +5,8 @@
 //! list of located diagnostics. Nothing downstream sees a raw string where a
 //! typed value belongs.
 
+mod deb;
+pub mod kernel;
 pub mod net;
 pub mod raw;
 pub mod tz;
@@ -99,6 +101,16 @@ pub enum KernelSource {
     Raspberrypi,
 }
 
+/// `[kernel]`: what every Raspberry Pi image of the cluster boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kernel {
+    pub source: KernelSource,
+    /// The kernel package (`linux-image-arm64`).
+    pub package: String,
+    /// The host mirror's suite the kernel packages are pinned from.
+    pub suite: String,
+}
+
 /// The partition table of images: the image crate's, which writes it.
 pub use pibake_image::assemble::TableKind;
 
@@ -110,7 +122,7 @@ pub struct Cluster {
     pub domain: String,
     pub timezone: String,
     pub suite: String,
-    pub kernel: KernelSource,
+    pub kernel: Kernel,
     pub admin: Admin,
     pub network: Network,
     pub roles: BTreeMap<String, Role>,
@@ -204,8 +216,26 @@ pub struct Time {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gps {
     pub node: String,
+    /// `uart0` (header pins 8 and 10; Pi 4 only on Debian's kernel) or `usb`.
     pub uart: String,
     pub pps_gpio: u8,
+}
+
+impl Gps {
+    /// The receiver's serial device: the header UART's PL011 or a USB CDC-ACM receiver.
+    pub fn device(&self) -> &'static str {
+        if self.uart == "usb" {
+            "/dev/ttyACM0"
+        } else {
+            "/dev/ttyAMA0"
+        }
+    }
+
+    /// Whether the receiver sits on the header UART (which then needs
+    /// config.txt lines and no serial console).
+    pub fn on_header_uart(&self) -> bool {
+        self.uart != "usb"
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -229,7 +259,8 @@ pub struct Button {
     pub gpio: u8,
     pub active_low: bool,
     pub pull: String,
-    pub debounce_ms: u32,
+    /// Held this long, the button powers the board off (a shorter press does nothing).
+    pub hold_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -23,6 +23,8 @@ pub struct RawCluster {
     pub button: RawButton,
     #[serde(default)]
     pub image: RawImage,
+    #[serde(default)]
+    pub kernel: RawKernel,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -33,9 +35,6 @@ pub struct RawClusterInfo {
     /// Debian suite the images are built from.
     #[serde(default = "default_suite")]
     pub suite: String,
-    /// Where kernels come from: `debian` or `raspberrypi`.
-    #[serde(default = "default_kernel")]
-    pub kernel: String,
     pub admin: RawAdmin,
 }
 
@@ -43,8 +42,38 @@ fn default_suite() -> String {
     "trixie".into()
 }
 
-fn default_kernel() -> String {
+/// `[kernel]`: the kernel every Raspberry Pi image of the cluster boots (one
+/// lock per architecture resolves one kernel, so Pi 4 and Pi 5 share it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawKernel {
+    /// Where kernels come from: `debian` or `raspberrypi`.
+    #[serde(default = "default_kernel_source")]
+    pub source: String,
+    /// The kernel package the images install.
+    #[serde(default = "default_kernel_package")]
+    pub package: String,
+    /// The suite of the host's Debian mirror the kernel packages are pinned
+    /// from (`trixie-backports`); unset: `[cluster] suite`.
+    #[serde(default)]
+    pub suite: Option<String>,
+}
+
+impl Default for RawKernel {
+    fn default() -> Self {
+        RawKernel {
+            source: default_kernel_source(),
+            package: default_kernel_package(),
+            suite: None,
+        }
+    }
+}
+
+fn default_kernel_source() -> String {
     "debian".into()
+}
+
+fn default_kernel_package() -> String {
+    "linux-image-arm64".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,8 +249,10 @@ pub struct RawButton {
     pub active_low: bool,
     #[serde(default = "default_pull")]
     pub pull: String,
-    #[serde(default = "default_debounce")]
-    pub debounce_ms: u32,
+    /// How long the button must be held before the board powers off
+    /// (rendered as the overlay's debounce: FACTS.md, "Shutdown button").
+    #[serde(default = "default_hold")]
+    pub hold_ms: u32,
 }
 
 impl Default for RawButton {
@@ -231,7 +262,7 @@ impl Default for RawButton {
             gpio: default_button_gpio(),
             active_low: true,
             pull: default_pull(),
-            debounce_ms: default_debounce(),
+            hold_ms: default_hold(),
         }
     }
 }
@@ -244,8 +275,9 @@ fn default_pull() -> String {
     "up".into()
 }
 
-fn default_debounce() -> u32 {
-    100
+fn default_hold() -> u32 {
+    // The seed's wording: press and hold the button for 3 seconds.
+    3000
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

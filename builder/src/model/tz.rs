@@ -82,23 +82,7 @@ pub enum TimezoneError {
 
 /// The zone names in a tzdata .deb (ar archive → data.tar[.xz|.gz|.zst]).
 pub fn zone_names(deb: impl Read) -> Result<BTreeSet<String>, String> {
-    let mut ar = ar::Archive::new(deb);
-    while let Some(entry) = ar.next_entry() {
-        let entry = entry.map_err(|e| format!("ar: {e}"))?;
-        let id = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let id = id.trim_end_matches('/');
-        let data: Box<dyn Read + '_> = match id {
-            "data.tar" => Box::new(entry),
-            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "data.tar.zst" => {
-                Box::new(zstd::Decoder::new(entry).map_err(|e| format!("zstd: {e}"))?)
-            }
-            _ => continue,
-        };
-        return zones_in_tar(data).map_err(|e| format!("{id}: {e}"));
-    }
-    Err("no data.tar member".into())
+    super::deb::with_data_tar(deb, |data| zones_in_tar(data))
 }
 
 /// `path` relative to the zoneinfo directory, `None` outside it.

@@ -132,6 +132,7 @@ pub fn flat_source(name: &str, server: &Server, path: &str) -> Source {
         keyring: None,
         trusted: true,
         pin_priority: None,
+        pin_packages: Vec::new(),
     }
 }
 

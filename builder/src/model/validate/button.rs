@@ -1,4 +1,4 @@
-//! `[button]`: the shutdown button's pin, pull and debounce.
+//! `[button]`: the shutdown button's pin, pull and hold time.
 
 use super::{p, Validator};
 use crate::model::Button;
@@ -24,18 +24,18 @@ impl Validator<'_> {
                 "use `up`, `down` or `off`",
             );
         }
-        if raw.debounce_ms > 10_000 {
+        if !(20..=10_000).contains(&raw.hold_ms) {
             self.error(
-                p(&["button", "debounce_ms"]),
-                format!("debounce of {} ms is too long", raw.debounce_ms),
-                "use a few tens to hundreds of milliseconds (default 100)",
+                p(&["button", "hold_ms"]),
+                format!("a hold of {} ms is out of range", raw.hold_ms),
+                "use 20 to 10000 milliseconds (default 3000: press and hold for 3 seconds)",
             );
         }
         Some(Button {
             gpio: gpio.unwrap_or(3),
             active_low: raw.active_low,
             pull: raw.pull.clone(),
-            debounce_ms: raw.debounce_ms,
+            hold_ms: raw.hold_ms,
         })
     }
 }

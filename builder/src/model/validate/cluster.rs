@@ -1,19 +1,13 @@
-//! `[cluster]`: the cluster's name, domain, time zone, kernel source and
-//! admin account.
+//! `[cluster]`: the cluster's name, domain, time zone and admin account.
 
 use super::{p, Validator};
-use crate::diag::Diagnostic;
-use crate::model::{KernelSource, Node, Platform};
 use pibake_firstboot::hostname;
-use std::collections::BTreeMap;
 
 impl Validator<'_> {
-    /// Checks `[cluster]` and returns its kernel source.
-    pub(super) fn cluster_table(&mut self) -> KernelSource {
+    /// Checks `[cluster]`.
+    pub(super) fn cluster_table(&mut self) {
         self.names();
-        let kernel = self.kernel();
         self.admin();
-        kernel
     }
 
     fn names(&mut self) {
@@ -44,21 +38,6 @@ impl Validator<'_> {
         }
     }
 
-    fn kernel(&mut self) -> KernelSource {
-        match self.raw.cluster.kernel.as_str() {
-            "debian" => KernelSource::Debian,
-            "raspberrypi" => KernelSource::Raspberrypi,
-            other => {
-                self.error(
-                    p(&["cluster", "kernel"]),
-                    format!("unknown kernel source `{other}`"),
-                    "use `debian` or `raspberrypi`",
-                );
-                KernelSource::Debian
-            }
-        }
-    }
-
     fn admin(&mut self) {
         let admin = &self.raw.cluster.admin;
         if !hostname::is_dns_label(&admin.user)
@@ -85,18 +64,6 @@ impl Validator<'_> {
                     "use one line like `ssh-ed25519 AAAA... comment`",
                 );
             }
-        }
-    }
-
-    /// A note when Debian's kernel is to boot a Pi 5.
-    pub(super) fn kernel_note(&mut self, nodes: &BTreeMap<String, Node>) {
-        if self.raw.cluster.kernel == "debian"
-            && nodes.values().any(|n| n.platform == Platform::Rpi5)
-        {
-            self.diagnostics.push(
-                Diagnostic::note(self.file, p(&["cluster", "kernel"]), "Debian's kernel has no RP1 driver: a real Pi 5 boots without Ethernet and USB")
-                    .help("for real Pi 5 boards set kernel = \"raspberrypi\" and add the Raspberry Pi archive as a profile source"),
-            );
         }
     }
 }

@@ -258,6 +258,7 @@ mod tests {
                 "cluster",
                 "cluster.admin",
                 "image",
+                "kernel",
                 "network",
                 "network.dhcp_range",
                 "network.wifi",

@@ -14,6 +14,7 @@
 mod button;
 mod cluster;
 mod image;
+mod kernel;
 mod keys;
 mod network;
 mod nodes;
@@ -251,7 +252,8 @@ impl Validator<'_> {
     fn run(&mut self) -> Option<Cluster> {
         let raw = self.raw;
         self.format();
-        let kernel = self.cluster_table();
+        self.cluster_table();
+        let kernel = self.kernel_table();
         let network = self.network();
         let subnet = network.as_ref().map(|n| n.subnet);
         let profiles = self.profiles();
@@ -262,7 +264,6 @@ impl Validator<'_> {
         let swarm = self.swarm(&nodes);
         let button = self.button();
         let image = self.image();
-        self.kernel_note(&nodes);
 
         Some(Cluster {
             file: self.file.to_path_buf(),

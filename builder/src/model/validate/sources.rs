@@ -65,6 +65,7 @@ impl Validator<'_> {
             keyring: entry.keyring(),
             trusted: raw.trusted,
             pin_priority,
+            pin_packages: Vec::new(),
         };
         findings.extend(source.problems().into_iter().map(|e| problem(&entry, e)));
         findings.extend(name_and_keyring(&entry, source.keyring.as_deref()));

@@ -2,7 +2,7 @@
 
 use super::{p, Validator};
 use crate::model::raw::RawGps;
-use crate::model::{Gps, Node, Time};
+use crate::model::{Gps, Node, Platform, Time};
 use pibake_firstboot::hostname;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -42,12 +42,20 @@ impl Validator<'_> {
     /// the shutdown button does not use.
     fn gps(&mut self, gps: &RawGps, nodes: &BTreeMap<String, Node>) -> Gps {
         self.gps_node(&gps.node, nodes);
-        if gps.uart != "uart0" {
-            self.error(
+        let platform = nodes.get(&gps.node).map(|n| n.platform);
+        match gps.uart.as_str() {
+            "usb" => {}
+            "uart0" if platform == Some(Platform::Rpi5) => self.error(
                 p(&["time", "gps", "uart"]),
-                format!("UART `{}` is not supported", gps.uart),
-                "use `uart0` (header pins 8 and 10, /dev/ttyAMA0)",
-            );
+                format!("node `{}` is a Pi 5: Debian's kernel has no driver for its header UARTs (RP1's UART driver is not in mainline)", gps.node),
+                "use `uart = \"usb\"` (a USB receiver on /dev/ttyACM0, which works on a Pi 4 and a Pi 5), or wire the receiver to a Pi 4",
+            ),
+            "uart0" => {}
+            other => self.error(
+                p(&["time", "gps", "uart"]),
+                format!("UART `{other}` is not supported"),
+                "use `uart0` (header pins 8 and 10, /dev/ttyAMA0; Pi 4) or `usb` (/dev/ttyACM0)",
+            ),
         }
         let pin = u8::try_from(gps.pps_gpio).ok().filter(|p| *p <= 27);
         if pin.is_none() {

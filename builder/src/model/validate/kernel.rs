@@ -1,0 +1,56 @@
+//! `[kernel]`: where the kernel of the Raspberry Pi images comes from.
+//! Whether the locked package can boot each platform is checked against the
+//! package itself ([`crate::kernel`]), once it is locked and fetched.
+
+use super::{p, Validator};
+use crate::model::{Kernel, KernelSource};
+
+impl Validator<'_> {
+    pub(super) fn kernel_table(&mut self) -> Kernel {
+        let raw = &self.raw.kernel;
+        let source = match raw.source.as_str() {
+            "debian" => KernelSource::Debian,
+            "raspberrypi" => KernelSource::Raspberrypi,
+            other => {
+                self.error(
+                    p(&["kernel", "source"]),
+                    format!("unknown kernel source `{other}`"),
+                    "use `debian` or `raspberrypi`",
+                );
+                KernelSource::Debian
+            }
+        };
+        if !is_package_name(&raw.package) {
+            self.error(
+                p(&["kernel", "package"]),
+                format!("`{}` is not a Debian package name", raw.package),
+                "use a name like `linux-image-arm64`",
+            );
+        }
+        let suite = raw
+            .suite
+            .clone()
+            .unwrap_or_else(|| self.raw.cluster.suite.clone());
+        if !is_package_name(&suite) {
+            self.error(
+                p(&["kernel", "suite"]),
+                format!("`{suite}` is not a suite name"),
+                "use the host mirror's suite name, e.g. `trixie-backports`",
+            );
+        }
+        Kernel {
+            source,
+            package: raw.package.clone(),
+            suite,
+        }
+    }
+}
+
+/// Debian's rule for package names (Policy 5.6.1), which suite names also follow.
+fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
