@@ -39,7 +39,7 @@ pub fn requested_packages(cluster: &Cluster) -> BTreeSet<String> {
         .flat_map(|(_, role)| role.profile.packages.iter().cloned())
         .collect();
     if cluster.nodes.values().any(|n| n.platform.is_raspberry_pi()) {
-        packages.insert(cluster.kernel.package.clone());
+        packages.extend(cluster.kernel.package.clone());
     }
     packages
 }
@@ -58,7 +58,7 @@ pub const KERNEL_PIN_PRIORITY: i32 = 990;
 /// The name of the source of the kernel's suite when it is not the
 /// cluster's (`debian-trixie-backports`).
 pub fn kernel_source_name(cluster: &Cluster) -> Option<String> {
-    (cluster.kernel.suite != cluster.suite)
+    (cluster.kernel.package.is_some() && cluster.kernel.suite != cluster.suite)
         .then(|| format!("{HOST_SOURCE}-{}", cluster.kernel.suite))
 }
 
@@ -66,7 +66,7 @@ pub fn kernel_source_name(cluster: &Cluster) -> Option<String> {
 /// only, when `[kernel] suite` is not the cluster's suite.
 pub fn kernel_source(host: &Source, cluster: &Cluster) -> Option<Source> {
     let name = kernel_source_name(cluster)?;
-    let mut pin_packages = vec![cluster.kernel.package.clone()];
+    let mut pin_packages = vec![cluster.kernel.package.clone()?];
     pin_packages.extend(KERNEL_PINNED_HELPERS.iter().map(|p| (*p).to_string()));
     Some(Source {
         name,

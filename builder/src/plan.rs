@@ -324,7 +324,7 @@ fn rootfs_stages(
     // Every role's images boot the cluster's kernel (the roles of a plan are
     // Raspberry Pi ones: others are refused as unbuildable).
     for set in packages.values_mut() {
-        set.insert(cluster.kernel.package.clone());
+        set.extend(cluster.kernel.package.clone());
     }
     packages
         .into_iter()

@@ -222,7 +222,9 @@ impl Checked {
                 Err(_) => return,
             },
         };
-        if !cluster.nodes.values().any(|n| n.platform.is_raspberry_pi()) {
+        if cluster.kernel.package.is_none()
+            || !cluster.nodes.values().any(|n| n.platform.is_raspberry_pi())
+        {
             return;
         }
         let lock_path = crate::plan::LockInfo::path_for(&cluster.file);

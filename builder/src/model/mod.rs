@@ -99,14 +99,17 @@ pub enum KernelSource {
     Debian,
     /// The Raspberry Pi archive's kernels (needs that source in a profile).
     Raspberrypi,
+    /// No kernel package: the profiles bring the kernel (test fixtures use a
+    /// stand-in in an overlay).
+    None,
 }
 
 /// `[kernel]`: what every Raspberry Pi image of the cluster boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kernel {
     pub source: KernelSource,
-    /// The kernel package (`linux-image-arm64`).
-    pub package: String,
+    /// The kernel package (`linux-image-arm64`); `None` for [`KernelSource::None`].
+    pub package: Option<String>,
     /// The host mirror's suite the kernel packages are pinned from.
     pub suite: String,
 }

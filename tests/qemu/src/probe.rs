@@ -53,10 +53,17 @@ s(){ echo \"@@ $1\";}
 const OPEN_CONTROL: &str = "exec 3</dev/virtio-ports/pibake.control\n";
 const WAIT_GO: &str = "until read -r g <&3&&[ \"$g\" = go ];do sleep 1;done\n";
 
-// A VIP holder takes its address a few VRRP adverts after the Swarm step
-// (FACTS.md: about 3.5 s at 1 s): give it a bounded moment first.
+// A VIP holder takes its address a few VRRP adverts after its track script
+// (`docker info`, slow under TCG) first succeeds (FACTS.md: about 3.5 s at
+// 1 s). In the ring every node whose report is read while its keepalived
+// runs is meant to hold the VIP then (master1; master2 once it took over):
+// the report waits for exactly that state, the VIP its keepalived.conf
+// names on eth0, or keepalived no longer running. The bound
+// (600 s) is only a guard so that a broken node still reports (the
+// test then fails naming the missing VIP); no passing run comes near it.
 const REPORT: &str = "\
-systemctl -q is-active keepalived&&{ t=0;until [ $(ip -4 -o addr show eth0|wc -l) -ge 2 ]||[ $t -ge 30 ];do sleep 1;t=$((t+1));done;}
+v=$(sed -n 's/^[[:space:]]*\\([0-9.]*\\)\\/[0-9]* dev eth0$/\\1/p' /etc/keepalived/keepalived.conf 2>/dev/null|head -n1)
+[ -n \"$v\" ]&&{ t=0;while systemctl -q is-active keepalived&&! ip -4 -o addr show eth0|grep -qF \" inet $v/\"&&[ $t -lt 600 ];do sleep 1;t=$((t+1));done;}
 { s failed;systemctl --failed --no-legend --plain
 s status;pibake-firstboot status --json
 s addr;ip -4 -o addr show

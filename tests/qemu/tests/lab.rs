@@ -304,6 +304,20 @@ fn boot_assertions_catch_planted_faults() -> Result<()> {
             "planted fault not caught: a card past the swarm step taken for a cut after {step}"
         );
     }
+    assert_cut_only_after(Step::Swarm, &good.state, &good.state)?;
+    // The chained cuts' check that a resumed boot verified the clock again.
+    let verdict = journal_record(&good.state, Step::Clock)?
+        .ok_or_else(|| anyhow!("the reference has no clock entry"))?;
+    assert_clock_verified_again(&good.state, None, "x")?;
+    let earlier = Record {
+        boot_id: Some("an earlier boot".to_owned()),
+        ..verdict.clone()
+    };
+    assert_clock_verified_again(&good.state, Some(&earlier), "x")?;
+    ensure!(
+        assert_clock_verified_again(&good.state, Some(&verdict), "x").is_err(),
+        "planted fault not caught: the clock verdict of the boot before the cut carried over"
+    );
     let mut lost = good.state.clone();
     lost.files
         .insert("/var/lib/pibake/identity.toml".to_owned(), None);
@@ -523,15 +537,15 @@ fn assert_cut_after(step: Step, cut: &AgentState, reference: &AgentState) -> Res
     Ok(())
 }
 
-/// Boots a fresh worker1 card with the agent told to hold once it has
-/// journaled `step`, pulls the plug at its marker, checks the card at the
-/// cut, then boots it again and checks the first boot completes as if never
-/// cut.
-fn cut_after_and_resume(step: Step) -> Result<()> {
-    let r = reference()?;
-    let dir = workdir(&format!("cut-after-{step}"))?;
-    let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
-    let lab = Lab::new(&dir, true)?;
+/// Boots worker1's card (`overlay`) with the agent told to hold once it has
+/// journaled `step`, pulls the plug at its marker, and returns the card as
+/// the cut left it.
+fn boot_held_and_cut(
+    r: &Reference,
+    lab: &Lab,
+    overlay: &Overlay,
+    step: Step,
+) -> Result<AgentState> {
     let label = format!("worker1-cut-after-{step}");
     let marker = hold_marker(step);
     let start = Instant::now();
@@ -539,7 +553,7 @@ fn cut_after_and_resume(step: Step) -> Result<()> {
         let mut vm = lab.start_vm_args(
             &label,
             &r.boot,
-            &overlay,
+            overlay,
             WORKER1,
             None,
             vec![format!("{HOLD_KEY}{step}")],
@@ -558,54 +572,88 @@ fn cut_after_and_resume(step: Step) -> Result<()> {
         "{label}: held after {step}, power cut {:.0} s into the boot",
         start.elapsed().as_secs_f64()
     );
-    let cut = read_state(&overlay, &label, &r.table, "worker1")?;
-    assert_cut_after(step, &cut, &r.first.state)?;
-    // The check tells the cut points apart: this card is not what a cut
-    // after any other step leaves.
+    read_state(overlay, &label, &r.table, "worker1")
+}
+
+/// The card cut after `step` is what such a cut leaves
+/// ([`assert_cut_after`]) and not what a cut after any other step leaves:
+/// the check tells the cut points apart.
+fn assert_cut_only_after(step: Step, cut: &AgentState, reference: &AgentState) -> Result<()> {
+    assert_cut_after(step, cut, reference)?;
     for other in Step::ALL.into_iter().filter(|s| *s != step) {
-        match assert_cut_after(other, &cut, &r.first.state) {
+        match assert_cut_after(other, cut, reference) {
             Ok(()) => anyhow::bail!("the card cut after {step} passes as one cut after {other}"),
-            Err(e) => eprintln!("{label}: taken for a cut after {other}, it fails: {e:#}"),
+            Err(e) => eprintln!("cut after {step}: taken for a cut after {other}, it fails: {e:#}"),
         }
     }
-    let b = boot_once(
-        &lab,
-        &r.boot,
-        &overlay,
-        WORKER1,
-        &r.table,
-        "worker1",
-        &format!("worker1-after-cut-after-{step}"),
-        &dir,
-        &BootOpts::default(),
-    )?;
-    assert_completes_like_reference(r, &b, &format!("after the cut after {step}"))
+    Ok(())
 }
 
-#[test]
-fn power_cut_after_identity_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
-    let _serial = serial();
-    timed(
-        "power_cut_after_identity_is_journaled_is_completed_by_the_next_boot",
-        || cut_after_and_resume(Step::Identity),
-    )
+/// The clock verdict on a card cut in a boot that resumed from an earlier
+/// cut was made in that boot, not carried over: its boot id is not the one
+/// of the verdict the earlier cut left (`before`, if any).
+fn assert_clock_verified_again(
+    cut: &AgentState,
+    before: Option<&Record>,
+    what: &str,
+) -> Result<()> {
+    let Some(clock) = journal_record(cut, Step::Clock)? else {
+        return Ok(());
+    };
+    ensure!(
+        clock.boot_id.is_some(),
+        "{what}: the clock verdict carries no boot id: {clock:?}"
+    );
+    if let Some(before) = before {
+        ensure!(
+            clock.boot_id != before.boot_id,
+            "{what}: the clock verdict is the one of the boot before ({:?}): the boot resumed from the cut did not verify the clock again",
+            clock.boot_id
+        );
+    }
+    Ok(())
 }
 
+/// One power cut after each journaled step, chained on one fresh worker1
+/// card: held after identity, cut, checked; booted again held after clock
+/// (resuming from the identity cut), cut, checked; again held after swarm
+/// (resuming from the clock cut), cut, checked; then booted normally, which
+/// must complete first boot as if never cut. Each boot after the first
+/// resumes from the cut before it: the next cut's check shows it finished
+/// the earlier steps as the uninterrupted boot did and ran the next one
+/// (the clock verified again in that boot); the last boot shows the whole
+/// resumed first boot, its running system included.
 #[test]
-fn power_cut_after_clock_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
+fn power_cuts_after_each_journaled_step_are_completed_by_the_next_boots() -> Result<()> {
     let _serial = serial();
     timed(
-        "power_cut_after_clock_is_journaled_is_completed_by_the_next_boot",
-        || cut_after_and_resume(Step::Clock),
-    )
-}
-
-#[test]
-fn power_cut_after_swarm_is_journaled_is_completed_by_the_next_boot() -> Result<()> {
-    let _serial = serial();
-    timed(
-        "power_cut_after_swarm_is_journaled_is_completed_by_the_next_boot",
-        || cut_after_and_resume(Step::Swarm),
+        "power_cuts_after_each_journaled_step_are_completed_by_the_next_boots",
+        || {
+            let r = reference()?;
+            let dir = workdir("cuts-after-steps")?;
+            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
+            let lab = Lab::new(&dir, true)?;
+            let mut clock_before: Option<Record> = None;
+            for step in Step::ALL {
+                let cut = boot_held_and_cut(r, &lab, &overlay, step)?;
+                let what = format!("the cut after {step}");
+                assert_cut_only_after(step, &cut, &r.first.state).context(what.clone())?;
+                assert_clock_verified_again(&cut, clock_before.as_ref(), &what)?;
+                clock_before = journal_record(&cut, Step::Clock)?;
+            }
+            let b = boot_once(
+                &lab,
+                &r.boot,
+                &overlay,
+                WORKER1,
+                &r.table,
+                "worker1",
+                "worker1-after-the-cuts",
+                &dir,
+                &BootOpts::default(),
+            )?;
+            assert_completes_like_reference(r, &b, "after the cuts after identity, clock and swarm")
+        },
     )
 }
 

@@ -11,11 +11,12 @@ impl Validator<'_> {
         let source = match raw.source.as_str() {
             "debian" => KernelSource::Debian,
             "raspberrypi" => KernelSource::Raspberrypi,
+            "none" => KernelSource::None,
             other => {
                 self.error(
                     p(&["kernel", "source"]),
                     format!("unknown kernel source `{other}`"),
-                    "use `debian` or `raspberrypi`",
+                    "use `debian`, `raspberrypi` or `none` (the profiles bring the kernel)",
                 );
                 KernelSource::Debian
             }
@@ -40,7 +41,7 @@ impl Validator<'_> {
         }
         Kernel {
             source,
-            package: raw.package.clone(),
+            package: (source != KernelSource::None).then(|| raw.package.clone()),
             suite,
         }
     }
