@@ -155,9 +155,10 @@ pub fn ensure(
         return Ok((path, true));
     }
     check_tools(&stage.arch)?;
-    let dir = tempfile::Builder::new()
-        .prefix("rootfs-")
-        .tempdir_in(work)
+    // What a killed build of any stage left behind.
+    pibake_host::scratch::remove_stale(work, "rootfs-")
+        .map_err(io("cannot clean stale work directories in", work))?;
+    let dir = pibake_host::scratch::ScratchDir::new(work, "rootfs-")
         .map_err(io("cannot create a work directory in", work))?;
     let view = repo::build(lock, store, &dir.path().join("repo")).map_err(RootfsError::Repo)?;
     let tar = dir.path().join("rootfs.tar");

@@ -16,4 +16,5 @@
 pub mod atomic;
 pub mod civil;
 pub mod doctor;
+pub mod scratch;
 pub mod tools;

@@ -171,7 +171,7 @@ pub const TABLE: &[Requirement] = &[
     ),
     row(
         "device-tree-compiler",
-        &["dtc", "fdtoverlay", "fdtget"],
+        &["dtc", "fdtoverlay", "fdtget", "fdtput"],
         Need::Build,
         "compiles pibake's device-tree overlays; the tests apply them",
     ),
