@@ -99,7 +99,7 @@ mod tests {
         let fresh = parent.path().join("rootfs-fresh");
         std::fs::create_dir(&fresh).unwrap();
         let removed = remove_stale(parent.path(), "rootfs-").unwrap();
-        assert_eq!(removed, [dead_path.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&dead_path));
         assert!(live.path().is_dir() && other.is_dir() && fresh.is_dir());
         assert!(!dead_path.exists());
     }

@@ -53,18 +53,28 @@ fn read_cpio(data: &[u8], files: &mut Files) -> Result<usize, String> {
 /// Every file of the initramfs `data`.
 pub fn files(data: &[u8]) -> Result<Files, String> {
     let mut files = Files::new();
+    read_archives(data, true, &mut files)?;
+    Ok(files)
+}
+
+/// Reads the archives of `data` one after another (zero padding between
+/// them); a compressed one, allowed only when `compressed_ok`, runs to the
+/// end of the data and holds only uncompressed archives itself.
+fn read_archives(data: &[u8], compressed_ok: bool, files: &mut Files) -> Result<(), String> {
     let mut rest = data;
     loop {
-        // Archives may be padded with zeros between them.
         let skip = rest.iter().take_while(|b| **b == 0).count();
         rest = &rest[skip..];
         if rest.is_empty() {
-            return Ok(files);
+            return Ok(());
         }
         if rest.starts_with(NEWC) || rest.starts_with(NEWC_CRC) {
-            let used = read_cpio(rest, &mut files)?;
+            let used = read_cpio(rest, files)?;
             rest = &rest[used..];
             continue;
+        }
+        if !compressed_ok {
+            return Err(format!("no newc cpio header ({} bytes left)", rest.len()));
         }
         let mut inflated = Vec::new();
         if rest.starts_with(&[0x1f, 0x8b]) {
@@ -78,24 +88,7 @@ pub fn files(data: &[u8]) -> Result<Files, String> {
         } else {
             return Err("neither a cpio archive nor gzip/zstd compressed data".into());
         }
-        // A compressed archive runs to the end of the file.
-        let mut inner = files_of_uncompressed(&inflated)?;
-        files.append(&mut inner);
-        return Ok(files);
-    }
-}
-
-fn files_of_uncompressed(data: &[u8]) -> Result<Files, String> {
-    let mut files = Files::new();
-    let mut rest = data;
-    loop {
-        let skip = rest.iter().take_while(|b| **b == 0).count();
-        rest = &rest[skip..];
-        if rest.is_empty() {
-            return Ok(files);
-        }
-        let used = read_cpio(rest, &mut files)?;
-        rest = &rest[used..];
+        return read_archives(&inflated, false, files);
     }
 }
 

@@ -16,27 +16,33 @@ fn copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
     dst
 }
 
-/// Rewrites or removes a file on the image's FAT partition (offset `start`, `len`).
-fn fat_edit(img: &Path, start: u64, len: u64, path: &str, content: Option<&str>) {
-    let f = std::fs::OpenOptions::new()
+/// Runs `f` on the image's FAT partition (offset `start`, `len`), then unmounts it.
+fn with_fat(
+    img: &Path,
+    start: u64,
+    len: u64,
+    f: impl FnOnce(&fatfs::Dir<'_, Window<&std::fs::File>>),
+) {
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(img)
         .unwrap();
     let fs = fatfs::FileSystem::new(
-        Window::new(&f, start, len).unwrap(),
+        Window::new(&file, start, len).unwrap(),
         fatfs::FsOptions::new(),
     )
     .unwrap();
-    match content {
-        None => fs.root_dir().remove(path).unwrap(),
-        Some(c) => {
-            let mut file = fs.root_dir().open_file(path).unwrap();
-            file.truncate().unwrap();
-            file.write_all(c.as_bytes()).unwrap();
-        }
-    }
+    f(&fs.root_dir());
     fs.unmount().unwrap();
+}
+
+/// Rewrites or removes a file on the image's FAT partition.
+fn fat_edit(img: &Path, start: u64, len: u64, path: &str, content: Option<&str>) {
+    match content {
+        None => with_fat(img, start, len, |root| root.remove(path).unwrap()),
+        Some(c) => fat_put(img, start, len, path, c.as_bytes()),
+    }
 }
 
 fn fat_read(img: &Path, start: u64, len: u64, path: &str) -> String {
@@ -235,21 +241,11 @@ fn passes_on_our_images_and_finds_planted_faults() {
 
 /// Creates or replaces a file on the image's FAT partition.
 fn fat_put(img: &Path, start: u64, len: u64, path: &str, content: &[u8]) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(img)
-        .unwrap();
-    let fs = fatfs::FileSystem::new(
-        Window::new(&f, start, len).unwrap(),
-        fatfs::FsOptions::new(),
-    )
-    .unwrap();
-    let mut file = fs.root_dir().create_file(path).unwrap();
-    file.truncate().unwrap();
-    file.write_all(content).unwrap();
-    drop(file);
-    fs.unmount().unwrap();
+    with_fat(img, start, len, |root| {
+        let mut file = root.create_file(path).unwrap();
+        file.truncate().unwrap();
+        file.write_all(content).unwrap();
+    });
 }
 
 /// An initramfs (gzip newc) that loads `listed` early and holds `present`.

@@ -7,6 +7,7 @@
 //! - [`repo`]: a flat apt repository view of the locked .debs for the rootfs stage.
 
 pub mod control;
+pub mod deb;
 pub mod digest;
 pub mod fetch;
 pub mod lock;

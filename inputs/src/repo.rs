@@ -66,40 +66,26 @@ impl RepoView {
 
 /// Reads `./control` from a .deb (ar archive → control.tar[.gz|.xz|.zst]).
 pub fn deb_control(reader: impl Read) -> Result<Paragraph, String> {
-    let mut ar = ar::Archive::new(reader);
-    while let Some(entry) = ar.next_entry() {
-        let entry = entry.map_err(|e| format!("ar: {e}"))?;
-        let id = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let id = id.trim_end_matches('/');
-        let inner: Box<dyn Read + '_> = match id {
-            "control.tar" => Box::new(entry),
-            "control.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "control.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
-            "control.tar.zst" => {
-                Box::new(zstd::Decoder::new(entry).map_err(|e| format!("zstd: {e}"))?)
-            }
-            _ => continue,
-        };
+    let text = crate::deb::with_member(reader, crate::deb::Member::Control, |inner| {
         let mut tar = tar::Archive::new(inner);
-        for f in tar.entries().map_err(|e| format!("{id}: {e}"))? {
-            let mut f = f.map_err(|e| format!("{id}: {e}"))?;
-            let path = f.path().map_err(|e| format!("{id}: {e}"))?.into_owned();
+        for f in tar.entries()? {
+            let mut f = f?;
+            let path = f.path()?.into_owned();
             if path == Path::new("./control") || path == Path::new("control") {
                 let mut text = String::new();
-                f.read_to_string(&mut text)
-                    .map_err(|e| format!("{id}: control: {e}"))?;
-                let mut paras =
-                    control::parse(&text).map_err(|(l, t)| format!("control line {l}: {t:?}"))?;
-                return if paras.len() == 1 {
-                    Ok(paras.remove(0))
-                } else {
-                    Err("control has no single paragraph".into())
-                };
+                f.read_to_string(&mut text)?;
+                return Ok(Some(text));
             }
         }
-        return Err(format!("{id} has no ./control"));
+        Ok(None)
+    })?
+    .ok_or("the control tar has no ./control")?;
+    let mut paras = control::parse(&text).map_err(|(l, t)| format!("control line {l}: {t:?}"))?;
+    if paras.len() == 1 {
+        Ok(paras.remove(0))
+    } else {
+        Err("control has no single paragraph".into())
     }
-    Err("no control member".into())
 }
 
 /// Makes (or refreshes) the view of `lock` in `dir`: every locked .deb must be in the store.

@@ -80,7 +80,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ResolveError + '_ {
     }
 }
 
-fn valid_package_name(n: &str) -> bool {
+/// Debian Policy 5.6.1's rule for package names (suite and architecture
+/// names follow it too).
+pub fn valid_package_name(n: &str) -> bool {
     n.len() >= 2
         && n.bytes()
             .next()

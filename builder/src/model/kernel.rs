@@ -6,7 +6,6 @@
 //! tell what that version can do (Debian trixie's 6.12 has no RP1 driver,
 //! trixie-backports' 7.x has).
 
-use super::deb::with_data_tar;
 use super::{Checked, Cluster, Platform};
 use crate::diag::{Diagnostic, FieldPath};
 use pibake_image::pi5;
@@ -107,8 +106,12 @@ impl KernelFacts {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             };
-            with_data_tar(io::BufReader::new(file), |data| facts.read_tar(data))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            pibake_inputs::deb::with_member(
+                io::BufReader::new(file),
+                pibake_inputs::deb::Member::Data,
+                |data| facts.read_tar(data),
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
             facts
                 .packages
                 .push(format!("{} {}", package.name, package.version));

@@ -5,7 +5,6 @@
 //! list of located diagnostics. Nothing downstream sees a raw string where a
 //! typed value belongs.
 
-mod deb;
 pub mod kernel;
 pub mod net;
 pub mod raw;

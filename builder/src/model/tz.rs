@@ -82,7 +82,9 @@ pub enum TimezoneError {
 
 /// The zone names in a tzdata .deb (ar archive → data.tar[.xz|.gz|.zst]).
 pub fn zone_names(deb: impl Read) -> Result<BTreeSet<String>, String> {
-    super::deb::with_data_tar(deb, |data| zones_in_tar(data))
+    pibake_inputs::deb::with_member(deb, pibake_inputs::deb::Member::Data, |data| {
+        zones_in_tar(data)
+    })
 }
 
 /// `path` relative to the zoneinfo directory, `None` outside it.

@@ -21,7 +21,7 @@ impl Validator<'_> {
                 KernelSource::Debian
             }
         };
-        if !is_package_name(&raw.package) {
+        if !pibake_inputs::resolve::valid_package_name(&raw.package) {
             self.error(
                 p(&["kernel", "package"]),
                 format!("`{}` is not a Debian package name", raw.package),
@@ -32,7 +32,7 @@ impl Validator<'_> {
             .suite
             .clone()
             .unwrap_or_else(|| self.raw.cluster.suite.clone());
-        if !is_package_name(&suite) {
+        if !pibake_inputs::resolve::valid_package_name(&suite) {
             self.error(
                 p(&["kernel", "suite"]),
                 format!("`{suite}` is not a suite name"),
@@ -45,13 +45,4 @@ impl Validator<'_> {
             suite,
         }
     }
-}
-
-/// Debian's rule for package names (Policy 5.6.1), which suite names also follow.
-fn is_package_name(name: &str) -> bool {
-    name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }

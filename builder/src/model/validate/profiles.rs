@@ -140,7 +140,7 @@ impl Validator<'_> {
 
     fn merge_packages(&mut self, profile: &mut Profile, path: &Path, raw: &RawProfile) {
         for (i, package) in raw.packages.iter().enumerate() {
-            if !valid_package_name(package) {
+            if !pibake_inputs::resolve::valid_package_name(package) {
                 self.diagnostics.push(
                     Diagnostic::error(
                         path,
@@ -238,14 +238,6 @@ impl Validator<'_> {
             ),
         );
     }
-}
-
-fn valid_package_name(name: &str) -> bool {
-    name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 fn list_profiles(dir: &Path) -> Vec<String> {
