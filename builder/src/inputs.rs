@@ -137,7 +137,7 @@ pub enum LockOutcome {
 }
 
 pub fn lock_path(cluster: &Cluster) -> PathBuf {
-    crate::plan::LockInfo::path_for(&cluster.file)
+    pibake_inputs::lock::path_beside(&cluster.file)
 }
 
 /// Keeps an existing lock (checking it covers the profiles and was resolved

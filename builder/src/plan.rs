@@ -31,16 +31,9 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    /// The lock path for a cluster file: `pibake.lock` beside it.
-    pub fn path_for(cluster_file: &Path) -> PathBuf {
-        cluster_file
-            .parent()
-            .map_or_else(|| PathBuf::from("pibake.lock"), |d| d.join("pibake.lock"))
-    }
-
     /// Reads the digest and epoch of the lock, if there is one.
     pub fn read(cluster_file: &Path) -> std::io::Result<LockInfo> {
-        let path = Self::path_for(cluster_file);
+        let path = pibake_inputs::lock::path_beside(cluster_file);
         match std::fs::read(&path) {
             Ok(bytes) => {
                 // An unparsable lock is reported by `lock`/`build`; the plan

@@ -15,6 +15,13 @@ pub const FORMAT: u32 = 1;
 
 const HEADER: &str = "# Written by `pibake lock`; refresh with `pibake lock --update`.\n";
 
+/// The lock of a cluster file: `pibake.lock` beside it.
+pub fn path_beside(cluster_file: &Path) -> PathBuf {
+    cluster_file
+        .parent()
+        .map_or_else(|| PathBuf::from("pibake.lock"), |d| d.join("pibake.lock"))
+}
+
 /// A resolved, pinned package set for one architecture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

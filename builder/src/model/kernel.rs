@@ -230,7 +230,7 @@ impl Checked {
         {
             return;
         }
-        let lock_path = crate::plan::LockInfo::path_for(&cluster.file);
+        let lock_path = pibake_inputs::lock::path_beside(&cluster.file);
         let note = |message: &str| {
             Diagnostic::note(&cluster.file, field(), message.to_string())
                 .help("`pibake lock` and `pibake fetch` bring it (`pibake build` does both)")

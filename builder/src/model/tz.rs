@@ -332,7 +332,7 @@ impl Checked {
             return;
         };
         let path = file.path.clone();
-        let lock_path = crate::plan::LockInfo::path_for(&path);
+        let lock_path = pibake_inputs::lock::path_beside(&path);
         let note = |message: String, help: &str| {
             Some(Diagnostic::note(&path, field(), message).help(help))
         };
@@ -385,7 +385,7 @@ pub fn verify_timezone(
     lock: &Lock,
     store_root: &Path,
 ) -> Result<(), TimezoneError> {
-    let lock_path = crate::plan::LockInfo::path_for(&cluster.file);
+    let lock_path = pibake_inputs::lock::path_beside(&cluster.file);
     let Some(d) = finding(
         &cluster.file,
         &cluster.timezone,
