@@ -53,22 +53,29 @@ s(){ echo \"@@ $1\";}
 const OPEN_CONTROL: &str = "exec 3</dev/virtio-ports/pibake.control\n";
 const WAIT_GO: &str = "until read -r g <&3&&[ \"$g\" = go ];do sleep 1;done\n";
 
-// A VIP holder takes its address a few VRRP adverts after its track script
-// (`docker info`, slow under TCG) first succeeds (FACTS.md: about 3.5 s at
-// 1 s). In the ring every node whose report is read while its keepalived
-// runs is meant to hold the VIP then (master1; master2 once it took over):
-// the report waits for exactly that state, the VIP its keepalived.conf
-// names on eth0, or keepalived no longer running. The bound
-// (600 s) is only a guard so that a broken node still reports (the
-// test then fails naming the missing VIP); no passing run comes near it.
+// What every probe ends with: the report, then (the unit's SuccessAction)
+// power-off.
 const REPORT: &str = "\
-v=$(sed -n 's/^[[:space:]]*\\([0-9.]*\\)\\/[0-9]* dev eth0$/\\1/p' /etc/keepalived/keepalived.conf 2>/dev/null|head -n1)
-[ -n \"$v\" ]&&{ t=0;while systemctl -q is-active keepalived&&! ip -4 -o addr show eth0|grep -qF \" inet $v/\"&&[ $t -lt 600 ];do sleep 1;t=$((t+1));done;}
 { s failed;systemctl --failed --no-legend --plain
 s status;pibake-firstboot status --json
 s addr;ip -4 -o addr show
 s hostname;hostname
 s end;} >$o 2>&1
+";
+
+// Before a plain [`Probe::Report`]: a VIP holder takes its address a few
+// VRRP adverts after its track script (`docker info`, slow under TCG) first
+// succeeds (FACTS.md: about 3.5 s at 1 s), which can be after multi-user.
+// A node whose keepalived runs and that reports this way is meant to hold
+// the VIP (master1 of the master test): wait for exactly that state, the
+// VIP its keepalived.conf names on eth0 (or keepalived no longer running).
+// The bound is only a guard so that a broken node still reports (the test
+// then fails naming the missing VIP); no passing run comes near it. The
+// other probes need no such wait: the Swarm tests wait for the VIP
+// themselves (ping), and a standby waits for it before its report.
+const VIP_WAIT: &str = "\
+v=$(grep -som1 '[0-9.]*/[0-9]* dev' /etc/keepalived/keepalived.conf);t=0
+while [ \"$v\" ]&&systemctl -q is-active keepalived&&! ip -4 -o addr show eth0|grep -q \" inet ${v%/*}/\"&&[ $t -lt 600 ];do sleep 1;t=$((t+1));done
 ";
 
 /// How long a [`Probe::Member`] waits for its node to join, seconds (the
@@ -117,7 +124,7 @@ pub enum Probe {
 impl Probe {
     fn script(&self) -> String {
         match self {
-            Probe::Report => format!("{PRELUDE}{REPORT}"),
+            Probe::Report => format!("{PRELUDE}{VIP_WAIT}{REPORT}"),
             Probe::SwarmManager { nodes, wait, hold } => {
                 let w = wait.as_secs();
                 let hold = if *hold { "sleep infinity\n" } else { "" };
@@ -335,5 +342,11 @@ mod tests {
         assert!(member.contains(CONTROL_PORT) && member.contains(WAIT_GO));
         // The control port is open before the test is told to send.
         assert!(member.find(OPEN_CONTROL) < member.find("s joined"));
+        // A plain report waits for the VIP its keepalived.conf names (on a
+        // node without one, not at all) before it reports.
+        let report = Probe::Report.script();
+        let wait_at = report.find(VIP_WAIT).expect("the VIP wait");
+        assert!(report.find(REPORT).is_some_and(|at| wait_at < at));
+        assert!(VIP_WAIT.contains("keepalived.conf") && !VIP_WAIT.contains("-ge 2"));
     }
 }
