@@ -151,8 +151,9 @@ pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, Verif
         }
     };
     let root_part = check_cmdline(&boot_files, &table, &mut out);
-    check_config(&boot_files, &mut out);
-    check_pi5(&boot_files, &mut out);
+    if let Some(config) = check_config(&boot_files, &mut out) {
+        check_pi5(&boot_files, &config, &mut out);
+    }
     drop(boot_files);
     drop(boot_copy);
 
@@ -380,14 +381,15 @@ fn check_cmdline(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option
     None
 }
 
-fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
+/// Checks config.txt; returns its text when there is one.
+fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) -> Option<String> {
     let Some(raw) = b.read("config.txt") else {
         out.push(finding(
             FindingKind::ConfigReference,
             "config.txt",
             "missing",
         ));
-        return;
+        return None;
     };
     let text = String::from_utf8_lossy(&raw);
     let mut os_prefix = String::new();
@@ -452,6 +454,7 @@ fn check_config(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
             _ => {}
         }
     }
+    Some(text.into_owned())
 }
 
 /// The value of the last `key=` line (or `initramfs <file>`) of config.txt.
@@ -475,15 +478,11 @@ fn config_value(text: &str, key: &str) -> Option<String> {
 /// trees, a kernel, and an initramfs that loads the modules of
 /// [`crate::pi5::INITRAMFS_MODULES`] (listed in its conf/modules, each one
 /// in it or built in).
-fn check_pi5(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
-    let Some(raw) = b.read("config.txt") else {
-        return;
-    };
-    let text = String::from_utf8_lossy(&raw);
+fn check_pi5(b: &BootFiles<'_>, text: &str, out: &mut Vec<Finding>) {
     if !text.lines().any(|l| l.trim() == "[pi5]") {
         return;
     }
-    let prefix = config_value(&text, "os_prefix").unwrap_or_default();
+    let prefix = config_value(text, "os_prefix").unwrap_or_default();
     let mut gap = |location: &str, message: String| {
         out.push(finding(FindingKind::Pi5Boot, location, message));
     };
@@ -492,14 +491,14 @@ fn check_pi5(b: &BootFiles<'_>, out: &mut Vec<Finding>) {
             gap(dtb, "missing: the Pi 5's firmware needs it".into());
         }
     }
-    let kernel = config_value(&text, "kernel").unwrap_or_else(|| "kernel_2712.img".into());
+    let kernel = config_value(text, "kernel").unwrap_or_else(|| "kernel_2712.img".into());
     if !b.exists(&format!("{prefix}{kernel}")) {
         gap(
             &kernel,
             "the Pi 5's kernel is not on the boot partition".into(),
         );
     }
-    let Some(initrd) = config_value(&text, "initramfs") else {
+    let Some(initrd) = config_value(text, "initramfs") else {
         gap(
             "config.txt",
             "no initramfs line: a Pi 5 needs its RP1 and SD modules early".into(),
