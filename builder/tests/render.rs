@@ -143,7 +143,7 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
                 assert!(gpsd.is_none(), "{node} got a gpsd config");
                 assert!(!chrony.contains("refclock"), "{node} has a refclock");
                 assert!(
-                    chrony.contains("server 192.168.188.20 iburst prefer"),
+                    chrony.contains("server 192.168.188.20 iburst prefer minpoll 2 maxpoll 6"),
                     "{node}: {chrony}"
                 );
             }
