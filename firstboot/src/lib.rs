@@ -5,13 +5,15 @@
 //! names ([`hostname`], shared with `pibake check` and `pibake flash`) and the
 //! agent's steps:
 //! [`identity`], [`clock`], [`swarm`], [`status`], each journaled under
-//! `/var/lib/pibake` ([`journal`]). All system access goes through
+//! `/var/lib/pibake` ([`journal`]); and keepalived's track check
+//! ([`engine`], the Docker Engine API without the docker client). All system access goes through
 //! [`root::Root`] and the traits of [`system`] and [`clock`], so the steps run
 //! on the host against a temporary root with fakes.
 
 pub mod atomic;
 pub mod bootfiles;
 pub mod clock;
+pub mod engine;
 pub mod growroot;
 pub mod hostname;
 pub mod identity;

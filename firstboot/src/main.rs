@@ -6,7 +6,7 @@ use pibake_firstboot::clock::{Chronyc, Timedatectl};
 use pibake_firstboot::journal::{self, Step};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{ProcessRunner, SystemClock};
-use pibake_firstboot::{clock, error_chain, identity, status, swarm, Agent};
+use pibake_firstboot::{clock, engine, error_chain, identity, status, swarm, Agent};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +40,9 @@ enum Command {
     Clock,
     /// Initialize or join the Docker Swarm (needs identity and a verified clock).
     Swarm,
+    /// Exit 0 when this node is an active Swarm manager, 1 otherwise (keepalived's track
+    /// script: it asks the Docker daemon's socket itself, in milliseconds).
+    SwarmManagerCheck,
     /// Show each step: done, pending or failed, when and why.
     Status {
         /// Print JSON instead of a table.
@@ -139,6 +142,16 @@ fn main() -> ExitCode {
             let ok = swarm::run(&agent).is_ok();
             test_hold(&agent, Step::Swarm);
             ok
+        }
+        Command::SwarmManagerCheck => {
+            // keepalived's `timeout 10` bounds the whole script; answer before it.
+            match engine::info(agent.root.dir(), Duration::from_secs(8)) {
+                Ok(info) => info.is_active_manager(),
+                Err(e) => {
+                    log::debug!("{}", error_chain(&e));
+                    false
+                }
+            }
         }
         Command::Status { json } => {
             let steps = status::status(&agent.root);
