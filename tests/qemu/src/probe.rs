@@ -101,7 +101,8 @@ pub enum Probe {
     /// `ready<k>` lists the nodes (`docker node ls`) once k of them are
     /// Ready, so the test awaits each join in turn; then `nodes`, the
     /// report, and power-off, or with `hold` stay up until the test pulls
-    /// the plug.
+    /// the plug. It polls `docker node ls` every 10 s: the docker client
+    /// is costly under emulation, and the other VMs boot beside it.
     SwarmManager {
         nodes: u32,
         wait: Duration,
@@ -113,8 +114,11 @@ pub enum Probe {
     /// reports and powers off. Its VM stays up while the manager needs it.
     Member,
     /// On a standby VIP holder: once its swarm step is done and keepalived is
-    /// BACKUP, say `standby`; then wait until the VIP is on eth0 (the
-    /// holder failed), say `vip`, report and power off.
+    /// BACKUP, say `standby`; then wait for the test's [`GO`] (sent when it
+    /// pulls the holder's plug), then until the VIP is on eth0, say `vip`,
+    /// report and power off. It never powers off before the test says so:
+    /// a VIP that moves early is the test's finding, not the end of the
+    /// Swarm's majority.
     Standby {
         vip: std::net::Ipv4Addr,
         wait: Duration,
@@ -133,7 +137,7 @@ impl Probe {
 {{ s token;docker swarm join-token -q worker;s mtoken;docker swarm join-token -q manager;s joining;}} >$o 2>&1
 l(){{ docker node ls --format '{{{{.Hostname}}}} {{{{.Status}}}} {{{{.ManagerStatus}}}}';}}
 k=2;t=0;while [ $k -le {nodes} ]&&[ $t -lt {w} ];do
-if [ $(l|grep -c ' Ready') -ge $k ];then {{ s ready$k;l;s ok;}} >$o;k=$((k+1));else sleep 5;t=$((t+5));fi;done
+if [ $(l|grep -c ' Ready') -ge $k ];then {{ s ready$k;l;s ok;}} >$o;k=$((k+1));else sleep 10;t=$((t+10));fi;done
 {{ s nodes;l;}} >$o
 {REPORT}{hold}",
                     SWARM_ACTIVE = swarm_active(w),
@@ -148,10 +152,10 @@ if [ $(l|grep -c ' Ready') -ge $k ];then {{ s ready$k;l;s ok;}} >$o;k=$((k+1));e
             Probe::Standby { vip, wait } => {
                 let w = wait.as_secs();
                 format!(
-                    "{PRELUDE}{SWARM_ACTIVE}\
+                    "{PRELUDE}{OPEN_CONTROL}{SWARM_ACTIVE}\
 t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];do sleep 2;t=$((t+2));done
 {{ s standby;s waiting;}} >$o
-t=0;until ip -4 -o addr show eth0|grep -q ' inet {vip}/'||[ $t -ge {w} ];do sleep 1;t=$((t+1));done
+{WAIT_GO}t=0;until ip -4 -o addr show eth0|grep -q ' inet {vip}/'||[ $t -ge {w} ];do sleep 1;t=$((t+1));done
 {{ s vip;journalctl -b -u keepalived -o cat|grep -F '(';s waited;}} >$o 2>&1
 {REPORT}",
                     SWARM_ACTIVE = swarm_active(w),
@@ -337,6 +341,10 @@ mod tests {
             wait,
         };
         assert!(standby.script().contains("grep -q ' inet 10.0.0.9/'"));
+        // The standby waits for the test's word before it watches the VIP.
+        let standby = standby.script();
+        assert!(standby.find(OPEN_CONTROL) < standby.find("s standby"));
+        assert!(standby.find(WAIT_GO) < standby.find("s vip"));
         let member = Probe::Member.script();
         assert!(WAIT_GO.contains(&format!("= {GO} ]")));
         assert!(member.contains(CONTROL_PORT) && member.contains(WAIT_GO));

@@ -149,6 +149,11 @@ impl Vm {
                 "systemd.show_status=1",
                 // The agent's log lines on the console too.
                 "systemd.journald.forward_to_console=1",
+                // Emulation only: with three VMs on two cores, udev has been
+                // seen to announce the boot partition after systemd's 90 s
+                // default, which drops the VM into emergency mode. A board
+                // keeps the image's own default.
+                "systemd.default_device_timeout_sec=600",
             ]
             .map(str::to_owned),
         );

@@ -276,8 +276,6 @@ pub struct Booted {
     pub report: Report,
     pub console: String,
     pub state: AgentState,
-    pub to_multi_user: Duration,
-    pub total: Duration,
 }
 
 /// Options of one boot.
@@ -343,8 +341,6 @@ pub fn boot_once(
         report,
         console,
         state,
-        to_multi_user,
-        total,
     })
 }
 
