@@ -120,6 +120,9 @@ pub struct AssembleSpec {
     pub ids: ImageIds,
     pub epoch: SourceDateEpoch,
     pub boot_size: u64,
+    /// The tree's directory that becomes the FAT partition: [`boot_dir`] on a Pi,
+    /// [`crate::efi::ESP_DIR`] on pc-efi.
+    pub boot_dir: EntryPath,
     pub boot_label: VolumeLabel,
     pub root_label: String,
     /// Free space in the root filesystem beyond its content: percent of content + bytes.
@@ -144,6 +147,7 @@ impl AssembleSpec {
             ids,
             epoch,
             boot_size: 256 << 20,
+            boot_dir: boot_dir(),
             boot_label: VolumeLabel::BOOTFS,
             root_label: "rootfs".to_owned(),
             root_headroom_percent: 20,
@@ -187,13 +191,13 @@ pub fn remove_stale_temps(out_dir: &Path, name: &str) -> Result<Vec<PathBuf>, At
     Ok(removed)
 }
 
-/// Where the boot partition's files sit in the root tree.
+/// Where a Pi's boot partition files sit in the root tree.
 pub fn boot_dir() -> EntryPath {
     EntryPath::trusted("boot/firmware")
 }
 
-/// Builds the image from `rootfs`: `boot/firmware/*` goes to the FAT partition (the directory
-/// itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
+/// Builds the image from `rootfs`: `spec.boot_dir/*` (`boot/firmware/*` on a Pi) goes to the
+/// FAT partition (the directory itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
 /// already be in the tree (use `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
 pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
     remove_stale_temps(&spec.out_dir, &spec.name)?;
@@ -203,7 +207,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         phases.push((name, clock.elapsed()));
         clock = std::time::Instant::now();
     };
-    let bdir = boot_dir();
+    let bdir = spec.boot_dir.clone();
     let boot = rootfs.split_off(&bdir);
     if rootfs.tree().get(&bdir).is_none() {
         rootfs.apply_layer(&crate::Layer {
@@ -216,7 +220,7 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
             let p = bdir.to_string();
             return Err(FatError::Unsupported {
                 path: p,
-                kind: "non-directory at boot/firmware",
+                kind: "non-directory at the boot partition's mount point",
             }
             .into());
         }

@@ -6,6 +6,7 @@ pub mod assemble;
 /// Atomic writes live in pibake-host, shared by every host-side crate.
 pub use pibake_host::atomic;
 pub mod dtbo;
+pub mod efi;
 pub mod ext4;
 pub mod fat;
 pub mod initramfs;

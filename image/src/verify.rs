@@ -1,7 +1,8 @@
-//! Checks any Raspberry Pi image (ours or a stock one) without mounting it: partition table,
-//! FAT and ext4 consistency (fsck.vfat -n, e2fsck -fn), cmdline.txt root, config.txt
-//! references and line lengths, and identity that must not be baked (SSH host keys,
-//! machine-id). Problems in the image are findings; only failures to check are errors.
+//! Checks any Raspberry Pi image (ours or a stock one) or pibake pc-efi image without
+//! mounting it: partition table, FAT and ext4 consistency (fsck.vfat -n, e2fsck -fn),
+//! cmdline.txt root and config.txt references and line lengths (Pi), or the loader at the
+//! removable path and its entry's kernel, initrd and root (EFI, [`crate::efi`]), and identity
+//! that must not be baked (SSH host keys, machine-id). Problems in the image are findings; only failures to check are errors.
 
 use std::fmt;
 use std::fs::File;
@@ -11,6 +12,7 @@ use std::process::Command;
 
 use fatfs::{FileSystem, FsOptions};
 
+use crate::efi;
 use crate::table::{self, Partition, Table};
 use crate::window::Window;
 
@@ -27,6 +29,8 @@ pub enum FindingKind {
     ConfigLineTooLong,
     /// A config.txt with a `[pi5]` section lacks what a Pi 5 boots with.
     Pi5Boot,
+    /// The EFI system partition of a pc-efi image lacks what UEFI firmware boots with.
+    EfiBoot,
     SshHostKey,
     MachineId,
 }
@@ -150,10 +154,16 @@ pub fn verify_image(image: &Path, work_dir: &Path) -> Result<Vec<Finding>, Verif
             return Ok(out);
         }
     };
-    let root_part = check_cmdline(&boot_files, &table, &mut out);
-    if let Some(config) = check_config(&boot_files, &mut out) {
-        check_pi5(&boot_files, &config, &mut out);
-    }
+    let root_part =
+        if boot_files.exists(efi::REMOVABLE_LOADER) || boot_files.exists(efi::ENTRIES_DIR) {
+            check_efi(&boot_files, &table, &mut out)
+        } else {
+            let root = check_cmdline(&boot_files, &table, &mut out);
+            if let Some(config) = check_config(&boot_files, &mut out) {
+                check_pi5(&boot_files, &config, &mut out);
+            }
+            root
+        };
     drop(boot_files);
     drop(boot_copy);
 
@@ -334,6 +344,19 @@ fn check_cmdline(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option
         ));
         return None;
     };
+    match root_partition(root, t) {
+        Ok(found) => found,
+        Err(message) => {
+            out.push(finding(FindingKind::Cmdline, "cmdline.txt", message));
+            None
+        }
+    }
+}
+
+/// The partition a kernel's `root=` value names: `Ok(None)` for UUID=/LABEL= (they name a
+/// filesystem, not a partition, and are accepted unlocated), `Err` saying why when it names no
+/// Linux partition of the image.
+fn root_partition(root: &str, t: &Table) -> Result<Option<Partition>, String> {
     let parts = t.partitions();
     let found = if let Some(id) = root.strip_prefix("PARTUUID=") {
         parts
@@ -358,27 +381,79 @@ fn check_cmdline(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option
             .ok()
             .and_then(|n| parts.iter().find(|p| p.number == n).cloned())
     } else {
-        // UUID=/LABEL= name a filesystem, not a partition: checked against the ext4 superblock
-        // is beyond this check; accept them without locating the partition.
-        return None;
+        return Ok(None);
     };
     match found {
-        None => out.push(finding(
-            FindingKind::Cmdline,
-            "cmdline.txt",
-            format!("root={root} matches no partition of the image"),
+        None => Err(format!("root={root} matches no partition of the image")),
+        Some(p) if !p.kind.is_linux() => Err(format!(
+            "root={root} names partition {}, which is not a Linux partition",
+            p.number
         )),
-        Some(p) if !p.kind.is_linux() => out.push(finding(
-            FindingKind::Cmdline,
-            "cmdline.txt",
-            format!(
-                "root={root} names partition {}, which is not a Linux partition",
-                p.number
-            ),
-        )),
-        Some(p) => return Some(p),
+        Some(p) => Ok(Some(p)),
     }
-    None
+}
+
+/// Checks the ESP of a pc-efi image: an x86-64 loader at the removable path, a loader.conf
+/// whose default entry exists, that entry's kernel and initrds on the ESP, and its `root=`
+/// naming the image's Linux partition (returned).
+fn check_efi(b: &BootFiles<'_>, t: &Table, out: &mut Vec<Finding>) -> Option<Partition> {
+    let mut bad = |location: &str, message: String| {
+        out.push(finding(FindingKind::EfiBoot, location, message));
+    };
+    match b.read(efi::REMOVABLE_LOADER) {
+        None => bad(
+            efi::REMOVABLE_LOADER,
+            "missing: Mac firmware and a fresh OVMF boot only the removable path".into(),
+        ),
+        Some(bytes) if !efi::is_pe_x86_64(&bytes) => bad(
+            efi::REMOVABLE_LOADER,
+            "not an x86-64 PE/COFF executable: UEFI firmware cannot run it".into(),
+        ),
+        Some(_) => {}
+    }
+    let entry_name = match b.read(efi::LOADER_CONF) {
+        None => {
+            bad(
+                efi::LOADER_CONF,
+                "missing: systemd-boot shows a menu and waits".into(),
+            );
+            format!("{}.conf", efi::ENTRY_ID)
+        }
+        Some(raw) => match efi::default_entry(&String::from_utf8_lossy(&raw)) {
+            Some(name) => name.to_owned(),
+            None => {
+                bad(efi::LOADER_CONF, "no `default` entry".into());
+                format!("{}.conf", efi::ENTRY_ID)
+            }
+        },
+    };
+    let path = format!("{}/{entry_name}", efi::ENTRIES_DIR);
+    let Some(raw) = b.read(&path) else {
+        bad(&path, "missing: loader.conf's default names it".into());
+        return None;
+    };
+    let entry = match efi::LoaderEntry::parse(&String::from_utf8_lossy(&raw)) {
+        Ok(e) => e,
+        Err(why) => {
+            bad(&path, why);
+            return None;
+        }
+    };
+    for (what, file) in
+        std::iter::once(("linux", &entry.linux)).chain(entry.initrd.iter().map(|i| ("initrd", i)))
+    {
+        if !b.exists(file) {
+            bad(&path, format!("{what} {file} is not on the ESP"));
+        }
+    }
+    let Some(root) = entry.root() else {
+        bad(&path, "no root= in its options".into());
+        return None;
+    };
+    root_partition(root, t).unwrap_or_else(|message| {
+        bad(&path, message);
+        None
+    })
 }
 
 /// Checks config.txt; returns its text when there is one.

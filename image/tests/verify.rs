@@ -360,3 +360,103 @@ fn pi5_images_need_their_dtbs_kernel_and_early_modules() {
     let f = verify_image(&good.img, &work).unwrap();
     assert!(f.is_empty(), "{f:#?}");
 }
+
+/// A fake x86-64 PE/COFF image (what `efi::is_pe_x86_64` looks for).
+fn pe(machine: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 0x100];
+    b[..2].copy_from_slice(b"MZ");
+    b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    b[0x80..0x84].copy_from_slice(b"PE\0\0");
+    b[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
+    b
+}
+
+/// A GPT image whose FAT is an ESP as pibake writes a pc-efi one.
+fn build_efi(dir: &Path) -> pibake_image::assemble::ImageOutputs {
+    use pibake_image::assemble::{assemble, AssembleSpec};
+    use pibake_image::efi::{self, LoaderEntry};
+    use pibake_image::{Content, Entry, EntryPath, Layer, Rootfs, SourceDateEpoch};
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let tarp = work.join("base.tar");
+    base_tar(&tarp);
+    let ids = ids(true);
+    let esp = |f: &str| p(&format!("{}/{f}", efi::ESP_DIR));
+    let entry = LoaderEntry {
+        title: "Debian (test)".into(),
+        linux: "/vmlinuz-7.3-amd64".into(),
+        initrd: vec!["/initrd.img-7.3-amd64".into()],
+        options: format!(
+            "root=PARTUUID={} rootfstype=ext4 rw",
+            ids.table.root_partuuid()
+        ),
+    };
+    let file = |path: EntryPath, bytes: Vec<u8>| Entry::file(path, Content::bytes(bytes), 0o644);
+    let mut rootfs = Rootfs::from_base_tar(&tarp, &work).unwrap();
+    rootfs.apply_layer(&Layer {
+        name: "esp".into(),
+        entries: vec![
+            Entry::dir(p(efi::ESP_DIR), 0o755),
+            Entry::dir(esp("EFI"), 0o755),
+            Entry::dir(esp("EFI/BOOT"), 0o755),
+            Entry::dir(esp("EFI/systemd"), 0o755),
+            Entry::dir(esp("loader"), 0o755),
+            Entry::dir(esp(efi::ENTRIES_DIR), 0o755),
+            file(esp(efi::REMOVABLE_LOADER), pe(0x8664)),
+            file(esp(efi::SYSTEMD_BOOT), pe(0x8664)),
+            file(esp(efi::LOADER_CONF), efi::loader_conf().into_bytes()),
+            file(esp(&efi::entry_path()), entry.render().into_bytes()),
+            file(esp("vmlinuz-7.3-amd64"), pe(0x8664)),
+            file(esp("initrd.img-7.3-amd64"), b"initrd".to_vec()),
+        ],
+    });
+    let mut spec = AssembleSpec::new("efi", dir, &work, ids, SourceDateEpoch(EPOCH));
+    spec.boot_dir = p(efi::ESP_DIR);
+    spec.boot_size = 64 << 20;
+    spec.root_min_free = 8 << 20;
+    assemble(&mut rootfs, &spec).unwrap()
+}
+
+#[test]
+fn efi_images_need_the_removable_loader_and_an_entry_that_boots() {
+    use pibake_image::efi;
+    need("fsck.vfat", "dosfstools");
+    need("e2fsck", "e2fsprogs");
+    let d = tmpdir();
+    let work = d.path().join("work");
+    let good = build_efi(d.path());
+    let l = good.layout;
+    let f = verify_image(&good.img, &work).unwrap();
+    assert!(f.is_empty(), "our pc-efi image has findings: {f:#?}");
+    // The ESP is partition 1 of type EFI System; the loader reads from it.
+    assert_eq!(
+        fat_read(&good.img, l.boot_start, l.boot_len, efi::LOADER_CONF),
+        efi::loader_conf()
+    );
+
+    // Doctored copies, each with exactly its finding.
+    let cases: [(&str, &str, Option<Vec<u8>>, &str); 5] = [
+        ("no-removable", efi::REMOVABLE_LOADER, None, "removable path"),
+        ("arm-loader", efi::REMOVABLE_LOADER, Some(pe(0xaa64)), "not an x86-64"),
+        ("no-initrd", "initrd.img-7.3-amd64", None, "initrd /initrd.img-7.3-amd64"),
+        (
+            "wrong-root",
+            "loader/entries/pibake.conf",
+            Some(b"linux /vmlinuz-7.3-amd64\noptions root=PARTUUID=00000000-0000-4000-8000-000000000000\n".to_vec()),
+            "matches no partition",
+        ),
+        ("no-loader-conf", efi::LOADER_CONF, None, "systemd-boot shows a menu"),
+    ];
+    for (name, path, content, says) in cases {
+        let img = copy(&good.img, d.path(), &format!("{name}.img"));
+        match content {
+            None => with_fat(&img, l.boot_start, l.boot_len, |root| {
+                root.remove(path).unwrap()
+            }),
+            Some(bytes) => fat_put(&img, l.boot_start, l.boot_len, path, &bytes),
+        }
+        let f = verify_image(&img, &work).unwrap();
+        assert_eq!(kinds(&f), [FindingKind::EfiBoot], "{name}: {f:#?}");
+        assert!(f[0].message.contains(says), "{name}: {f:#?}");
+    }
+}
