@@ -139,6 +139,20 @@ impl BootSpec {
     }
 
     /// cmdline.txt: the serial console is left off where the GPS owns the UART.
+    /// Whether the image boots through UEFI (pc-efi): an ESP instead of config.txt.
+    pub fn is_efi(&self) -> bool {
+        self.platforms.contains(&Platform::PcEfi)
+    }
+
+    /// The tree directory that becomes the boot partition, and its mount point.
+    pub fn boot_dir(&self) -> pibake_image::EntryPath {
+        if self.is_efi() {
+            pibake_image::efi::esp_dir()
+        } else {
+            pibake_image::assemble::boot_dir()
+        }
+    }
+
     pub fn cmdline_txt(&self, root_partuuid: &str) -> String {
         boot::cmdline_txt(
             root_partuuid,

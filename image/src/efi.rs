@@ -12,6 +12,11 @@ use std::fmt::Write as _;
 
 /// Where the ESP's files sit in the root tree (Debian's mount point of the ESP).
 pub const ESP_DIR: &str = "boot/efi";
+/// [`ESP_DIR`] as a tree path.
+pub fn esp_dir() -> crate::EntryPath {
+    crate::EntryPath::trusted(ESP_DIR)
+}
+
 /// The removable-media loader path every UEFI firmware tries.
 pub const REMOVABLE_LOADER: &str = "EFI/BOOT/BOOTX64.EFI";
 /// systemd-boot's own path on the ESP (what `bootctl install` would write).

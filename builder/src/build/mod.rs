@@ -5,6 +5,7 @@
 //! Outputs are written to temp files and renamed.
 
 mod boot_files;
+mod esp;
 mod fstab;
 mod layers;
 mod manifest;
@@ -326,8 +327,14 @@ fn build_image(
     layers::apply_rendered(&mut rootfs, name, &spec.layers)?;
     layers::apply_agent_and_dtbos(&mut rootfs, name, &opts.agent, inputs.dtbos)?;
     services::apply(&mut rootfs, name, &spec.services)?;
-    let boot = boot_files::apply(&mut rootfs, name, &spec.boot, &ids)?;
-    fstab::apply(&mut rootfs, name, &ids)?;
+    // Not reachable from a plan yet: plan refuses pc-efi nodes until their
+    // rootfs stage (amd64) is planned.
+    let boot = if spec.boot.is_efi() {
+        esp::apply(&mut rootfs, name, &ids.table.root_partuuid())?
+    } else {
+        boot_files::apply(&mut rootfs, name, &spec.boot, &ids)?
+    };
+    fstab::apply(&mut rootfs, name, &ids, &spec.boot.boot_dir())?;
     let files = manifest::files(name, &rootfs)?;
     let outputs = assemble(&mut rootfs, spec, ids, opts)?;
     let manifest = Manifest {
@@ -388,6 +395,7 @@ fn assemble(
         SourceDateEpoch(spec.source_date_epoch),
     );
     assembly.boot_size = u64::from(spec.boot.boot_size_mib) << 20;
+    assembly.boot_dir = spec.boot.boot_dir();
     assembly.root_min_free = u64::from(spec.boot.root_headroom_mib) << 20;
     assemble::assemble(rootfs, &assembly).map_err(|source| BuildError::Assemble {
         image: spec.name.clone(),
