@@ -125,6 +125,10 @@ fn node_file<'a>(spec: &'a ImageSpec, node: &str, path: &str) -> Option<&'a str>
         .map(|f| f.content.as_str())
 }
 
+/// The GPS node's two refclock choices (overlays/gps), copied by chrony-pps.
+const NMEA_ONLY: &str = "/etc/pibake/chrony/nmea-only.conf";
+const WITH_PPS: &str = "/etc/pibake/chrony/with-pps.conf";
+
 #[test]
 fn only_the_gps_node_gets_gpsd_and_refclocks() {
     let cluster = lab();
@@ -134,13 +138,26 @@ fn only_the_gps_node_gets_gpsd_and_refclocks() {
             let gpsd = node_file(&rendered, node, "/etc/default/gpsd");
             let chrony =
                 node_file(&rendered, node, "/etc/chrony/chrony.conf").expect("chrony.conf");
+            let sources = [NMEA_ONLY, WITH_PPS].map(|f| node_file(&rendered, node, f));
             if node == "aux1" {
                 assert!(gpsd.is_some_and(|g| g.contains("GPSD_OPTIONS=\"-n\"")));
-                assert!(chrony.contains("refclock SOCK"));
+                assert!(
+                    !chrony.lines().any(|l| l.starts_with("refclock")),
+                    "refclocks baked in:\n{chrony}"
+                );
                 assert!(chrony.contains("confdir /run/pibake/chrony"));
                 assert!(chrony.contains("allow 192.168.188.0/24"));
+                for source in sources {
+                    assert!(source.is_some_and(
+                        |s| s.contains("refclock SOCK /var/run/chrony.clk.ttyAMA0.sock")
+                    ));
+                }
             } else {
                 assert!(gpsd.is_none(), "{node} got a gpsd config");
+                assert!(
+                    sources.iter().all(Option::is_none),
+                    "{node} got GPS refclocks"
+                );
                 assert!(!chrony.contains("refclock"), "{node} has a refclock");
                 assert!(
                     chrony.contains("server 192.168.188.20 iburst prefer minpoll 2 maxpoll 6"),
@@ -277,8 +294,10 @@ fn chronyd_parses_rendered_configs() {
 }
 
 /// chronyd refuses to start with a missing refclock device, so the GPS
-/// node's PPS refclock comes from a directory that chrony.service's
-/// ExecStartPre fills only when /dev/pps0 exists (overlays/gps).
+/// node's refclocks come from a directory that chrony.service's
+/// ExecStartPre fills at each start (overlays/gps): PPS locked to NMEA when
+/// /dev/pps0 exists, NMEA alone and selectable when it does not (time
+/// degrades, it never stops). chronyd -p reads the result both ways.
 #[test]
 fn gps_node_offers_the_pps_refclock_only_with_its_device() {
     let cluster = lab();
@@ -290,6 +309,13 @@ fn gps_node_offers_the_pps_refclock_only_with_its_device() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let confdir = dir.path().join("confd");
+    let sources = dir.path().join("sources");
+    std::fs::create_dir_all(&sources).expect("mkdir");
+    for file in [NMEA_ONLY, WITH_PPS] {
+        let text = node_file(&rendered, "aux1", file).expect("GPS refclock file");
+        let name = Path::new(file).file_name().expect("name");
+        std::fs::write(sources.join(name), text).expect("write");
+    }
     let line = "confdir /run/pibake/chrony";
     assert!(conf.contains(line), "{conf}");
     let path = dir.path().join("aux1.conf");
@@ -305,6 +331,7 @@ fn gps_node_offers_the_pps_refclock_only_with_its_device() {
             .arg(&script)
             .env("PIBAKE_CHRONY_CONFDIR", &confdir)
             .env("PIBAKE_PPS_DEVICE", device)
+            .env("PIBAKE_CHRONY_SOURCES", &sources)
             .output()
             .expect("run chrony-pps");
         assert!(out.status.success(), "{out:?}");
@@ -317,19 +344,38 @@ fn gps_node_offers_the_pps_refclock_only_with_its_device() {
         assert!(parsed.status.success(), "chronyd -p: {parsed:?}");
         String::from_utf8_lossy(&parsed.stdout).into_owned()
     };
+    let nmea = |text: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with("refclock SOCK"))
+            .unwrap_or_default()
+            .to_owned()
+    };
     let without = chrony_sees(&dir.path().join("no-pps0"));
     assert!(!without.contains("refclock PPS"), "{without}");
-    assert!(without.contains("refclock SOCK"), "{without}");
+    let alone = nmea(&without);
+    assert!(
+        alone.contains("refid NMEA") && !alone.contains("noselect"),
+        "without PPS, NMEA must be selectable: {without}"
+    );
     // Any character device stands in for /dev/pps0.
     let with = chrony_sees(Path::new("/dev/null"));
     assert!(
         with.contains("refclock PPS /dev/pps0 lock NMEA refid GPS"),
         "{with}"
     );
+    assert!(
+        nmea(&with).contains("noselect"),
+        "with PPS, NMEA only numbers the seconds: {with}"
+    );
     let again = chrony_sees(&dir.path().join("no-pps0"));
     assert!(
         !again.contains("refclock PPS"),
         "a stale PPS line stayed:\n{again}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&confdir).expect("confdir").count(),
+        1,
+        "the helper leaves one file in chrony's confdir"
     );
 
     // systemd accepts the drop-in on Debian's chrony.service.

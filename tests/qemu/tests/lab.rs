@@ -724,23 +724,27 @@ fn aux_boots_with_its_gps_pieces() -> Result<()> {
             .state
             .text("/etc/chrony/chrony.conf")
             .ok_or_else(|| anyhow!("no chrony.conf"))?;
-        for line in [
-            "confdir /run/pibake/chrony",
-            "refclock SOCK",
-            "allow 192.168.188.0/24",
-        ] {
+        for line in ["confdir /run/pibake/chrony", "allow 192.168.188.0/24"] {
             ensure!(
                 chrony.contains(line),
                 "aux1 chrony.conf lacks {line:?}:\n{chrony}"
             );
         }
+        let nmea = b
+            .state
+            .text("/etc/pibake/chrony/nmea-only.conf")
+            .ok_or_else(|| anyhow!("no /etc/pibake/chrony/nmea-only.conf on aux1"))?;
+        ensure!(
+            nmea.contains("refclock SOCK") && !nmea.contains("noselect"),
+            "aux1's NMEA-only refclock:\n{nmea}"
+        );
         // QEMU's virt board has no /dev/pps0 (no pps-gpio, no GPS): chrony
         // must run without the PPS refclock instead of failing, and with no
         // reference reachable the gate must refuse and the Swarm step wait.
         ensure!(
             b.console
-                .contains("no /dev/pps0, chrony runs without the PPS refclock"),
-            "chrony's PPS helper did not run"
+                .contains("no /dev/pps0, chrony runs without the PPS refclock: NMEA time alone"),
+            "chrony's PPS helper did not choose NMEA alone"
         );
         ensure!(
             !b.console.contains("Could not open /dev/pps0"),
