@@ -126,6 +126,7 @@ fn no_stale_report_goldens() {
             TZ_UNKNOWN_GOLDEN,
             TZ_MISSPELLED_GOLDEN,
             TZ_BEFORE_FETCH_GOLDEN,
+            PC_EFI_GOLDEN,
         ]
         .map(PathBuf::from),
     );
@@ -133,6 +134,7 @@ fn no_stale_report_goldens() {
         "tests/fixtures/check",
         "tests/fixtures/check-macos",
         "tests/fixtures/check-tzdata",
+        "tests/fixtures/check-pc-efi",
     ] {
         common::assert_no_stale_goldens(
             Path::new(dir),
@@ -430,4 +432,24 @@ fn build_refuses_a_zone_the_locked_tzdata_lacks() {
         store.path(),
     )
     .expect("Europe/Berlin is a zone");
+}
+
+const PC_EFI_GOLDEN: &str = "tests/fixtures/check-pc-efi/cluster.expected";
+
+/// pc-efi nodes boot through UEFI (no config.txt lines), and one role's
+/// image serves one architecture.
+#[test]
+fn pc_efi_nodes_have_no_config_txt_and_roles_one_architecture() {
+    let (has_errors, text) = report("tests/fixtures/check-pc-efi/cluster.toml");
+    assert!(has_errors, "{text}");
+    assert!(
+        text.contains("error: nodes.mac1.config_txt: node `mac1` is pc-efi: it boots through UEFI and has no config.txt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: nodes.m2.platform: role `master` has nodes on arm64 (`m1`: rpi5) and on amd64 (`m2`: pc-efi)"),
+        "{text}"
+    );
+    assert!(text.ends_with("2 error(s), 0 warning(s)\n"), "{text}");
+    common::golden(Path::new(PC_EFI_GOLDEN), &text);
 }

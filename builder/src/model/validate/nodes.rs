@@ -52,7 +52,40 @@ impl Validator<'_> {
             }
         }
         self.roles_without_nodes();
+        self.roles_of_one_architecture(&nodes);
         nodes
+    }
+
+    /// One image per role serves one architecture: a role whose nodes are on
+    /// arm64 boards and on amd64 machines cannot be built.
+    fn roles_of_one_architecture(&mut self, nodes: &BTreeMap<String, Node>) {
+        let mut first: BTreeMap<&str, &Node> = BTreeMap::new();
+        for node in nodes.values() {
+            let Some(arch) = node.platform.arch() else {
+                continue;
+            };
+            let seen = *first.entry(node.role.as_str()).or_insert(node);
+            let seen_arch = seen.platform.arch().unwrap_or(arch);
+            if seen_arch != arch {
+                self.error(
+                    p(&["nodes", &node.name, "platform"]),
+                    format!(
+                        "role `{}` has nodes on {seen_arch} (`{}`: {}) and on {arch} (`{}`: {}): one image per role serves one architecture",
+                        node.role,
+                        seen.name,
+                        seen.platform.name(),
+                        node.name,
+                        node.platform.name()
+                    ),
+                    format!(
+                        "give the {} nodes a role of their own (e.g. `{}-{}`) with the same profile",
+                        node.platform.name(),
+                        node.role,
+                        arch
+                    ),
+                );
+            }
+        }
     }
 
     /// One node, if its platform and address are valid.
@@ -73,7 +106,7 @@ impl Validator<'_> {
         }
         let mac = self.node_mac(field("mac"), name, raw.mac.as_deref(), taken);
         let serial = self.node_serial(field("serial"), name, raw.serial.as_deref(), taken);
-        self.node_config_txt(name, raw);
+        self.node_config_txt(name, raw, platform);
         Some(Node {
             name: name.to_string(),
             role: raw.role.clone(),
@@ -256,7 +289,20 @@ impl Validator<'_> {
         Some(normalized)
     }
 
-    fn node_config_txt(&mut self, name: &str, raw: &RawNode) {
+    fn node_config_txt(&mut self, name: &str, raw: &RawNode, platform: Option<Platform>) {
+        if let Some(platform) = platform.filter(|p| !p.is_raspberry_pi()) {
+            if !raw.config_txt.is_empty() {
+                self.error(
+                    p(&["nodes", name, "config_txt"]),
+                    format!(
+                        "node `{name}` is {}: it boots through UEFI and has no config.txt",
+                        platform.name()
+                    ),
+                    "remove config_txt from this node (config.txt lines are for Raspberry Pi nodes)",
+                );
+                return;
+            }
+        }
         for (i, line) in raw.config_txt.iter().enumerate() {
             if line.chars().count() > CONFIG_TXT_MAX_LINE {
                 self.error(
