@@ -436,8 +436,8 @@ fn build_refuses_a_zone_the_locked_tzdata_lacks() {
 
 const PC_EFI_GOLDEN: &str = "tests/fixtures/check-pc-efi/cluster.expected";
 
-/// pc-efi nodes boot through UEFI (no config.txt lines), and one role's
-/// image serves one architecture.
+/// pc-efi nodes boot through UEFI (no config.txt lines), their serial is
+/// the DMI one, and one role's image serves one architecture.
 #[test]
 fn pc_efi_nodes_have_no_config_txt_and_roles_one_architecture() {
     let (has_errors, text) = report("tests/fixtures/check-pc-efi/cluster.toml");
@@ -450,6 +450,15 @@ fn pc_efi_nodes_have_no_config_txt_and_roles_one_architecture() {
         text.contains("error: nodes.m2.platform: role `master` has nodes on arm64 (`m1`: rpi5) and on amd64 (`m2`: pc-efi)"),
         "{text}"
     );
-    assert!(text.ends_with("2 error(s), 0 warning(s)\n"), "{text}");
+    // m2's Apple serial is a valid DMI serial; mac1's has a space.
+    assert!(
+        !text.contains("`C07ABC123XYZ` is not a board serial"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: nodes.mac1.serial: `C07 ABC` is not a board serial"),
+        "{text}"
+    );
+    assert!(text.ends_with("3 error(s), 0 warning(s)\n"), "{text}");
     common::golden(Path::new(PC_EFI_GOLDEN), &text);
 }

@@ -188,11 +188,33 @@ fn matching(
     }
 }
 
-/// The board serial, without the device tree's trailing NUL.
+/// Where a Raspberry Pi's serial is (the device tree's, NUL-terminated).
+pub const DT_SERIAL: &str = "proc/device-tree/serial-number";
+/// Where an x86 machine's serial is (SMBIOS system serial; a Mac Mini's is Apple's).
+pub const DMI_SERIAL: &str = "sys/class/dmi/id/product_serial";
+
+/// What firmware writes into SMBIOS when a machine has no serial: never an identity.
+const DMI_PLACEHOLDERS: [&str; 6] = [
+    "0",
+    "none",
+    "not specified",
+    "to be filled by o.e.m.",
+    "system serial number",
+    "default string",
+];
+
+/// The board serial: the device tree's (without its trailing NUL) on a Pi, else the DMI
+/// product serial on an x86 machine (firmware placeholders count as none).
 pub fn board_serial(root: &Root) -> Result<Option<String>, IdentityError> {
-    Ok(read_opt(root, "proc/device-tree/serial-number")?
+    if let Some(dt) = read_opt(root, DT_SERIAL)?
         .map(|s| s.trim_end_matches('\0').trim().to_owned())
-        .filter(|s| !s.is_empty()))
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(Some(dt));
+    }
+    Ok(read_opt(root, DMI_SERIAL)?
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !DMI_PLACEHOLDERS.contains(&s.to_ascii_lowercase().as_str())))
 }
 
 /// The MAC of the table's wired interface, lower case.

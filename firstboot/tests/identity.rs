@@ -36,6 +36,28 @@ fn serial_matches_regardless_of_case() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An x86 machine (a Mac Mini, a Proxmox VM given an SMBIOS serial) has no
+/// device tree: its DMI product serial is its board serial; firmware
+/// placeholders are none, and the MAC decides.
+#[test]
+fn dmi_serial_on_a_machine_without_a_device_tree() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "unused", "02:00:00:00:00:99");
+    fs::remove_file(root.at(identity::DT_SERIAL))?;
+    let mut table = load_table(&root)?;
+    table.nodes.get_mut("m2").expect("m2").serial = Some("c07abc123xyz".into());
+    write_table(&root, &table);
+    write(&root, identity::DMI_SERIAL, "C07ABC123XYZ\n");
+    assert_eq!(chosen(&root)?, ("m2".to_owned(), Source::Serial));
+    for placeholder in ["To be filled by O.E.M.\n", "0\n", "\n"] {
+        write(&root, identity::DMI_SERIAL, placeholder);
+        assert_eq!(identity::board_serial(&root)?, None, "{placeholder:?}");
+    }
+    write(&root, "sys/class/net/eth0/address", "dc:a6:32:00:00:12\n");
+    assert_eq!(chosen(&root)?, ("m2".to_owned(), Source::Mac));
+    Ok(())
+}
+
 #[test]
 fn mac_when_the_serial_is_unknown() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -105,7 +105,13 @@ impl Validator<'_> {
             self.node_address(field("address"), name, a, context.network, taken);
         }
         let mac = self.node_mac(field("mac"), name, raw.mac.as_deref(), taken);
-        let serial = self.node_serial(field("serial"), name, raw.serial.as_deref(), taken);
+        let serial = self.node_serial(
+            field("serial"),
+            name,
+            raw.serial.as_deref(),
+            platform,
+            taken,
+        );
         self.node_config_txt(name, raw, platform);
         Some(Node {
             name: name.to_string(),
@@ -267,16 +273,30 @@ impl Validator<'_> {
         field: FieldPath,
         name: &str,
         written: Option<&str>,
+        platform: Option<Platform>,
         taken: &mut Taken,
     ) -> Option<String> {
         let s = written?;
         let normalized = s.to_ascii_lowercase();
-        if normalized.is_empty() || !normalized.chars().all(|c| c.is_ascii_hexdigit()) {
-            self.error(
-                field,
-                format!("`{s}` is not a board serial"),
-                "use the hex digits of /proc/device-tree/serial-number, e.g. 10000000abcdef01",
-            );
+        // A Pi's serial is the device tree's hex digits; an x86 machine's the SMBIOS system
+        // serial (letters and digits: a Mac Mini's is Apple's), which the agent reads from
+        // /sys/class/dmi/id/product_serial.
+        let dmi = platform.is_some_and(|p| !p.is_raspberry_pi());
+        let valid = if dmi {
+            normalized.len() <= 64
+                && normalized
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        } else {
+            normalized.chars().all(|c| c.is_ascii_hexdigit())
+        };
+        if normalized.is_empty() || !valid {
+            let help = if dmi {
+                "use the machine's serial as `cat /sys/class/dmi/id/product_serial` prints it (letters, digits, - . _)"
+            } else {
+                "use the hex digits of /proc/device-tree/serial-number, e.g. 10000000abcdef01"
+            };
+            self.error(field, format!("`{s}` is not a board serial"), help);
         } else if let Some(other) = taken.serials.get(&normalized) {
             self.error(
                 field,
