@@ -55,6 +55,13 @@ pub enum BuildError {
     StoreLock(#[source] pibake_inputs::store::StoreError),
     #[error("the first-boot agent binary {} is missing: build it with `cargo xtask agent` or pass --agent", path.display())]
     NoAgent { path: PathBuf },
+    #[error("the first-boot agent {} is {}, but rootfs {stage} is {want}: pass the agent built for {want} (`cargo xtask agent` builds the aarch64 one)", path.display(), found.unwrap_or("not an ELF program of a known architecture"))]
+    AgentArch {
+        path: PathBuf,
+        found: Option<&'static str>,
+        stage: String,
+        want: String,
+    },
     /// `cluster.timezone` is not a zone of the locked tzdata (check cannot know before fetch).
     #[error(transparent)]
     Timezone(#[from] crate::model::TimezoneError),
@@ -107,6 +114,22 @@ pub struct BuiltImage {
 /// The manifest written beside each image (one type, shared with `diff` and `flash`).
 pub use pibake_image::manifest::{Manifest, ManifestFile};
 
+/// The Debian architecture of a 64-bit little-endian ELF program (`e_machine`), if it is one
+/// pibake builds for.
+fn elf_arch(path: &Path) -> std::io::Result<Option<&'static str>> {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    let n = std::fs::File::open(path)?.take(20).read(&mut head)?;
+    if n < 20 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Ok(None);
+    }
+    Ok(match u16::from_le_bytes([head[18], head[19]]) {
+        183 => Some("arm64"),
+        62 => Some("amd64"),
+        _ => None,
+    })
+}
+
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -149,6 +172,19 @@ pub fn build(
         return Err(BuildError::NoAgent {
             path: opts.agent.clone(),
         });
+    }
+    // The agent runs on every board: an x86-64 binary in an arm64 image
+    // would build fine and fail at first boot.
+    let agent_arch = elf_arch(&opts.agent).map_err(io("cannot read", &opts.agent))?;
+    for stage in plan.rootfs.values() {
+        if agent_arch != Some(stage.arch.as_str()) {
+            return Err(BuildError::AgentArch {
+                path: opts.agent.clone(),
+                found: agent_arch,
+                stage: stage.id.clone(),
+                want: stage.arch.clone(),
+            });
+        }
     }
     // Held until the build returns: a `pibake gc` beside it waits instead of
     // deleting a tar between its insert and its root.
@@ -439,6 +475,36 @@ pub fn summary(images: &[BuiltImage]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_architecture_is_read_from_its_elf_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elf = |machine: u16| {
+            let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+            h.resize(18, 0);
+            h.extend_from_slice(&machine.to_le_bytes());
+            h.resize(64, 0);
+            h
+        };
+        for (bytes, want) in [
+            (elf(183), Some("arm64")),
+            (elf(62), Some("amd64")),
+            (elf(40), None),
+            (b"#!/bin/sh\n".to_vec(), None),
+        ] {
+            let path = dir.path().join("agent");
+            std::fs::write(&path, &bytes).expect("write");
+            assert_eq!(elf_arch(&path).expect("read"), want);
+        }
+        // The host's own test binary is an ELF of the host's architecture.
+        let me = std::env::current_exe().expect("own path");
+        let host = if cfg!(target_arch = "x86_64") {
+            "amd64"
+        } else {
+            "arm64"
+        };
+        assert_eq!(elf_arch(&me).expect("read"), Some(host));
+    }
 
     #[test]
     fn stale_temps_of_the_planned_images_are_removed() {
