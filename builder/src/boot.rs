@@ -6,7 +6,8 @@ use crate::model::{Button, Cluster, Gps, KernelSource, Platform, CONFIG_TXT_MAX_
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-/// The kernel and initrd file names found in the rootfs' /boot/firmware.
+/// The kernel and initrd file names found in the rootfs' /boot/firmware (a Pi's, copied there
+/// by raspi-firmware's hook) or /boot (a pc-efi image's, copied to the ESP by the build).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelFiles {
     pub kernel: String,
@@ -23,8 +24,8 @@ impl KernelFiles {
         }
     }
 
-    /// Picks the kernel and initrd among the names of files in
-    /// /boot/firmware (newest version wins by string order).
+    /// Picks the kernel and initrd among the names of files in one
+    /// directory (newest version wins by string order).
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let names: BTreeSet<&str> = names.into_iter().collect();
         let kernel = names

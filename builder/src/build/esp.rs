@@ -40,7 +40,7 @@ pub(super) fn apply(
     })?;
     let names: Vec<String> = rootfs
         .tree()
-        .iter()
+        .below(&entry_path(image, "boot")?)
         .filter(|e| matches!(e.kind, EntryKind::File(_)))
         .filter_map(|e| e.path.as_str().strip_prefix("boot/").map(str::to_owned))
         .filter(|n| !n.contains('/'))
