@@ -64,10 +64,12 @@ s end;} >$o 2>&1
 ";
 
 // Before a plain [`Probe::Report`]: a VIP holder takes its address a few
-// VRRP adverts after its track script (`docker info`, slow under TCG) first
-// succeeds (FACTS.md: about 3.5 s at 1 s), which can be after multi-user.
-// A node whose keepalived runs and that reports this way is meant to hold
-// the VIP (master1 of the master test): wait for exactly that state, the
+// VRRP adverts after its track script first succeeds (FACTS.md: about 3.5 s
+// at 1 s), which can be after multi-user. A node whose keepalived runs and
+// that reports this way is meant to hold the VIP (no ring test boots one so
+// today: the masters report through the Swarm probes; on workers and the aux
+// node, which have no keepalived.conf, this waits for nothing): wait for
+// exactly that state, the
 // VIP its keepalived.conf names on eth0 (or keepalived no longer running).
 // The bound is only a guard so that a broken node still reports (the test
 // then fails naming the missing VIP); no passing run comes near it. The
