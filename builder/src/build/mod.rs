@@ -11,9 +11,10 @@ mod layers;
 mod manifest;
 mod services;
 
+use crate::data::Agents;
 use crate::hash::{HashError, InputHash};
 use crate::model::{Cluster, TableKind};
-use crate::plan::{ImagePlan, Plan};
+use crate::plan::{ImagePlan, Plan, RootfsStage};
 use crate::rootfs::{self, RootfsError};
 use crate::spec::ImageSpec;
 use layers::with_parents;
@@ -53,14 +54,12 @@ pub enum BuildError {
     Dtbo(#[source] Box<pibake_image::dtbo::DtboError>),
     #[error("holding the store's shared lock")]
     StoreLock(#[source] pibake_inputs::store::StoreError),
-    #[error("the first-boot agent binary {} is missing: build it with `cargo xtask agent` or pass --agent", path.display())]
-    NoAgent { path: PathBuf },
-    #[error("the first-boot agent {} is {}, but rootfs {stage} is {want}: pass the agent built for {want} (`cargo xtask agent` builds the aarch64 one)", path.display(), found.unwrap_or("not an ELF program of a known architecture"))]
-    AgentArch {
-        path: PathBuf,
-        found: Option<&'static str>,
+    #[error("rootfs {stage} is {arch}: its images need the first-boot agent built for {arch}")]
+    Agent {
         stage: String,
-        want: String,
+        arch: String,
+        #[source]
+        source: Box<crate::data::DataError>,
     },
     /// `cluster.timezone` is not a zone of the locked tzdata (check cannot know before fetch).
     #[error(transparent)]
@@ -92,8 +91,9 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// Scratch space (spool files, the root tar, mmdebstrap's work).
     pub work_dir: PathBuf,
-    /// The aarch64 first-boot agent to install as /usr/bin/pibake-firstboot.
-    pub agent: PathBuf,
+    /// The first-boot agents by Debian architecture: each image gets the one of its rootfs
+    /// stage's `arch` as /usr/bin/pibake-firstboot.
+    pub agents: Agents,
     /// Device-tree overlay sources (`<name>.dts`).
     pub dtbo_dir: PathBuf,
     /// Draw progress on stderr.
@@ -114,20 +114,26 @@ pub struct BuiltImage {
 /// The manifest written beside each image (one type, shared with `diff` and `flash`).
 pub use pibake_image::manifest::{Manifest, ManifestFile};
 
-/// The Debian architecture of a 64-bit little-endian ELF program (`e_machine`), if it is one
-/// pibake builds for.
-fn elf_arch(path: &Path) -> std::io::Result<Option<&'static str>> {
-    use std::io::Read;
-    let mut head = [0u8; 20];
-    let n = std::fs::File::open(path)?.take(20).read(&mut head)?;
-    if n < 20 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
-        return Ok(None);
+/// Each rootfs stage's agent (by stage id), picked by the stage's `arch`, with its sha256.
+/// [`Agents`] keys each file by its ELF header, so an x86-64 binary cannot land in an arm64
+/// image (it would build fine and fail at first boot).
+fn stage_agents<'a>(
+    stages: impl IntoIterator<Item = &'a RootfsStage>,
+    agents: &'a Agents,
+) -> Result<BTreeMap<String, (&'a Path, String)>, BuildError> {
+    let mut out = BTreeMap::new();
+    for stage in stages {
+        let agent = agents
+            .get(&stage.arch)
+            .map_err(|source| BuildError::Agent {
+                stage: stage.id.clone(),
+                arch: stage.arch.clone(),
+                source: Box::new(source),
+            })?;
+        let sha = sha256_file(agent).map_err(io("cannot read", agent))?;
+        out.insert(stage.id.clone(), (agent, sha));
     }
-    Ok(match u16::from_le_bytes([head[18], head[19]]) {
-        183 => Some("arm64"),
-        62 => Some("amd64"),
-        _ => None,
-    })
+    Ok(out)
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -168,24 +174,8 @@ pub fn build(
     store: &Store,
     opts: &BuildOptions,
 ) -> Result<Vec<BuiltImage>, BuildError> {
-    if !opts.agent.is_file() {
-        return Err(BuildError::NoAgent {
-            path: opts.agent.clone(),
-        });
-    }
-    // The agent runs on every board: an x86-64 binary in an arm64 image
-    // would build fine and fail at first boot.
-    let agent_arch = elf_arch(&opts.agent).map_err(io("cannot read", &opts.agent))?;
-    for stage in plan.rootfs.values() {
-        if agent_arch != Some(stage.arch.as_str()) {
-            return Err(BuildError::AgentArch {
-                path: opts.agent.clone(),
-                found: agent_arch,
-                stage: stage.id.clone(),
-                want: stage.arch.clone(),
-            });
-        }
-    }
+    // Before any stage: every rootfs stage's architecture has its agent.
+    let agents = stage_agents(plan.rootfs.values(), &opts.agents)?;
     // Held until the build returns: a `pibake gc` beside it waits instead of
     // deleting a tar between its insert and its root.
     let _store_lock = store.shared_lock().map_err(BuildError::StoreLock)?;
@@ -198,7 +188,6 @@ pub fn build(
     )? {
         eprintln!("removed {} (left by an interrupted build)", path.display());
     }
-    let agent_sha = sha256_file(&opts.agent).map_err(io("cannot read", &opts.agent))?;
     let dtbo_sha = sha256_dir(&opts.dtbo_dir).map_err(io("cannot read", &opts.dtbo_dir))?;
     let dtbo_out = tempfile::tempdir_in(&opts.work_dir)
         .map_err(io("cannot create a directory in", &opts.work_dir))?;
@@ -242,6 +231,7 @@ pub fn build(
     let mut built = Vec::new();
     for image in &plan.images {
         let spec = &image.spec;
+        let (agent, agent_sha) = &agents[&spec.rootfs.id];
         let input_hash = InputHash::of(
             "build",
             &serde_json::json!({
@@ -258,7 +248,8 @@ pub fn build(
         let inputs = Inputs {
             rootfs_tar: &rootfs_tars[&spec.rootfs.id],
             dtbos: &dtbos,
-            agent_sha: &agent_sha,
+            agent,
+            agent_sha,
             lock_digest: &lock_digest,
             packages: &packages,
         };
@@ -338,6 +329,8 @@ fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
 struct Inputs<'a> {
     rootfs_tar: &'a Path,
     dtbos: &'a [PathBuf],
+    /// The agent of the image's rootfs architecture.
+    agent: &'a Path,
     agent_sha: &'a str,
     lock_digest: &'a str,
     packages: &'a BTreeMap<String, String>,
@@ -361,7 +354,7 @@ fn build_image(
             }
         })?;
     layers::apply_rendered(&mut rootfs, name, &spec.layers)?;
-    layers::apply_agent_and_dtbos(&mut rootfs, name, &opts.agent, inputs.dtbos)?;
+    layers::apply_agent_and_dtbos(&mut rootfs, name, inputs.agent, inputs.dtbos)?;
     services::apply(&mut rootfs, name, &spec.services)?;
     // Not reachable from a plan yet: plan refuses pc-efi nodes until their
     // rootfs stage (amd64) is planned.
@@ -477,33 +470,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_agents_architecture_is_read_from_its_elf_header() {
+    fn each_rootfs_stage_gets_the_agent_of_its_arch() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let elf = |machine: u16| {
+        let elf = |name: &str, machine: u16| {
             let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
             h.resize(18, 0);
             h.extend_from_slice(&machine.to_le_bytes());
             h.resize(64, 0);
-            h
+            let path = dir.path().join(name);
+            std::fs::write(&path, &h).expect("write");
+            path
         };
-        for (bytes, want) in [
-            (elf(183), Some("arm64")),
-            (elf(62), Some("amd64")),
-            (elf(40), None),
-            (b"#!/bin/sh\n".to_vec(), None),
-        ] {
-            let path = dir.path().join("agent");
-            std::fs::write(&path, &bytes).expect("write");
-            assert_eq!(elf_arch(&path).expect("read"), want);
-        }
-        // The host's own test binary is an ELF of the host's architecture.
-        let me = std::env::current_exe().expect("own path");
-        let host = if cfg!(target_arch = "x86_64") {
-            "amd64"
-        } else {
-            "arm64"
+        let stage = |id: &str, arch: &str| RootfsStage {
+            id: id.into(),
+            suite: "trixie".into(),
+            arch: arch.into(),
+            packages: Default::default(),
+            files: Default::default(),
+            input_hash: InputHash::of_bytes(id.as_bytes()),
         };
-        assert_eq!(elf_arch(&me).expect("read"), Some(host));
+        let (arm, amd) = (elf("agent-arm64", 183), elf("agent-amd64", 62));
+        let stages = [stage("lab-pi", "arm64"), stage("lab-pc", "amd64")];
+        let both = Agents::from_files([amd.clone(), arm.clone()], crate::data::AgentOrigin::Flag)
+            .expect("agents");
+        let picked = stage_agents(&stages, &both).expect("both arches");
+        assert_eq!(picked["lab-pi"].0, arm);
+        assert_eq!(picked["lab-pc"].0, amd);
+        assert_eq!(
+            picked["lab-pi"].1,
+            sha256_file(&arm).expect("readable"),
+            "the input hash covers the image's own agent"
+        );
+        assert_ne!(picked["lab-pi"].1, picked["lab-pc"].1);
+        // Only the arm64 agent: the amd64 stage is refused before any stage runs.
+        let arm_only = Agents::from_files([arm], crate::data::AgentOrigin::Flag).expect("agents");
+        let error = stage_agents(&stages, &arm_only).expect_err("no amd64 agent");
+        assert_eq!(
+            error.to_string(),
+            "rootfs lab-pc is amd64: its images need the first-boot agent built for amd64"
+        );
+        let cause = std::error::Error::source(&error)
+            .expect("a cause")
+            .to_string();
+        assert!(
+            cause.starts_with("no first-boot agent for amd64") && cause.contains("--agent FILE"),
+            "{cause}"
+        );
     }
 
     #[test]

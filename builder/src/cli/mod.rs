@@ -127,10 +127,12 @@ enum Command {
         /// Partition table, overriding the cluster file.
         #[arg(long, value_name = "mbr|gpt")]
         table: Option<String>,
-        /// The aarch64 first-boot agent (default: $PIBAKE_AGENT_BIN, else what `cargo xtask agent`
-        /// built in the checkout the profiles come from).
+        /// A first-boot agent (pibake-firstboot); give it once per architecture (arm64 for
+        /// Raspberry Pi images, amd64 for pc-efi ones), each file's ELF header says which.
+        /// Default: $PIBAKE_AGENT_BIN (paths separated by `:`), else what `cargo xtask agent`
+        /// built in the checkout the profiles come from.
         #[arg(long, value_name = "FILE")]
-        agent: Option<PathBuf>,
+        agent: Vec<PathBuf>,
     },
     /// Write an image to a card (or file), verify it, and put the node and secrets files on it.
     Flash {
@@ -271,12 +273,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
             let plan = plan::plan(&model, &lock_info, &selection.into())?;
             let data = model::data_dir_for(&cluster.config, &data_lookup)?;
-            let agent = data::agent(agent, std::env::var_os(data::AGENT_ENV), &data)?;
+            let agents = data::agents(agent, std::env::var_os(data::AGENT_ENV), &data)?;
             let work_dir = store.work_dir();
             let options = BuildOptions {
                 out_dir: out,
                 work_dir,
-                agent,
+                agents,
                 dtbo_dir: data.dtbo(),
                 progress,
             };
