@@ -20,14 +20,17 @@ fn main() {
         Some("lab") => lab(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("fresh-root") => fresh::fresh_root(),
-        Some("agent") => agent::build_agent(&workspace_root()).and_then(|bin| {
-            agent::check_agent_runs(&bin)?;
-            println!("{}", bin.display());
+        // Both paths on stdout, the aarch64 one last (`cargo xtask agent |
+        // tail -n 1` is the boards' agent).
+        Some("agent") => agent::build_agents(&workspace_root()).and_then(|agents| {
+            agent::check_agents_run(&agents)?;
+            println!("{}", agents.x86_64.display());
+            println!("{}", agents.aarch64.display());
             Ok(())
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  fresh-root  setup and a tiny build inside a freshly bootstrapped Debian 12 root (part of test)\n  agent   cross-build the first-boot agent for aarch64"
+                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  fresh-root  setup and a tiny build inside a freshly bootstrapped Debian 12 root (part of test)\n  agent   build the first-boot agent for aarch64 and x86_64 (prints both paths, aarch64 last)"
             );
             std::process::exit(2);
         }
@@ -94,19 +97,26 @@ fn pibake(args: &[&str]) -> anyhow::Result<()> {
 /// `pibake build`, e.g. `--per-node`).
 fn lab(args: &[String]) -> anyhow::Result<()> {
     setup::host()?;
-    let agent = agent::build_agent(&workspace_root())?;
-    build_lab(&agent, args)
+    let agents = agent::build_agents(&workspace_root())?;
+    build_lab(&agents, args)
 }
 
-fn build_lab(agent: &Path, args: &[String]) -> anyhow::Result<()> {
+fn build_lab(agents: &agent::Agents, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = "examples/lab/cluster.toml";
     pibake(&["check", "-c", config])?;
     // Keeps the committed lock (checking it covers the profiles).
     pibake(&["lock", "-c", config])?;
     pibake(&["fetch", "-c", config])?;
-    let agent = agent.to_string_lossy().into_owned();
-    let mut build = vec!["build", "-c", config, "--agent", &agent];
+    let agents: Vec<String> = agents
+        .paths()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut build = vec!["build", "-c", config];
+    for agent in &agents {
+        build.extend(["--agent", agent.as_str()]);
+    }
     build.extend(args.iter().map(String::as_str));
     pibake(&build)?;
     eprintln!("lab: images built in {:.0?}", started.elapsed());
@@ -153,8 +163,9 @@ fn lab_kernel_deb() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// The whole suite: formatting, lints, every crate's tests, the agent's
-/// cross build under qemu-user, the fresh-root check, the QEMU ring.
+/// The whole suite: formatting, lints, every crate's tests, the agents'
+/// builds (aarch64 under qemu-user, x86_64 natively), the fresh-root check,
+/// the QEMU ring.
 fn test(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     setup::host()?;
@@ -171,16 +182,21 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         ],
     )?;
     let agent_started = Instant::now();
-    let bin = agent::build_agent(&workspace_root())?;
-    agent::check_agent_runs(&bin)?;
-    let size = agent::agent_size(&bin)?;
+    let agents = agent::build_agents(&workspace_root())?;
+    agent::check_agents_run(&agents)?;
+    for bin in agents.paths() {
+        eprintln!(
+            "agent: {} ({} KiB stripped)",
+            bin.display(),
+            agent::agent_size(bin)? / 1024
+        );
+    }
     eprintln!(
-        "agent: {} ({} KiB stripped), built and run under qemu-user in {:.0?}",
-        bin.display(),
-        size / 1024,
+        "agents: built, run under qemu-user (aarch64) and natively (x86_64) in {:.0?}",
         agent_started.elapsed()
     );
-    let bin_str = bin.to_string_lossy().into_owned();
+    // Both agents (paths separated by `:`): pibake keys each by its ELF header.
+    let agents_env = agents.env_value()?;
     // The lab's inputs: its kernel package gives the base DTBs the overlay
     // tests apply pibake's .dtbo files to.
     let config = "examples/lab/cluster.toml";
@@ -203,7 +219,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "cargo",
         &test_args,
         &[
-            ("PIBAKE_AGENT_BIN", &bin_str),
+            ("PIBAKE_AGENT_BIN", &agents_env),
             ("PIBAKE_KERNEL_DEB", &kernel_deb),
             ("PATH", &path),
         ],
@@ -213,7 +229,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     fresh::fresh_root()?;
     if qemu_ring {
         // The QEMU ring boots the lab's real role images.
-        build_lab(&bin, &[])?;
+        build_lab(&agents, &[])?;
         let ring = Instant::now();
         run_env(
             "cargo",
@@ -227,7 +243,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
                 "--test-threads=1",
                 "--show-output",
             ],
-            &[("PIBAKE_AGENT_BIN", &bin_str)],
+            &[("PIBAKE_AGENT_BIN", &agents_env)],
         )?;
         eprintln!("qemu ring: {:.0?}", ring.elapsed());
     }
