@@ -28,18 +28,20 @@ pub enum InputsError {
     Fetch(#[source] Box<fetch::FetchError>),
 }
 
-/// Every package the cluster's images install, across all roles: the
-/// profiles' packages and, when a Raspberry Pi is among the nodes, the
-/// `[kernel]` package.
-pub fn requested_packages(cluster: &Cluster) -> BTreeSet<String> {
+/// Every package the cluster's images of `arch` install: the profiles'
+/// packages of the roles whose nodes are of that architecture, and their
+/// platforms' boot chain ([`crate::model::Platform::packages`]).
+pub fn requested_packages(cluster: &Cluster, arch: &str) -> BTreeSet<String> {
     let mut packages: BTreeSet<String> = cluster
         .roles
         .iter()
-        .filter(|(name, _)| cluster.nodes_of_role(name).next().is_some())
+        .filter(|(name, _)| cluster.role_arch(name) == Some(arch))
         .flat_map(|(_, role)| role.profile.packages.iter().cloned())
         .collect();
-    if cluster.nodes.values().any(|n| n.platform.is_raspberry_pi()) {
-        packages.extend(cluster.kernel.package.clone());
+    for node in cluster.nodes.values() {
+        if node.platform.arch() == Some(arch) {
+            packages.extend(node.platform.packages(&cluster.kernel));
+        }
     }
     packages
 }
@@ -140,9 +142,11 @@ pub fn lock_path(cluster: &Cluster) -> PathBuf {
     pibake_inputs::lock::path_beside(&cluster.file)
 }
 
-/// Keeps an existing lock (checking it covers the profiles and was resolved
-/// against their sources) or, with `update` or no lock, resolves and writes
-/// one against [`sources`].
+/// Keeps what an existing lock has right (each architecture's closure that
+/// covers its packages and was resolved against today's sources) and
+/// resolves the rest: a closure per architecture of the cluster's nodes, all
+/// of them with `update` or when the suite changed. Writes the lock when a
+/// closure changed or one is no longer needed.
 pub fn lock(cluster: &Cluster, store: &Store, update: bool) -> Result<LockOutcome, InputsError> {
     lock_with_host(cluster, store, update, host_debian_source)
 }
@@ -156,31 +160,85 @@ pub fn lock_with_host(
     host: impl FnOnce(&Cluster) -> Result<Source, InputsError>,
 ) -> Result<LockOutcome, InputsError> {
     let path = lock_path(cluster);
-    if path.exists() && !update {
-        return Ok(LockOutcome::Kept(read_lock(cluster)?));
-    }
-    let request = LockRequest {
-        arch: "arm64".into(),
-        suite: cluster.suite.clone(),
-        sources: with_profile_sources(host(cluster)?, cluster),
-        packages: requested_packages(cluster),
-        include_required: true,
+    let existing = if path.exists() {
+        Some(Lock::read(&path).map_err(InputsError::Lock)?)
+    } else {
+        None
     };
-    let workdir = store.apt_dir(&request.suite, &request.arch);
-    let lock = resolve::lock(&request, &workdir).map_err(InputsError::Resolve)?;
+    let mut lock = match existing {
+        Some(lock) if !update && lock.suite == cluster.suite => lock,
+        _ => Lock::new(&cluster.suite),
+    };
+    let before = lock.clone();
+    let arches: BTreeSet<String> = cluster.arches().iter().map(|a| (*a).to_string()).collect();
+    lock.retain_arches(&arches);
+    let stale: Vec<&String> = arches
+        .iter()
+        .filter(|arch| closure_problem(cluster, &lock, arch, &path).is_some())
+        .collect();
+    if !stale.is_empty() {
+        let sources = with_profile_sources(host(cluster)?, cluster);
+        for arch in stale {
+            let request = LockRequest {
+                arch: arch.clone(),
+                suite: cluster.suite.clone(),
+                sources: sources.clone(),
+                packages: requested_packages(cluster, arch),
+                include_required: true,
+            };
+            let workdir = store.apt_dir(&request.suite, &request.arch);
+            let closure = resolve::lock(&request, &workdir).map_err(InputsError::Resolve)?;
+            lock.set_closure(closure);
+        }
+    }
+    if lock == before {
+        return Ok(LockOutcome::Kept(lock));
+    }
     lock.write(&path).map_err(InputsError::Lock)?;
     Ok(LockOutcome::Written(lock))
 }
 
-/// Reads the lock and checks it covers the profiles and was resolved against
-/// their sources.
+/// One line about each closure: `arm64 412 packages (SOURCE_DATE_EPOCH 1764…)`.
+pub fn describe_lock(lock: &Lock) -> String {
+    let closures: Vec<String> = lock
+        .closures
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} packages (SOURCE_DATE_EPOCH {})",
+                c.arch,
+                c.packages.len(),
+                c.source_date_epoch
+            )
+        })
+        .collect();
+    closures.join(", ")
+}
+
+/// Why the lock's closure of `arch` cannot serve the cluster, if it cannot.
+fn closure_problem(cluster: &Cluster, lock: &Lock, arch: &str, path: &Path) -> Option<LockError> {
+    let Some(closure) = lock.closure(arch) else {
+        return Some(LockError::NoClosure {
+            path: path.to_owned(),
+            arch: arch.to_owned(),
+        });
+    };
+    closure
+        .check_covers(&requested_packages(cluster, arch), path)
+        .and_then(|()| closure.check_sources(&source_names(cluster), path))
+        .err()
+}
+
+/// Reads the lock and checks it has a closure for each architecture of the
+/// cluster that covers its packages and was resolved against their sources.
 pub fn read_lock(cluster: &Cluster) -> Result<Lock, InputsError> {
     let path = lock_path(cluster);
     let lock = Lock::read(&path).map_err(InputsError::Lock)?;
-    lock.check_covers(&requested_packages(cluster), &path)
-        .map_err(InputsError::Lock)?;
-    lock.check_sources(&source_names(cluster), &path)
-        .map_err(InputsError::Lock)?;
+    for arch in cluster.arches() {
+        if let Some(problem) = closure_problem(cluster, &lock, arch, &path) {
+            return Err(InputsError::Lock(problem));
+        }
+    }
     Ok(lock)
 }
 

@@ -21,58 +21,78 @@ pub struct LockInfo {
     pub path: PathBuf,
     /// Digest of the lock file's bytes; `None` when there is no lock yet.
     pub digest: Option<InputHash>,
+    /// Per architecture, what its closure gives the stages built from it;
+    /// empty when there is no readable lock.
+    pub closures: BTreeMap<String, ClosureInfo>,
+}
+
+/// One architecture's closure, as the plan hashes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClosureInfo {
     /// Digest of the closure alone (each package's name, version,
     /// architecture and sha256), what a rootfs is made of: a lock rewritten
-    /// with other origins or comments but the same .debs rebuilds nothing.
-    /// `None` when there is no readable lock.
-    pub closure: Option<InputHash>,
-    /// SOURCE_DATE_EPOCH of the build.
+    /// with other origins, comments or closures of other architectures but
+    /// the same .debs rebuilds nothing.
+    pub closure: InputHash,
+    /// SOURCE_DATE_EPOCH of the builds from this closure.
     pub source_date_epoch: u64,
 }
 
+impl ClosureInfo {
+    fn of(closure: &pibake_inputs::Closure) -> Result<Self, HashError> {
+        let debs: Vec<(&str, &str, &str, String)> = closure
+            .packages
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.version.as_str(),
+                    p.architecture.as_str(),
+                    p.sha256.to_string(),
+                )
+            })
+            .collect();
+        Ok(ClosureInfo {
+            closure: InputHash::of("closure", &debs)?,
+            source_date_epoch: closure.source_date_epoch,
+        })
+    }
+}
+
 impl LockInfo {
-    /// Reads the digest and epoch of the lock, if there is one.
+    /// Reads the digest and closures of the lock, if there is one.
     pub fn read(cluster_file: &Path) -> std::io::Result<LockInfo> {
         let path = pibake_inputs::lock::path_beside(cluster_file);
         match std::fs::read(&path) {
             Ok(bytes) => {
                 // An unparsable lock is reported by `lock`/`build`; the plan
-                // only needs its digest and, when readable, its epoch.
+                // only needs its digest and, when readable, its closures.
                 let lock = pibake_inputs::Lock::parse(&String::from_utf8_lossy(&bytes), &path).ok();
-                let closure = lock
-                    .as_ref()
-                    .map(|lock| {
-                        let debs: Vec<(&str, &str, &str, String)> = lock
-                            .packages
-                            .iter()
-                            .map(|p| {
-                                (
-                                    p.name.as_str(),
-                                    p.version.as_str(),
-                                    p.architecture.as_str(),
-                                    p.sha256.to_string(),
-                                )
-                            })
-                            .collect();
-                        InputHash::of("closure", &debs)
-                    })
-                    .transpose()
+                let closures = lock
+                    .iter()
+                    .flat_map(|lock| &lock.closures)
+                    .map(|c| Ok((c.arch.clone(), ClosureInfo::of(c)?)))
+                    .collect::<Result<_, HashError>>()
                     .map_err(std::io::Error::other)?;
                 Ok(LockInfo {
                     path,
                     digest: Some(InputHash::of_bytes(&bytes)),
-                    closure,
-                    source_date_epoch: lock.map_or(0, |lock| lock.source_date_epoch),
+                    closures,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockInfo {
                 path,
                 digest: None,
-                closure: None,
-                source_date_epoch: 0,
+                closures: BTreeMap::new(),
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// SOURCE_DATE_EPOCH of the images of `arch` (0 without a closure: such
+    /// a plan cannot be built, only shown).
+    pub fn source_date_epoch(&self, arch: &str) -> u64 {
+        self.closures.get(arch).map_or(0, |c| c.source_date_epoch)
     }
 }
 
@@ -126,7 +146,7 @@ pub enum PlanError {
     #[error("no node `{0}` in the cluster")]
     UnknownNode(String),
     #[error(
-        "platform {platform} of node `{node}` cannot be built yet (only rpi4 and rpi5 images are)"
+        "platform {platform} of node `{node}` has no Linux image (pibake builds rpi4, rpi5 and pc-efi images)"
     )]
     Unbuildable {
         node: String,
@@ -165,13 +185,15 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
             continue;
         }
         for node in &nodes {
-            if !node.platform.is_raspberry_pi() {
+            if node.platform.arch().is_none() {
                 return Err(PlanError::Unbuildable {
                     node: node.name.clone(),
                     platform: node.platform.name(),
                 });
             }
         }
+        let arch = cluster.role_arch(role_name).unwrap_or_default();
+        let epoch = lock.source_date_epoch(arch);
         let rootfs_id = rootfs_id(cluster, role_name);
         let rootfs_hash = rootfs[&rootfs_id].input_hash;
         let groups: Vec<(String, Option<String>, Vec<_>)> =
@@ -199,7 +221,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                 name: &name,
                 role: role_name,
                 nodes: members.clone(),
-                build_epoch: lock.source_date_epoch,
+                build_epoch: epoch,
             };
             let rendered =
                 render::render_image(cluster, &scope).map_err(|source| PlanError::Render {
@@ -212,10 +234,17 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                     platform: n.platform,
                 })
             });
+            let platforms: BTreeSet<_> = members.iter().map(|n| n.platform).collect();
             let boot = BootSpec {
                 kernel: cluster.kernel.source,
-                platforms: members.iter().map(|n| n.platform).collect(),
-                table: cluster.image.table,
+                // UEFI firmware looks for the ESP on GPT (the Mac Mini's
+                // only boots it); a Pi's table is the cluster's choice.
+                table: if platforms.contains(&crate::model::Platform::PcEfi) {
+                    pibake_image::assemble::TableKind::Gpt
+                } else {
+                    cluster.image.table
+                },
+                platforms,
                 boot_size_mib: cluster.image.boot_size_mib,
                 root_headroom_mib: cluster.image.root_headroom_mib,
                 button: cluster.button.clone(),
@@ -233,12 +262,18 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                 node,
                 nodes: members.iter().map(|n| n.name.clone()).collect(),
                 platforms: members.iter().map(|n| n.platform).collect(),
-                source_date_epoch: lock.source_date_epoch,
+                source_date_epoch: epoch,
                 rootfs: RootfsRef {
                     id: rootfs_id.clone(),
                     input_hash: rootfs_hash,
                 },
-                packages: role.profile.packages.clone(),
+                packages: role
+                    .profile
+                    .packages
+                    .iter()
+                    .cloned()
+                    .chain(members.iter().flat_map(|n| n.platform.packages(&cluster.kernel)))
+                    .collect(),
                 overlays: role.profile.overlays.clone(),
                 layers: rendered.layers,
                 node_table: rendered.node_table,
@@ -273,16 +308,13 @@ fn services(cluster: &Cluster, role: &str) -> ServiceSpec {
     ServiceSpec { enable, disable }
 }
 
-/// The files of [`RootfsStage::files`]: the Pi 5's initramfs modules when
-/// the cluster has a Pi 5 (harmless on other boards, so a rootfs shared with
-/// a Pi 4 role carries it too).
-fn pre_install_files(cluster: &Cluster) -> BTreeMap<String, String> {
+/// The files of [`RootfsStage::files`]: the Pi 5's initramfs modules in an
+/// arm64 rootfs when the cluster has a Pi 5 (harmless on other boards, so a
+/// rootfs shared with a Pi 4 role carries it too).
+fn pre_install_files(cluster: &Cluster, arch: &str) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
-    if cluster
-        .nodes
-        .values()
-        .any(|n| n.platform == crate::model::Platform::Rpi5)
-    {
+    let pi5 = crate::model::Platform::Rpi5;
+    if pi5.arch() == Some(arch) && cluster.nodes.values().any(|n| n.platform == pi5) {
         files.insert(
             pibake_image::pi5::INITRAMFS_MODULES_FILE.to_string(),
             pibake_image::pi5::initramfs_modules_text(),
@@ -291,12 +323,20 @@ fn pre_install_files(cluster: &Cluster) -> BTreeMap<String, String> {
     files
 }
 
-/// The rootfs a role is built on: the cluster's shared one, or its own.
+/// The architecture whose shared rootfs keeps the name it had when pibake
+/// built Raspberry Pi images only (`<cluster>-rootfs`); another
+/// architecture's is `<cluster>-rootfs-<arch>`.
+const FIRST_ARCH: &str = "arm64";
+
+/// The rootfs a role is built on: its architecture's shared one, or its own.
 pub fn rootfs_id(cluster: &Cluster, role: &str) -> String {
+    let arch = cluster.role_arch(role).unwrap_or(FIRST_ARCH);
     if cluster.roles[role].profile.own_rootfs {
         format!("{}-rootfs-{role}", cluster.name)
-    } else {
+    } else if arch == FIRST_ARCH {
         format!("{}-rootfs", cluster.name)
+    } else {
+        format!("{}-rootfs-{arch}", cluster.name)
     }
 }
 
@@ -304,26 +344,26 @@ fn rootfs_stages(
     cluster: &Cluster,
     lock: &LockInfo,
 ) -> Result<BTreeMap<String, RootfsStage>, HashError> {
-    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Per stage: its architecture and packages (its roles' and their
+    // platforms' boot chains).
+    let mut stages: BTreeMap<String, (&str, BTreeSet<String>)> = BTreeMap::new();
     for (name, role) in &cluster.roles {
-        if cluster.nodes_of_role(name).next().is_none() {
+        let Some(arch) = cluster.role_arch(name) else {
             continue;
-        }
-        packages
+        };
+        let (_, packages) = stages
             .entry(rootfs_id(cluster, name))
-            .or_default()
-            .extend(role.profile.packages.iter().cloned());
+            .or_insert_with(|| (arch, BTreeSet::new()));
+        packages.extend(role.profile.packages.iter().cloned());
+        for node in cluster.nodes_of_role(name) {
+            packages.extend(node.platform.packages(&cluster.kernel));
+        }
     }
-    // Every role's images boot the cluster's kernel (the roles of a plan are
-    // Raspberry Pi ones: others are refused as unbuildable).
-    for set in packages.values_mut() {
-        set.extend(cluster.kernel.package.clone());
-    }
-    packages
+    stages
         .into_iter()
-        .map(|(id, packages)| {
-            let arch = "arm64".to_string();
-            let files = pre_install_files(cluster);
+        .map(|(id, (arch, packages))| {
+            let files = pre_install_files(cluster, arch);
+            let closure = lock.closures.get(arch);
             let input_hash = InputHash::of(
                 "rootfs",
                 &serde_json::json!({
@@ -333,15 +373,15 @@ fn rootfs_stages(
                     "suite": cluster.suite,
                     "arch": arch,
                     "packages": packages,
-                    "closure": lock.closure.or(lock.digest),
-                    "source_date_epoch": lock.source_date_epoch,
+                    "closure": closure.map(|c| c.closure).or(lock.digest),
+                    "source_date_epoch": lock.source_date_epoch(arch),
                     "files": files,
                 }),
             )?;
             let stage = RootfsStage {
                 id: id.clone(),
                 suite: cluster.suite.clone(),
-                arch,
+                arch: arch.to_string(),
                 packages,
                 files,
                 input_hash,

@@ -6,7 +6,7 @@
 use crate::plan::RootfsStage;
 use pibake_inputs::repo::{self, RepoError};
 use pibake_inputs::store::{EntryName, StoreError};
-use pibake_inputs::{Lock, Store};
+use pibake_inputs::{Closure, Store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,6 +18,8 @@ pub enum RootfsError {
     NoMmdebstrap,
     #[error("arm64 programs cannot run here: run `apt-get install qemu-user-static` and register it with binfmt_misc (`cargo xtask setup` does both)")]
     NoBinfmt,
+    #[error("the lock has no {arch} closure: run `pibake lock`")]
+    NoClosure { arch: String },
     #[error("making the local repository of the locked packages")]
     Repo(#[source] RepoError),
     #[error("store")]
@@ -147,7 +149,7 @@ fn check_tools(arch: &str) -> Result<(), RootfsError> {
 /// bool says whether it was cached.
 pub fn ensure(
     store: &Store,
-    lock: &Lock,
+    lock: &Closure,
     stage: &RootfsStage,
     work: &Path,
 ) -> Result<(PathBuf, bool), RootfsError> {

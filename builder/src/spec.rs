@@ -14,7 +14,7 @@ use crate::model::{Button, Gps, KernelSource, Platform, TableKind};
 use crate::render::Layer;
 use pibake_firstboot::table::NodeTable;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Bumped when a change to pibake changes the bytes of an image built from the same spec,
 /// so old outputs are not reused (the rootfs has its own, `plan::ROOTFS_EPOCH`: a rootfs
@@ -138,7 +138,6 @@ impl BootSpec {
         .render()
     }
 
-    /// cmdline.txt: the serial console is left off where the GPS owns the UART.
     /// Whether the image boots through UEFI (pc-efi): an ESP instead of config.txt.
     pub fn is_efi(&self) -> bool {
         self.platforms.contains(&Platform::PcEfi)
@@ -153,12 +152,44 @@ impl BootSpec {
         }
     }
 
+    /// The ESP's loader.conf and its one entry (by ESP path) for the kernel
+    /// files of /boot; `None` without an initrd (the root is found by the
+    /// initramfs).
+    pub fn efi_loader_files(
+        image: &str,
+        kernel: &KernelFiles,
+        root_partuuid: &str,
+    ) -> Option<BTreeMap<String, String>> {
+        let entry = pibake_image::efi::LoaderEntry {
+            title: format!("Debian GNU/Linux ({image})"),
+            linux: format!("/{}", kernel.kernel),
+            initrd: vec![format!("/{}", kernel.initrd.as_ref()?)],
+            options: efi_kernel_options(root_partuuid),
+        };
+        Some(BTreeMap::from([
+            (
+                pibake_image::efi::LOADER_CONF.to_owned(),
+                pibake_image::efi::loader_conf(),
+            ),
+            (pibake_image::efi::entry_path(), entry.render()),
+        ]))
+    }
+
+    /// cmdline.txt: the serial console is left off where the GPS owns the UART.
     pub fn cmdline_txt(&self, root_partuuid: &str) -> String {
         boot::cmdline_txt(
             root_partuuid,
             self.gps.as_ref().is_none_or(|g| !g.gps.on_header_uart()),
         )
     }
+}
+
+/// The kernel command line of a pc-efi image: the serial console last, so that it is
+/// /dev/console (Proxmox's `qm terminal`, QEMU), the screen too for a Mac Mini's monitor.
+pub fn efi_kernel_options(root_partuuid: &str) -> String {
+    // net.ifnames=0 keeps the wired interface eth0, the name the node table and the
+    // NetworkManager keyfile use (the Mac Mini's tg3 would be enp1s0f0).
+    format!("console=tty0 console=ttyS0,115200 root=PARTUUID={root_partuuid} rootfstype=ext4 fsck.repair=yes rootwait net.ifnames=0")
 }
 
 impl ServiceSpec {

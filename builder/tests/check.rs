@@ -96,7 +96,7 @@ rules! {
     unknown_role: "unknown-role", true, "did you mean `worker`?";
     unknown_platform: "unknown-platform", true, "unknown platform `rpi3`";
     unknown_profile: "unknown-profile", true, "profile `workers` does not exist";
-    platform_cannot_run_packages: "platform-cannot-run-packages", true, "cannot run the packages of profile `worker`";
+    platform_cannot_run_packages: "platform-cannot-run-packages", true, "cannot run the packages of profile `aux`";
     priorities_not_distinct: "priorities-not-distinct", true, "priority 100 is also `m1`'s";
     vip_holder_not_master: "vip-holder-not-master", true, "VIP holder `w1` (role `worker`) is not a master";
     gps_without_uart: "gps-without-uart", true, "has no UART for a GPS receiver";

@@ -93,8 +93,8 @@ fn the_lab_takes_only_the_kernel_from_backports() {
     common::enter_workspace();
     let lock = pibake_inputs::Lock::read(Path::new("examples/lab/pibake.lock")).expect("lab lock");
     let from_backports: Vec<(&str, &str)> = lock
-        .packages
-        .iter()
+        .packages()
+        .into_iter()
         .filter(|p| p.origin == "debian-trixie-backports")
         .map(|p| (p.name.as_str(), p.source.as_str()))
         .collect();
@@ -110,5 +110,5 @@ fn the_lab_takes_only_the_kernel_from_backports() {
             "{name} (source {source}) comes from backports"
         );
     }
-    assert!(lock.sources.contains("debian-trixie-backports"));
+    assert!(lock.closures[0].sources.contains("debian-trixie-backports"));
 }

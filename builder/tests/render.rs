@@ -22,10 +22,10 @@ fn lab() -> Cluster {
 
 /// The plan of `cluster` at the goldens' build epoch (their node tables carry it).
 fn plan_of(cluster: &Cluster, selection: &Selection) -> plan::Plan {
-    let lock = LockInfo {
-        source_date_epoch: 1_700_000_000,
-        ..LockInfo::read(&cluster.file).expect("lock info")
-    };
+    let mut lock = LockInfo::read(&cluster.file).expect("lock info");
+    for closure in lock.closures.values_mut() {
+        closure.source_date_epoch = 1_700_000_000;
+    }
     plan::plan(cluster, &lock, selection).expect("plan")
 }
 
@@ -75,13 +75,20 @@ fn rendered_files(image: &str, spec: &ImageSpec) -> BTreeMap<String, String> {
     out
 }
 
-/// config.txt (for the placeholder kernel) and cmdline.txt (for a fixed PARTUUID).
-fn boot_files(spec: &ImageSpec) -> (String, String) {
-    let config = spec
-        .boot
-        .config_txt(&spec.name, &KernelFiles::placeholder());
-    let cmdline = spec.boot.cmdline_txt("0a1b2c3d-02");
-    (config, cmdline)
+/// The boot files pibake renders, by path on the boot partition, for the
+/// placeholder kernel and a fixed root PARTUUID: config.txt and cmdline.txt
+/// on a Pi, loader.conf and the loader entry on pc-efi.
+fn boot_files(spec: &ImageSpec) -> BTreeMap<String, String> {
+    let kernel = KernelFiles::placeholder();
+    if spec.boot.is_efi() {
+        pibake::spec::BootSpec::efi_loader_files(&spec.name, &kernel, "0a1b2c3d-02")
+            .expect("the placeholder kernel has an initrd")
+    } else {
+        BTreeMap::from([
+            ("config.txt".to_string(), spec.boot.config_txt(&spec.name, &kernel)),
+            ("cmdline.txt".to_string(), spec.boot.cmdline_txt("0a1b2c3d-02")),
+        ])
+    }
 }
 
 /// The lab's goldens other tests compare: the plan's (below) and the
@@ -101,16 +108,22 @@ fn lab_rendered_files_match_goldens() {
             generated.insert(path);
             seen += 1;
         }
-        let (config, cmdline) = boot_files(&spec);
-        for (name, text) in [("config.txt", &config), ("cmdline.txt", &cmdline)] {
+        let boot = boot_files(&spec);
+        for (name, text) in &boot {
             let path = PathBuf::from(format!("tests/golden/lab/{role}/boot/{name}"));
             common::golden(&path, text);
             generated.insert(path);
         }
-        for line in config.lines() {
-            assert!(line.len() <= 98, "config.txt line too long: {line}");
+        if let Some(config) = boot.get("config.txt") {
+            for line in config.lines() {
+                assert!(line.len() <= 98, "config.txt line too long: {line}");
+            }
+            assert_eq!(boot["cmdline.txt"].lines().count(), 1);
+        } else {
+            let entry = &boot[&pibake_image::efi::entry_path()];
+            let parsed = pibake_image::efi::LoaderEntry::parse(entry).expect("entry parses");
+            assert_eq!(parsed.root(), Some("PARTUUID=0a1b2c3d-02"));
         }
-        assert_eq!(cmdline.lines().count(), 1);
     }
     assert!(seen > 20, "only {seen} files rendered");
     // A file of a role, node or path the lab no longer renders is stale.

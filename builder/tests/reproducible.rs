@@ -10,7 +10,7 @@ use pibake::build::{self, BuildOptions};
 use pibake::inputs;
 use pibake::model;
 use pibake::plan::{self, LockInfo, Selection};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The tiny cluster, shared with `cargo xtask fresh-root`.
 const CLUSTER: &str = include_str!("../../tests/fixtures/tiny/cluster.toml");
@@ -23,24 +23,24 @@ fn sha256(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-fn agent() -> PathBuf {
-    let path = std::env::var_os("PIBAKE_AGENT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            common::workspace_root()
-                .join("target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot")
-        });
-    assert!(
-        path.is_file(),
-        "the aarch64 agent {} is missing: run `cargo xtask agent` (cargo xtask test does)",
-        path.display()
-    );
-    path
+/// The agents of PIBAKE_AGENT_BIN (paths separated by `:`), else the
+/// checkout's; the tiny image needs the arm64 one.
+fn agents() -> pibake::data::Agents {
+    let checkout = pibake::data::DataDir {
+        path: common::workspace_root(),
+        origin: pibake::data::DataOrigin::ClusterTree,
+    };
+    let env = std::env::var_os(pibake::data::AGENT_ENV);
+    let agents = pibake::data::agents(vec![], env, &checkout).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(error) = agents.get("arm64") {
+        panic!("{error} (cargo xtask test builds them)");
+    }
+    agents
 }
 
 #[test]
 fn small_image_is_reproducible_from_two_empty_stores() {
-    let agent = agent();
+    let agents = agents();
     let root = common::workspace_root();
     let tmp = tempfile::tempdir_in(root.join("target")).expect("tempdir");
     let data = tmp.path();
@@ -79,7 +79,7 @@ fn small_image_is_reproducible_from_two_empty_stores() {
         let options = BuildOptions {
             out_dir: data.join(format!("out-{run}")),
             work_dir: data.join(format!("work-{run}")),
-            agent: agent.clone(),
+            agents: agents.clone(),
             dtbo_dir: data.join("overlays/dtbo"),
             progress: false,
         };

@@ -259,14 +259,16 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
             ..Pkg::new("pdup", "1.0+vendor1")
         },
     )?;
-    // The `[kernel]` package every Pi cluster asks for.
-    make_deb(
-        &deb,
-        &Pkg {
-            seed: 22,
-            ..Pkg::new("linux-image-arm64", "1.0")
-        },
-    )?;
+    // The Pi's boot chain every Pi cluster asks for: `[kernel]` and the firmware.
+    for (seed, name) in [(22, "linux-image-arm64"), (23, "raspi-firmware")] {
+        make_deb(
+            &deb,
+            &Pkg {
+                seed,
+                ..Pkg::new(name, "1.0")
+            },
+        )?;
+    }
     index_repo(&deb, "stand-in-debian", 1_750_000_000)?;
     index_repo(&extra, "extra", 1_750_000_100)?;
     let server = Server::start(t.path())?;
@@ -313,7 +315,10 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
     };
     let pdup = locked(&lock, "pdup");
     assert_eq!((pdup.origin.as_str(), pdup.sha256), ("extra", extra_hash));
-    assert_eq!(lock.sources, ["debian", "extra"].map(String::from).into());
+    assert_eq!(
+        lock.closures[0].sources,
+        ["debian", "extra"].map(String::from).into()
+    );
     assert_eq!(inputs::read_lock(&cluster)?, lock);
     // The winner is fetched from the profile's source.
     let options = FetchOptions {
@@ -328,31 +333,38 @@ fn a_profile_source_wins_and_is_the_locked_origin() -> anyhow::Result<()> {
     )?;
     assert!(store.contains(&pdup.entry_name()?));
 
-    // Without the source the lock is stale: kept locks are refused, an
-    // update resolves against the stand-in alone.
+    // Without the source the lock is stale: read_lock (what build uses)
+    // refuses it, `pibake lock` resolves the stale closure again against the
+    // stand-in alone, and then keeps it.
     write_profiles(false)?;
     let cluster = load()?;
     let stale = inputs::read_lock(&cluster).expect_err("stale lock accepted");
     let message = format!("{:#}", anyhow::Error::from(stale));
     assert!(message.contains("pibake lock --update"), "{message}");
-    assert!(inputs::lock_with_host(&cluster, &store, false, stand_in).is_err());
-    let LockOutcome::Written(lock) = inputs::lock_with_host(&cluster, &store, true, stand_in)?
+    let LockOutcome::Written(lock) = inputs::lock_with_host(&cluster, &store, false, stand_in)?
     else {
-        panic!("no lock was written");
+        panic!("the stale closure was not resolved again");
     };
+    assert!(matches!(
+        inputs::lock_with_host(&cluster, &store, false, stand_in)?,
+        LockOutcome::Kept(_)
+    ));
     let pdup = locked(&lock, "pdup");
     assert_eq!(
         (pdup.origin.as_str(), pdup.version.as_str()),
         ("debian", "2.0")
     );
-    assert_eq!(lock.sources, BTreeSet::from(["debian".to_string()]));
+    assert_eq!(
+        lock.closures[0].sources,
+        BTreeSet::from(["debian".to_string()])
+    );
     Ok(())
 }
 
 /// The locked package `name`.
 fn locked<'a>(lock: &'a pibake_inputs::Lock, name: &str) -> &'a pibake_inputs::lock::LockedPackage {
-    lock.packages
-        .iter()
+    lock.packages()
+        .into_iter()
         .find(|p| p.name == name)
         .unwrap_or_else(|| panic!("{name} is not in the lock"))
 }

@@ -39,10 +39,22 @@ pub struct Manifest {
     pub sha256: String,
     /// Package name → version, of the lock the rootfs was installed from.
     pub packages: BTreeMap<String, String>,
+    /// The `.qcow2` beside a pc-efi image (for Proxmox), if one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qcow2: Option<Qcow2Output>,
     /// Boot file name (`config.txt`, `cmdline.txt`) → text.
     pub boot: BTreeMap<String, String>,
     /// Every entry of the image's tree, sorted by path.
     pub files: Vec<ManifestFile>,
+}
+
+/// The qcow2 of an image: its sha256 and the `qemu-img --version` that wrote it (the same
+/// .img and qemu-img give the same bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qcow2Output {
+    pub sha256: String,
+    pub tool: String,
 }
 
 /// One entry of the image's tree.

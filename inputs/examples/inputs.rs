@@ -28,11 +28,12 @@ fn main() -> Result<()> {
             };
             let work = tempfile::tempdir()?;
             let t0 = Instant::now();
-            let l = resolve::lock(&req, work.path())?;
+            let mut l = pibake_inputs::Lock::new(suite);
+            l.set_closure(resolve::lock(&req, work.path())?);
             let secs = t0.elapsed().as_secs_f64();
             l.write(Path::new(lock))?;
-            let bytes: u64 = l.packages.iter().map(|p| p.size).sum();
-            println!("lock: {} packages, {:.1} MiB, {secs:.2} s", l.packages.len(), bytes as f64 / 1048576.0);
+            let bytes: u64 = l.packages().iter().map(|p| p.size).sum();
+            println!("lock: {} packages, {:.1} MiB, {secs:.2} s", l.packages().len(), bytes as f64 / 1048576.0);
         }
         ["fetch", lock, store, ref rest @ ..] => {
             let l = Lock::read(Path::new(lock))?;
@@ -53,7 +54,7 @@ fn main() -> Result<()> {
         ["layout", lock, store, dir] => {
             let l = Lock::read(Path::new(lock))?;
             let store = Store::open(store)?;
-            for p in &l.packages {
+            for p in l.packages() {
                 let dest = Path::new(dir).join(&p.filename);
                 std::fs::create_dir_all(dest.parent().context("no parent")?)?;
                 if !dest.exists() {

@@ -101,10 +101,13 @@ fn describe(p: &LockedPackage) -> String {
     format!("{} {} ({})", p.name, p.version, p.architecture)
 }
 
-/// The lock's packages that the store lacks.
-pub fn missing<'a>(lock: &'a Lock, store: &Store) -> Result<Vec<&'a LockedPackage>, LockError> {
+/// The packages (of a lock or one of its closures) that the store lacks.
+pub fn missing<'a>(
+    packages: impl IntoIterator<Item = &'a LockedPackage>,
+    store: &Store,
+) -> Result<Vec<&'a LockedPackage>, LockError> {
     let mut out = Vec::new();
-    for p in &lock.packages {
+    for p in packages {
         if !store.contains(&p.entry_name()?) {
             out.push(p);
         }
@@ -113,8 +116,11 @@ pub fn missing<'a>(lock: &'a Lock, store: &Store) -> Result<Vec<&'a LockedPackag
 }
 
 /// Fails listing every missing input unless the store has them all (`--offline` builds).
-pub fn check_offline(lock: &Lock, store: &Store) -> Result<(), FetchError> {
-    let m = missing(lock, store)?;
+pub fn check_offline<'a>(
+    packages: impl IntoIterator<Item = &'a LockedPackage>,
+    store: &Store,
+) -> Result<(), FetchError> {
+    let m = missing(packages, store)?;
     if m.is_empty() {
         return Ok(());
     }
@@ -283,8 +289,9 @@ pub fn fetch(
     store: &Store,
     opts: &FetchOptions,
 ) -> Result<FetchReport, FetchError> {
-    let todo = missing(lock, store)?;
-    let present = lock.packages.len() - todo.len();
+    let all = lock.packages();
+    let todo = missing(all.iter().copied(), store)?;
+    let present = all.len() - todo.len();
     if todo.is_empty() {
         return Ok(FetchReport {
             present,
@@ -292,7 +299,7 @@ pub fn fetch(
         });
     }
     if opts.offline {
-        return Err(check_offline(lock, store)
+        return Err(check_offline(all.iter().copied(), store)
             .err()
             .unwrap_or(FetchError::Offline { missing: vec![] }));
     }

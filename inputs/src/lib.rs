@@ -18,7 +18,7 @@ pub mod sources;
 pub mod store;
 
 pub use digest::Sha256;
-pub use lock::{Lock, LockedPackage};
+pub use lock::{Closure, Lock, LockedPackage};
 pub use resolve::LockRequest;
 pub use sources::Source;
 pub use store::{EntryName, Store};

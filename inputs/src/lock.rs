@@ -1,5 +1,9 @@
-//! The lock file (`pibake.lock`): every package of one architecture's closure, pinned by
-//! sha256, plus the SOURCE_DATE_EPOCH of the build. TOML, sorted, stable.
+//! The lock file (`pibake.lock`): for each architecture the images need, every package of its
+//! closure pinned by sha256, plus the SOURCE_DATE_EPOCH of its builds. TOML, sorted, stable.
+//!
+//! One file, one [`Closure`] per architecture: each closure is resolved, kept and hashed on
+//! its own, so adding an amd64 machine to a cluster leaves the arm64 closure (and the arm64
+//! root file systems built from it) untouched.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,8 +14,10 @@ use crate::digest::Sha256;
 use crate::store::EntryName;
 use pibake_host::atomic;
 
-/// The lock format this crate reads and writes.
-pub const FORMAT: u32 = 1;
+/// The lock format this crate writes.
+pub const FORMAT: u32 = 2;
+/// The single-architecture format of older locks, still read (as one closure).
+pub const FORMAT_SINGLE_ARCH: u32 = 1;
 
 const HEADER: &str = "# Written by `pibake lock`; refresh with `pibake lock --update`.\n";
 
@@ -22,28 +28,60 @@ pub fn path_beside(cluster_file: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("pibake.lock"), |d| d.join("pibake.lock"))
 }
 
-/// A resolved, pinned package set for one architecture.
+/// The lock file: a Debian suite and one closure per architecture.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     /// Format version ([`FORMAT`]).
     pub format: u32,
-    /// Debian suite the closure was resolved for (`trixie`).
+    /// Debian suite the closures were resolved for (`trixie`).
     pub suite: String,
+    /// The closures, sorted by architecture, one per architecture.
+    #[serde(default, rename = "closure")]
+    pub closures: Vec<Closure>,
+}
+
+/// A resolved, pinned package set for one architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Closure {
     /// Target architecture (`arm64`).
     pub arch: String,
-    /// Newest Release date among the sources: the build's clock.
+    /// Newest Release date among the sources when this closure was resolved: its builds' clock.
     pub source_date_epoch: u64,
     /// What was asked for (package names), so a changed profile is noticed.
     pub requested: BTreeSet<String>,
     /// Names of the sources the closure was resolved against, so an added or removed source is
     /// noticed. Empty in locks written before sources were recorded, which were resolved
-    /// against `debian` alone (see [`Lock::resolved_sources`]).
+    /// against `debian` alone (see [`Closure::resolved_sources`]).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub sources: BTreeSet<String>,
     /// The closure, sorted by name, architecture, version.
     #[serde(default, rename = "package")]
     pub packages: Vec<LockedPackage>,
+}
+
+/// The format-1 file: one architecture's closure at the top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SingleArchLock {
+    /// Always 1 (read to accept the key; [`FormatOnly`] chose this parser).
+    #[serde(rename = "format")]
+    _format: u32,
+    suite: String,
+    arch: String,
+    source_date_epoch: u64,
+    requested: BTreeSet<String>,
+    #[serde(default)]
+    sources: BTreeSet<String>,
+    #[serde(default, rename = "package")]
+    packages: Vec<LockedPackage>,
+}
+
+/// Only the format, to choose the parser.
+#[derive(Debug, Deserialize)]
+struct FormatOnly {
+    format: u32,
 }
 
 /// One pinned .deb.
@@ -98,11 +136,18 @@ pub enum LockError {
     Invalid { path: Option<PathBuf>, what: String },
     #[error("serializing the lock")]
     Serialize(#[from] toml::ser::Error),
-    #[error("{path}: packages missing from the lock: {}; run `pibake lock --update`", names.join(", "))]
-    Missing { path: PathBuf, names: Vec<String> },
-    #[error("{path}: resolved against the sources {}, but the profiles now configure {}; run `pibake lock --update`", locked.join(", "), configured.join(", "))]
+    #[error("{path}: packages missing from the {arch} closure: {}; run `pibake lock --update`", names.join(", "))]
+    Missing {
+        path: PathBuf,
+        arch: String,
+        names: Vec<String>,
+    },
+    #[error("{path}: no {arch} closure, which the cluster's {arch} images need; run `pibake lock`")]
+    NoClosure { path: PathBuf, arch: String },
+    #[error("{path}: the {arch} closure was resolved against the sources {}, but the profiles now configure {}; run `pibake lock --update`", locked.join(", "), configured.join(", "))]
     Sources {
         path: PathBuf,
+        arch: String,
         locked: Vec<String>,
         configured: Vec<String>,
     },
@@ -118,22 +163,60 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Parses `text` as `T`, locating a syntax error by line and column.
+fn from_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, LockError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        LockError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().to_owned(),
+        }
+    })
+}
+
 impl Lock {
-    /// Parses lock text; `path` is only used in messages (errors carry line and column).
+    /// An empty lock of `suite` (closures are added with [`Lock::set_closure`]).
+    pub fn new(suite: &str) -> Self {
+        Lock {
+            format: FORMAT,
+            suite: suite.to_owned(),
+            closures: Vec::new(),
+        }
+    }
+
+    /// Parses lock text (format 2, or the single-architecture format 1 as one closure);
+    /// `path` is only used in messages (errors carry line and column).
     pub fn parse(text: &str, path: &Path) -> Result<Self, LockError> {
-        let lock: Lock = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            LockError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().to_owned(),
-            }
-        })?;
-        lock.validate().map_err(|what| LockError::Invalid {
+        let invalid = |what: String| LockError::Invalid {
             path: Some(path.to_owned()),
             what,
-        })?;
+        };
+        let lock = match from_toml::<FormatOnly>(text, path)?.format {
+            FORMAT => from_toml::<Lock>(text, path)?,
+            FORMAT_SINGLE_ARCH => {
+                let old: SingleArchLock = from_toml(text, path)?;
+                Lock {
+                    format: FORMAT,
+                    suite: old.suite,
+                    closures: vec![Closure {
+                        arch: old.arch,
+                        source_date_epoch: old.source_date_epoch,
+                        requested: old.requested,
+                        sources: old.sources,
+                        packages: old.packages,
+                    }],
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "format = {other} is not supported; this pibake reads format = {FORMAT} \
+                     (and {FORMAT_SINGLE_ARCH})"
+                )))
+            }
+        };
+        lock.validate().map_err(invalid)?;
         Ok(lock)
     }
 
@@ -146,7 +229,7 @@ impl Lock {
         Self::parse(&text, path)
     }
 
-    /// Writes the lock atomically.
+    /// Writes the lock atomically (always in [`FORMAT`]).
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
         let text = self.to_toml()?;
         atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write {
@@ -155,10 +238,15 @@ impl Lock {
         })
     }
 
-    /// The canonical text: packages sorted, fixed field order, a header comment.
+    /// The canonical text: closures by architecture, packages sorted, fixed field order, a
+    /// header comment.
     pub fn to_toml(&self) -> Result<String, LockError> {
         let mut sorted = self.clone();
-        sorted.packages.sort();
+        sorted.format = FORMAT;
+        sorted.closures.sort_by(|a, b| a.arch.cmp(&b.arch));
+        for closure in &mut sorted.closures {
+            closure.packages.sort();
+        }
         Ok(format!("{HEADER}{}", toml::to_string(&sorted)?))
     }
 
@@ -167,8 +255,63 @@ impl Lock {
         Ok(Sha256::of(self.to_toml()?.as_bytes()))
     }
 
-    /// Requested packages the lock does not cover (neither asked for when it was made nor in
-    /// its closure), sorted.
+    /// The closure of `arch`, if the lock has one.
+    pub fn closure(&self, arch: &str) -> Option<&Closure> {
+        self.closures.iter().find(|c| c.arch == arch)
+    }
+
+    /// The architectures the lock has closures for.
+    pub fn arches(&self) -> BTreeSet<&str> {
+        self.closures.iter().map(|c| c.arch.as_str()).collect()
+    }
+
+    /// Adds `closure`, replacing the one of its architecture.
+    pub fn set_closure(&mut self, closure: Closure) {
+        self.closures.retain(|c| c.arch != closure.arch);
+        self.closures.push(closure);
+        self.closures.sort_by(|a, b| a.arch.cmp(&b.arch));
+    }
+
+    /// Keeps only the closures of `arches`.
+    pub fn retain_arches(&mut self, arches: &BTreeSet<String>) {
+        self.closures.retain(|c| arches.contains(&c.arch));
+    }
+
+    /// Every locked .deb once (an `Architecture: all` package can be in several closures).
+    pub fn packages(&self) -> Vec<&LockedPackage> {
+        let mut seen = BTreeSet::new();
+        self.closures
+            .iter()
+            .flat_map(|c| &c.packages)
+            .filter(|p| seen.insert((p.sha256, p.filename.as_str())))
+            .collect()
+    }
+
+    /// The store entry names of every package (what `gc` must keep for this lock).
+    pub fn entry_names(&self) -> Result<Vec<EntryName>, LockError> {
+        self.packages()
+            .into_iter()
+            .map(LockedPackage::entry_name)
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut arches = BTreeSet::new();
+        for closure in &self.closures {
+            if !arches.insert(&closure.arch) {
+                return Err(format!("two closures for architecture {}", closure.arch));
+            }
+            closure
+                .validate()
+                .map_err(|e| format!("closure {}: {e}", closure.arch))?;
+        }
+        Ok(())
+    }
+}
+
+impl Closure {
+    /// Requested packages the closure does not cover (neither asked for when it was made nor
+    /// in it), sorted.
     pub fn missing(&self, requested: &BTreeSet<String>) -> Vec<String> {
         let have: BTreeSet<&str> = self.packages.iter().map(|p| p.name.as_str()).collect();
         requested
@@ -178,7 +321,7 @@ impl Lock {
             .collect()
     }
 
-    /// [`Lock::missing`] as an error that tells the user to update the lock at `path`.
+    /// [`Closure::missing`] as an error that tells the user to update the lock at `path`.
     pub fn check_covers(&self, requested: &BTreeSet<String>, path: &Path) -> Result<(), LockError> {
         let names = self.missing(requested);
         if names.is_empty() {
@@ -186,6 +329,7 @@ impl Lock {
         } else {
             Err(LockError::Missing {
                 path: path.to_owned(),
+                arch: self.arch.clone(),
                 names,
             })
         }
@@ -201,8 +345,9 @@ impl Lock {
         }
     }
 
-    /// Checks the lock was resolved against exactly the `configured` source names; a source
-    /// added or removed since can change which package wins, so the lock must be updated.
+    /// Checks the closure was resolved against exactly the `configured` source names; a
+    /// source added or removed since can change which package wins, so the lock must be
+    /// updated.
     pub fn check_sources(
         &self,
         configured: &BTreeSet<String>,
@@ -214,13 +359,14 @@ impl Lock {
         } else {
             Err(LockError::Sources {
                 path: path.to_owned(),
+                arch: self.arch.clone(),
                 locked: locked.into_iter().collect(),
                 configured: configured.iter().cloned().collect(),
             })
         }
     }
 
-    /// The store entry names of every package (what `gc` must keep for this lock).
+    /// The store entry names of the closure's packages.
     pub fn entry_names(&self) -> Result<Vec<EntryName>, LockError> {
         self.packages
             .iter()
@@ -229,18 +375,18 @@ impl Lock {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!(
-                "format = {} is not supported; this pibake reads format = {FORMAT}",
-                self.format
-            ));
-        }
         let mut seen = BTreeSet::new();
         for p in &self.packages {
             if !seen.insert((&p.name, &p.architecture)) {
                 return Err(format!(
                     "package {}:{} appears twice",
                     p.name, p.architecture
+                ));
+            }
+            if p.architecture != self.arch && p.architecture != "all" {
+                return Err(format!(
+                    "package {} is {}, not {} or all",
+                    p.name, p.architecture, self.arch
                 ));
             }
             if p.filename.split('/').any(|c| c == ".." || c.is_empty()) {
@@ -265,53 +411,61 @@ impl Lock {
 mod tests {
     use super::*;
 
-    fn sample() -> Lock {
-        let pkg = |name: &str, sha: u8| LockedPackage {
+    fn pkg(name: &str, arch: &str, sha: u8) -> LockedPackage {
+        LockedPackage {
             name: name.into(),
             version: "1.0-1".into(),
-            architecture: "arm64".into(),
-            filename: format!("pool/main/{name}_1.0-1_arm64.deb"),
+            architecture: arch.into(),
+            filename: format!("pool/main/{name}_1.0-1_{arch}.deb"),
             size: 10,
             sha256: Sha256::of(&[sha]),
             source: name.into(),
             origin: "debian".into(),
-        };
-        Lock {
-            format: FORMAT,
-            suite: "trixie".into(),
-            arch: "arm64".into(),
+        }
+    }
+
+    fn closure(arch: &str) -> Closure {
+        Closure {
+            arch: arch.into(),
             source_date_epoch: 1_700_000_000,
             requested: ["b".to_owned()].into(),
             sources: BTreeSet::new(),
-            packages: vec![pkg("b", 1), pkg("a", 2)],
+            packages: vec![pkg("b", arch, 1), pkg("a", arch, 2), pkg("t", "all", 3)],
         }
+    }
+
+    fn sample() -> Lock {
+        let mut lock = Lock::new("trixie");
+        lock.set_closure(closure("arm64"));
+        lock
     }
 
     #[test]
     fn sources_are_recorded_and_checked() -> Result<(), LockError> {
         let debian: BTreeSet<String> = ["debian".to_owned()].into();
         let both: BTreeSet<String> = ["debian", "extra"].map(String::from).into();
-        // A lock without `sources` was resolved against debian alone; its text has no key.
+        // A closure without `sources` was resolved against debian alone; its text has no key.
         let mut l = sample();
         assert!(!l.to_toml()?.contains("sources"));
-        assert_eq!(l.resolved_sources(), debian);
-        l.check_sources(&debian, Path::new("pibake.lock"))?;
-        let err = l
+        let c = &l.closures[0];
+        assert_eq!(c.resolved_sources(), debian);
+        c.check_sources(&debian, Path::new("pibake.lock"))?;
+        let err = c
             .check_sources(&both, Path::new("x/pibake.lock"))
             .map_err(|e| e.to_string())
             .err()
             .unwrap_or_default();
         assert!(
-            err.contains("the sources debian, but the profiles now configure debian, extra")
+            err.contains("the arm64 closure was resolved against the sources debian, but the profiles now configure debian, extra")
                 && err.contains("pibake lock --update"),
             "{err}"
         );
-        l.sources = both.clone();
-        l.packages[0].origin = "extra".into();
+        l.closures[0].sources = both.clone();
+        l.closures[0].packages[0].origin = "extra".into();
         let text = l.to_toml()?;
         assert!(text.contains("sources = [\"debian\", \"extra\"]"), "{text}");
         let back = Lock::parse(&text, Path::new("pibake.lock"))?;
-        back.check_sources(&both, Path::new("pibake.lock"))?;
+        back.closures[0].check_sources(&both, Path::new("pibake.lock"))?;
         // Every origin must be one of the recorded sources.
         let bad = text.replace("origin = \"extra\"", "origin = \"other\"");
         assert!(matches!(
@@ -323,12 +477,67 @@ mod tests {
 
     #[test]
     fn round_trip_is_sorted_and_stable() -> Result<(), LockError> {
-        let l = sample();
+        let mut l = sample();
+        l.set_closure(closure("amd64"));
         let text = l.to_toml()?;
         assert!(text.find("name = \"a\"") < text.find("name = \"b\""));
+        assert!(
+            text.find("arch = \"amd64\"") < text.find("arch = \"arm64\""),
+            "{text}"
+        );
         let back = Lock::parse(&text, Path::new("pibake.lock"))?;
         assert_eq!(back.to_toml()?, text);
         assert_eq!(back.digest()?, l.digest()?);
+        assert_eq!(back.arches(), BTreeSet::from(["amd64", "arm64"]));
+        Ok(())
+    }
+
+    #[test]
+    fn closures_are_kept_apart_and_shared_debs_listed_once() -> Result<(), LockError> {
+        let mut l = sample();
+        let arm = l.closures[0].clone();
+        l.set_closure(closure("amd64"));
+        // Replacing one architecture's closure leaves the other as it was.
+        let mut amd = closure("amd64");
+        amd.packages.push(pkg("c", "amd64", 4));
+        l.set_closure(amd);
+        assert_eq!(l.closure("arm64"), Some(&arm));
+        assert_eq!(l.closure("amd64").map(|c| c.packages.len()), Some(4));
+        // t (Architecture: all) is in both closures, fetched once.
+        let names: Vec<&str> = l.packages().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names.iter().filter(|n| **n == "t").count(), 1, "{names:?}");
+        assert_eq!(l.entry_names()?.len(), 6);
+        l.retain_arches(&BTreeSet::from(["arm64".to_owned()]));
+        assert_eq!(l.arches(), BTreeSet::from(["arm64"]));
+        // A package of a third architecture does not belong in a closure.
+        let mut bad = closure("arm64");
+        bad.packages.push(pkg("x", "amd64", 9));
+        l.set_closure(bad);
+        assert!(matches!(
+            Lock::parse(&l.to_toml()?, Path::new("p")),
+            Err(LockError::Invalid { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_single_arch_lock_reads_as_one_closure() -> Result<(), LockError> {
+        let old = "format = 1\nsuite = \"trixie\"\narch = \"arm64\"\nsource_date_epoch = 5\n\
+                   requested = [\"a\"]\n\n[[package]]\nname = \"a\"\nversion = \"1\"\n\
+                   architecture = \"arm64\"\nfilename = \"pool/a_1_arm64.deb\"\nsize = 1\n\
+                   sha256 = \"" .to_owned()
+            + &Sha256::of(b"a").to_string()
+            + "\"\nsource = \"a\"\norigin = \"debian\"\n";
+        let lock = Lock::parse(&old, Path::new("p"))?;
+        let c = lock.closure("arm64").expect("one closure");
+        assert_eq!((c.source_date_epoch, c.packages.len()), (5, 1));
+        assert!(lock.to_toml()?.contains("format = 2"));
+        // Keys of the old format are still checked.
+        let typo = old.replace("requested", "requestd");
+        assert!(matches!(
+            Lock::parse(&typo, Path::new("p")),
+            Err(LockError::Syntax { .. })
+        ));
         Ok(())
     }
 
@@ -336,11 +545,11 @@ mod tests {
     fn missing_names_lock_update() {
         let l = sample();
         let want: BTreeSet<String> = ["a", "b", "c", "d"].map(String::from).into();
-        assert_eq!(l.missing(&want), vec!["c", "d"]);
-        let err = l.check_covers(&want, Path::new("x/pibake.lock"));
+        assert_eq!(l.closures[0].missing(&want), vec!["c", "d"]);
+        let err = l.closures[0].check_covers(&want, Path::new("x/pibake.lock"));
         let msg = err.map_err(|e| e.to_string()).err().unwrap_or_default();
         assert!(
-            msg.contains("c, d") && msg.contains("pibake lock --update"),
+            msg.contains("arm64 closure: c, d") && msg.contains("pibake lock --update"),
             "{msg}"
         );
     }
@@ -358,7 +567,7 @@ mod tests {
             }
             other => panic!("expected a located error, got {other:?}"),
         }
-        let text = sample().to_toml()?.replace("format = 1", "format = 2");
+        let text = sample().to_toml()?.replace("format = 2", "format = 3");
         assert!(matches!(
             Lock::parse(&text, Path::new("p")),
             Err(LockError::Invalid { .. })

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::control::{self, Paragraph};
 use crate::digest::Sha256;
 use crate::fetch::{self, FetchError};
-use crate::lock::{Lock, LockError};
+use crate::lock::{Closure, LockError};
 use crate::release::format_date;
 use crate::sources::Source;
 use crate::store::Store;
@@ -88,10 +88,11 @@ pub fn deb_control(reader: impl Read) -> Result<Paragraph, String> {
     }
 }
 
-/// Makes (or refreshes) the view of `lock` in `dir`: every locked .deb must be in the store.
+/// Makes (or refreshes) the view of one closure in `dir`: every locked .deb must be in the
+/// store.
 /// Entries are hard-linked (symlinked across file systems) and rehashed on the way.
-pub fn build(lock: &Lock, store: &Store, dir: &Path) -> Result<RepoView, RepoError> {
-    fetch::check_offline(lock, store)?;
+pub fn build(lock: &Closure, store: &Store, dir: &Path) -> Result<RepoView, RepoError> {
+    fetch::check_offline(&lock.packages, store)?;
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     // Drop what an older view left, so the directory is exactly this lock.
     for e in fs::read_dir(dir).map_err(io_err(dir))? {

@@ -1,5 +1,5 @@
 //! Resolution: the host's apt, run in a private directory (its own config, sources, lists,
-//! empty dpkg status, cache) for the target architecture, computes the closure and a [`Lock`].
+//! empty dpkg status, cache) for the target architecture, computes a [`Closure`] (one architecture of a lock).
 //! Nothing of the host's apt state is read or written; index signatures are checked by apt.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::control;
 use crate::digest::Sha256;
-use crate::lock::{Lock, LockedPackage, FORMAT};
+use crate::lock::{Closure, LockedPackage};
 use crate::release;
 use crate::sources::{percent_decode, validate_all, Source, SourceError};
 
@@ -437,7 +437,7 @@ fn normalize(path: &str) -> String {
 }
 
 /// Resolves `req` with apt in `workdir` (created if needed; reusing it saves downloads).
-pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Lock, ResolveError> {
+pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Closure, ResolveError> {
     for p in &req.packages {
         if !valid_package_name(p) {
             return Err(ResolveError::BadRequest {
@@ -518,9 +518,7 @@ pub fn lock(req: &LockRequest, workdir: &Path) -> Result<Lock, ResolveError> {
         });
     }
     packages.sort();
-    Ok(Lock {
-        format: FORMAT,
-        suite: req.suite.clone(),
+    Ok(Closure {
         arch: req.arch.clone(),
         source_date_epoch: u64::try_from(epoch).unwrap_or(0),
         requested: req.packages.clone(),

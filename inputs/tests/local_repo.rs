@@ -80,8 +80,15 @@ fn repo_a(root: &Path) -> Result<()> {
     index_repo(&dir, "repo-a", DATE)
 }
 
+/// Resolves `req` into a lock of that one closure.
+fn lock_of(req: &LockRequest, workdir: &Path) -> Result<Lock, resolve::ResolveError> {
+    let mut lock = Lock::new(&req.suite);
+    lock.set_closure(resolve::lock(req, workdir)?);
+    Ok(lock)
+}
+
 fn names(lock: &Lock) -> Vec<&str> {
-    lock.packages.iter().map(|p| p.name.as_str()).collect()
+    lock.packages().iter().map(|p| p.name.as_str()).collect()
 }
 
 fn deb_hash(dir: &Path, file: &str) -> Result<Sha256> {
@@ -98,10 +105,10 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
     let src = flat_source("a", &server, "a");
     let req = request(vec![src.clone()], &["pa"]);
 
-    let lock = resolve::lock(&req, &t.path().join("apt"))?;
+    let lock = lock_of(&req, &t.path().join("apt"))?;
     assert_eq!(names(&lock), ["pa", "pb", "preq"]);
-    assert_eq!(lock.source_date_epoch, DATE as u64);
-    let pb = &lock.packages[1];
+    assert_eq!(lock.closures[0].source_date_epoch, DATE as u64);
+    let pb = &lock.closures[0].packages[1];
     assert_eq!(
         (
             pb.version.as_str(),
@@ -115,7 +122,7 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
         deb_hash(&t.path().join("a"), "pb_2.0+x1_arm64.deb")?
     );
     // A second lock (fresh apt directory) is the same file.
-    let again = resolve::lock(&req, &t.path().join("apt2"))?;
+    let again = lock_of(&req, &t.path().join("apt2"))?;
     assert_eq!(again.to_toml()?, lock.to_toml()?);
     let lock_path = t.path().join("pibake.lock");
     lock.write(&lock_path)?;
@@ -123,7 +130,7 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
 
     // Offline with an empty store: every input is listed.
     let store = Store::open(t.path().join("store"))?;
-    let off = fetch::check_offline(&lock, &store);
+    let off = fetch::check_offline(lock.packages(), &store);
     let Err(FetchError::Offline { missing }) = off else {
         panic!("expected offline error, got {off:?}")
     };
@@ -152,9 +159,9 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
     assert_eq!((report.fetched.len(), report.present), (3, 0));
     assert_eq!(
         report.bytes,
-        lock.packages.iter().map(|p| p.size).sum::<u64>()
+        lock.packages().iter().map(|p| p.size).sum::<u64>()
     );
-    fetch::check_offline(&lock, &store)?;
+    fetch::check_offline(lock.packages(), &store)?;
     let served = server.deb_requests.load(Ordering::SeqCst);
     let report = fetch::fetch(
         &lock,
@@ -170,7 +177,7 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
     assert!(store.verify()?.corrupt.is_empty());
 
     // The flat repository view resolves to exactly the locked files.
-    let view = repo::build(&lock, &store, &t.path().join("view"))?;
+    let view = repo::build(&lock.closures[0], &store, &t.path().join("view"))?;
     let packages = fs::read_to_string(view.dir.join("Packages"))?;
     assert!(
         packages.contains("Package: pb\nVersion: 1:2.0+x1\n"),
@@ -179,16 +186,16 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
     assert!(packages.contains(&format!("SHA256: {}\n", pb.sha256)));
     let mut vreq = request(vec![view.source()], &["pa"]);
     vreq.include_required = true;
-    let relock = resolve::lock(&vreq, &t.path().join("apt3"))?;
+    let relock = lock_of(&vreq, &t.path().join("apt3"))?;
     let key = |l: &Lock| {
-        l.packages
+        l.packages()
             .iter()
             .map(|p| (p.name.clone(), p.version.clone(), p.sha256))
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&relock), key(&lock));
-    assert_eq!(relock.source_date_epoch, lock.source_date_epoch);
-    assert!(relock.packages.iter().all(|p| p.origin == "local"));
+    assert_eq!(relock.closures[0].source_date_epoch, lock.closures[0].source_date_epoch);
+    assert!(relock.packages().iter().all(|p| p.origin == "local"));
 
     // gc keeps what a root references.
     store.add_root("lock", &lock.entry_names()?)?;
@@ -202,11 +209,11 @@ fn corrupted_download_is_rejected_and_transient_errors_retried() -> Result<()> {
     repo_a(t.path())?;
     let server = Server::start(t.path())?;
     let src = flat_source("a", &server, "a");
-    let lock = resolve::lock(&request(vec![src.clone()], &["pa"]), &t.path().join("apt"))?;
+    let lock = lock_of(&request(vec![src.clone()], &["pa"]), &t.path().join("apt"))?;
     let store = Store::open(t.path().join("store"))?;
     let pb = lock
-        .packages
-        .iter()
+        .packages()
+        .into_iter()
         .find(|p| p.name == "pb")
         .context("pb")?
         .clone();
@@ -214,7 +221,7 @@ fn corrupted_download_is_rejected_and_transient_errors_retried() -> Result<()> {
     server
         .faults()
         .fail_once
-        .insert(lock.packages[0].filename.clone());
+        .insert(lock.closures[0].packages[0].filename.clone());
 
     let err = fetch::fetch(&lock, std::slice::from_ref(&src), &store, &quiet())
         .err()
@@ -313,13 +320,13 @@ fn killed_fetch_leaves_no_entry() -> Result<()> {
     repo_a(t.path())?;
     let server = Server::start(t.path())?;
     let src = flat_source("a", &server, "a");
-    let lock = resolve::lock(
+    let lock = lock_of(
         &request(vec![src.clone()], &["pbig"]),
         &t.path().join("apt"),
     )?;
     let big = lock
-        .packages
-        .iter()
+        .packages()
+        .into_iter()
         .find(|p| p.name == "pbig")
         .context("pbig")?
         .clone();
@@ -366,7 +373,7 @@ fn concurrent_fetches_into_one_store() -> Result<()> {
     repo_a(t.path())?;
     let server = Server::start(t.path())?;
     let src = flat_source("a", &server, "a");
-    let lock = resolve::lock(
+    let lock = lock_of(
         &request(vec![src.clone()], &["pa", "pbig", "pother"]),
         &t.path().join("apt"),
     )?;
@@ -385,7 +392,7 @@ fn concurrent_fetches_into_one_store() -> Result<()> {
     assert_eq!(have, want);
     assert!(store.verify()?.corrupt.is_empty());
     assert!(
-        server.deb_requests.load(Ordering::SeqCst) > lock.packages.len(),
+        server.deb_requests.load(Ordering::SeqCst) > lock.packages().len(),
         "the fetches did not overlap"
     );
     Ok(())
@@ -438,11 +445,11 @@ fn pinning_decides_between_two_sources() -> Result<()> {
     for (pa, pb, origin, hash) in cases {
         a.pin_priority = pa;
         b.pin_priority = pb;
-        let lock = resolve::lock(
+        let lock = lock_of(
             &request(vec![a.clone(), b.clone()], &["pdup", "ponly"]),
             &t.path().join("apt"),
         )?;
-        let p = lock
+        let p = lock.closures[0]
             .packages
             .iter()
             .find(|p| p.name == "pdup")
@@ -452,9 +459,9 @@ fn pinning_decides_between_two_sources() -> Result<()> {
             (origin, hash),
             "pins a={pa:?} b={pb:?}"
         );
-        assert_eq!(lock.source_date_epoch, (DATE + 100) as u64);
+        assert_eq!(lock.closures[0].source_date_epoch, (DATE + 100) as u64);
         // The lock names the sources it was resolved against.
-        assert_eq!(lock.sources, BTreeSet::from(["a".into(), "b".into()]));
+        assert_eq!(lock.closures[0].sources, BTreeSet::from(["a".into(), "b".into()]));
         // The winner is fetched from its own source.
         let store = Store::open(t.path().join(format!("store-{pa:?}-{pb:?}")))?;
         fetch::fetch(&lock, &[a.clone(), b.clone()], &store, &quiet())?;

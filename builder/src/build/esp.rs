@@ -4,17 +4,10 @@
 
 use super::{entry_path, image_err, BuildError};
 use crate::boot::KernelFiles;
-use pibake_image::efi::{self, LoaderEntry};
+use crate::spec::BootSpec;
+use pibake_image::efi;
 use pibake_image::{Content, Entry, EntryKind, Layer, Rootfs};
 use std::collections::BTreeMap;
-
-/// The kernel command line of a pc-efi image: the serial console last, so that it is
-/// /dev/console (Proxmox's `qm terminal`, QEMU), the screen too for a Mac Mini's monitor.
-pub fn kernel_options(root_partuuid: &str) -> String {
-    // net.ifnames=0 keeps the wired interface eth0, the name the node table and the
-    // NetworkManager keyfile use (the Mac Mini's tg3 would be enp1s0f0).
-    format!("console=tty0 console=ttyS0,115200 root=PARTUUID={root_partuuid} rootfstype=ext4 fsck.repair=yes rootwait net.ifnames=0")
-}
 
 /// Writes the ESP into [`efi::ESP_DIR`]; returns loader.conf and the entry by ESP path.
 pub(super) fn apply(
@@ -51,7 +44,7 @@ pub(super) fn apply(
             "no vmlinuz-* in /boot: is the kernel (linux-image-amd64) in the profile's packages?",
         )
     })?;
-    let initrd = kernel.initrd.clone().ok_or_else(|| {
+    let texts = BootSpec::efi_loader_files(image, &kernel, root_partuuid).ok_or_else(|| {
         image_err(
             image,
             format!(
@@ -60,6 +53,7 @@ pub(super) fn apply(
             ),
         )
     })?;
+    let initrd = kernel.initrd.clone().unwrap_or_default();
     let mut entries = Vec::new();
     for dir in [
         "",
@@ -87,16 +81,6 @@ pub(super) fn apply(
             .ok_or_else(|| image_err(image, format!("/boot/{name} is not a regular file")))?;
         file(name, content)?;
     }
-    let entry = LoaderEntry {
-        title: format!("Debian GNU/Linux ({image})"),
-        linux: format!("/{}", kernel.kernel),
-        initrd: vec![format!("/{initrd}")],
-        options: kernel_options(root_partuuid),
-    };
-    let texts = BTreeMap::from([
-        (efi::LOADER_CONF.to_owned(), efi::loader_conf()),
-        (efi::entry_path(), entry.render()),
-    ]);
     for (path, text) in &texts {
         file(path, Content::bytes(text.clone().into_bytes()))?;
     }
@@ -169,7 +153,7 @@ mod tests {
         assert_eq!(bytes(&r, &esp(efi::SYSTEMD_BOOT)), b"MZ loader");
         assert_eq!(bytes(&r, &esp("vmlinuz-7.3.4+deb13-amd64")), b"kernel");
         assert_eq!(bytes(&r, &esp("initrd.img-7.3.4+deb13-amd64")), b"initrd");
-        let entry = LoaderEntry::parse(&texts[&efi::entry_path()]).unwrap();
+        let entry = efi::LoaderEntry::parse(&texts[&efi::entry_path()]).unwrap();
         assert_eq!(entry.linux, "/vmlinuz-7.3.4+deb13-amd64");
         assert_eq!(entry.initrd, ["/initrd.img-7.3.4+deb13-amd64"]);
         assert_eq!(

@@ -9,6 +9,7 @@ mod esp;
 mod fstab;
 mod layers;
 mod manifest;
+mod qcow2;
 mod services;
 
 use crate::data::Agents;
@@ -197,24 +198,38 @@ pub fn build(
         .digest()
         .map(|d| d.to_hex())
         .map_err(|e| image_err("lock", e.to_string()))?;
-    let packages: BTreeMap<String, String> = lock
-        .packages
+    // Per architecture, the versions its images' manifests list.
+    let packages: BTreeMap<&str, BTreeMap<String, String>> = lock
+        .closures
         .iter()
-        .map(|p| (p.name.clone(), p.version.clone()))
+        .map(|c| {
+            let versions = c.packages.iter();
+            (
+                c.arch.as_str(),
+                versions.map(|p| (p.name.clone(), p.version.clone())).collect(),
+            )
+        })
         .collect();
 
     let mut rootfs_tars = BTreeMap::new();
     for stage in plan.rootfs.values() {
+        let closure = lock.closure(&stage.arch).ok_or_else(|| BuildError::Rootfs {
+            stage: stage.id.clone(),
+            source: Box::new(rootfs::RootfsError::NoClosure {
+                arch: stage.arch.clone(),
+            }),
+        })?;
         let bar = progress(
             opts.progress,
             format!(
-                "rootfs {}: mmdebstrap of {} packages (cached by input hash)",
+                "rootfs {}: mmdebstrap of {} {} packages (cached by input hash)",
                 stage.id,
-                lock.packages.len()
+                closure.packages.len(),
+                stage.arch
             ),
         );
         let (tar, cached) =
-            rootfs::ensure(store, lock, stage, &opts.work_dir).map_err(|source| {
+            rootfs::ensure(store, closure, stage, &opts.work_dir).map_err(|source| {
                 BuildError::Rootfs {
                     stage: stage.id.clone(),
                     source: Box::new(source),
@@ -251,7 +266,7 @@ pub fn build(
             agent,
             agent_sha,
             lock_digest: &lock_digest,
-            packages: &packages,
+            packages: &packages[plan.rootfs[&spec.rootfs.id].arch.as_str()],
         };
         let result = build_image(image, &inputs, input_hash, opts)?;
         bar.finish_with_message(format!("image {}: built", spec.name));
@@ -290,6 +305,8 @@ fn remove_stale_temps<'a>(
         let manifest = out_dir.join(format!("{name}.manifest.json"));
         removed.extend(assemble::remove_stale_temps(out_dir, name).map_err(err)?);
         removed.extend(pibake_image::atomic::remove_stale_temps(&manifest).map_err(err)?);
+        let qcow2 = qcow2::path_of(&out_dir.join(format!("{name}.img")));
+        removed.extend(pibake_image::atomic::remove_stale_temps(&qcow2).map_err(err)?);
     }
     Ok(removed)
 }
@@ -356,8 +373,6 @@ fn build_image(
     layers::apply_rendered(&mut rootfs, name, &spec.layers)?;
     layers::apply_agent_and_dtbos(&mut rootfs, name, inputs.agent, inputs.dtbos)?;
     services::apply(&mut rootfs, name, &spec.services)?;
-    // Not reachable from a plan yet: plan refuses pc-efi nodes until their
-    // rootfs stage (amd64) is planned.
     let boot = if spec.boot.is_efi() {
         esp::apply(&mut rootfs, name, &ids.table.root_partuuid())?
     } else {
@@ -366,6 +381,12 @@ fn build_image(
     fstab::apply(&mut rootfs, name, &ids, &spec.boot.boot_dir())?;
     let files = manifest::files(name, &rootfs)?;
     let outputs = assemble(&mut rootfs, spec, ids, opts)?;
+    // Proxmox imports a pc-efi master's disk from a qcow2.
+    let qcow2 = if spec.boot.is_efi() {
+        Some(qcow2::write(name, &outputs.img)?)
+    } else {
+        None
+    };
     let manifest = Manifest {
         format: pibake_image::manifest::MANIFEST_FORMAT,
         name: name.to_string(),
@@ -387,18 +408,24 @@ fn build_image(
         root_partuuid: outputs.root_partuuid.clone(),
         sha256: outputs.sha256.clone(),
         packages: inputs.packages.clone(),
+        qcow2: qcow2.as_ref().map(|q| pibake_image::manifest::Qcow2Output {
+            sha256: q.sha256.clone(),
+            tool: q.tool.clone(),
+        }),
         boot,
         files,
     };
     let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
     manifest::write(&manifest_path, &manifest)?;
-    publish(&[
+    let mut published = vec![
         &outputs.img,
         &outputs.zst,
         &outputs.bmap,
         &outputs.sha256_file,
         &manifest_path,
-    ])?;
+    ];
+    published.extend(qcow2.as_ref().map(|q| &q.path));
+    publish(&published)?;
     Ok(BuiltImage {
         name: name.to_string(),
         img: outputs.img,

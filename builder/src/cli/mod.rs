@@ -193,17 +193,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             let store = inputs::open_store(store_dir.as_deref())?;
-            match inputs::lock(&model, &store, update)? {
+            let outcome = if offline {
+                // Resolving a stale closure needs the archive: say what is stale.
+                LockOutcome::Kept(inputs::read_lock(&model)?)
+            } else {
+                inputs::lock(&model, &store, update)?
+            };
+            match outcome {
                 LockOutcome::Kept(lock) => eprintln!(
-                    "{}: up to date ({} packages); `pibake lock --update` resolves again",
+                    "{}: up to date ({}); `pibake lock --update` resolves again",
                     inputs::lock_path(&model).display(),
-                    lock.packages.len()
+                    inputs::describe_lock(&lock)
                 ),
                 LockOutcome::Written(lock) => eprintln!(
-                    "{}: {} packages, SOURCE_DATE_EPOCH {}",
+                    "{}: {}",
                     inputs::lock_path(&model).display(),
-                    lock.packages.len(),
-                    lock.source_date_epoch
+                    inputs::describe_lock(&lock)
                 ),
             }
             Ok(ExitCode::SUCCESS)

@@ -35,9 +35,12 @@ pub struct KernelFacts {
 /// The kernel's packages among the lock's: the files of Debian's kernel are
 /// split over linux-image-/linux-base-/linux-modules-/linux-binary-<version>
 /// since 7.x (one linux-image-<version> before).
+/// Only the Raspberry Pi architecture's closure: `[kernel]` is the Pis'.
 fn kernel_packages(lock: &Lock) -> Vec<&LockedPackage> {
-    lock.packages
-        .iter()
+    let pi_arch = Platform::Rpi5.arch().unwrap_or_default();
+    lock.closure(pi_arch)
+        .into_iter()
+        .flat_map(|c| &c.packages)
         .filter(|p| {
             [
                 "linux-image-",

@@ -87,7 +87,32 @@ impl Platform {
     pub fn is_raspberry_pi(self) -> bool {
         matches!(self, Platform::Rpi4 | Platform::Rpi5)
     }
+
+    /// The packages of the platform's boot chain, which pibake adds to every
+    /// image of it (profiles stay platform-neutral): on a Pi the firmware and
+    /// the `[kernel]` package; on pc-efi Debian's kernel and systemd-boot's
+    /// EFI binaries (not `systemd-boot`, whose scripts write EFI variables).
+    /// None with `[kernel] source = "none"`: the profiles bring them.
+    pub fn packages(self, kernel: &Kernel) -> Vec<String> {
+        if kernel.source == KernelSource::None {
+            return Vec::new();
+        }
+        match self {
+            Platform::Rpi4 | Platform::Rpi5 => std::iter::once(RPI_FIRMWARE.to_string())
+                .chain(kernel.package.clone())
+                .collect(),
+            Platform::PcEfi => vec![PC_EFI_KERNEL.to_string(), PC_EFI_LOADER.to_string()],
+            Platform::Macos => Vec::new(),
+        }
+    }
 }
+
+/// The Raspberry Pi firmware package (boot files, device trees, its kernel hooks).
+pub const RPI_FIRMWARE: &str = "raspi-firmware";
+/// The kernel of pc-efi images, from the cluster's suite (`[kernel]` is the Pis').
+pub const PC_EFI_KERNEL: &str = "linux-image-amd64";
+/// systemd-boot's EFI binaries, copied onto the EFI system partition.
+pub const PC_EFI_LOADER: &str = "systemd-boot-efi";
 
 /// Where the kernel and firmware packages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +298,17 @@ pub struct ImageSettings {
 }
 
 impl Cluster {
+    /// The Debian architectures of the cluster's Linux nodes.
+    pub fn arches(&self) -> BTreeSet<&'static str> {
+        self.nodes.values().filter_map(|n| n.platform.arch()).collect()
+    }
+
+    /// The architecture of a role's images: its nodes' (check refuses a role
+    /// whose nodes span two); `None` for a role without Linux nodes.
+    pub fn role_arch(&self, role: &str) -> Option<&'static str> {
+        self.nodes_of_role(role).find_map(|n| n.platform.arch())
+    }
+
     /// Nodes of one role, by name.
     pub fn nodes_of_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.values().filter(move |n| n.role == role)

@@ -176,8 +176,8 @@ fn named(package: &LockedPackage) -> String {
 /// `store_root` when they are there.
 pub fn locked_zones(lock: &Lock, store_root: &Path) -> Result<LockedZones, TzdataError> {
     let packages: Vec<&LockedPackage> = lock
-        .packages
-        .iter()
+        .packages()
+        .into_iter()
         .filter(|p| TZDATA_PACKAGES.contains(&p.name.as_str()))
         .collect();
     if !packages.iter().any(|p| p.name == TZDATA_PACKAGES[0]) {
