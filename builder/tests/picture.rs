@@ -110,8 +110,8 @@ fn lab_picture_says_what_the_lab_is() {
     assert_eq!(lines[0], "flowchart LR");
     for expected in [
         "subgraph r_master[\"role master\"]",
-        "n_master1[\"master1<br/>rpi5 · 192.168.188.11<br/>Swarm manager 1 (init)\"]",
-        "n_master2[\"master2<br/>rpi5 · 192.168.188.12<br/>Swarm manager 2\"]",
+        "n_master1[\"master1<br/>pc-efi · 192.168.188.11<br/>Swarm manager 1 (init)\"]",
+        "n_master2[\"master2<br/>pc-efi · 192.168.188.12<br/>Swarm manager 2\"]",
         "n_aux1[\"aux1<br/>rpi4 · 192.168.188.20\"]",
         "vip -.-|\"priority 150\"| n_master1",
         "vip -.-|\"priority 100\"| n_master2",
