@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --release -p pibake
 pibake=$PWD/target/release/pibake
-agent=${PIBAKE_AGENT_BIN:-$PWD/target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot}
+# Both agents (arm64 for the Pis, amd64 for the pc-efi masters), as pibake reads them.
+export PIBAKE_AGENT_BIN=${PIBAKE_AGENT_BIN:-$PWD/target/agent-cross/aarch64-unknown-linux-gnu/release/pibake-firstboot:$PWD/target/agent-cross/x86_64-unknown-linux-gnu/release/pibake-firstboot}
 work=$(mktemp -d /var/tmp/pibake-repro.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 # The two runs go at once: each rootfs stage is one mmdebstrap under
@@ -15,7 +16,7 @@ one_run() {
   local run=$1 start
   start=$(date +%s)
   "$pibake" --store "$work/store$run" fetch -c examples/lab/cluster.toml >/dev/null 2>&1
-  "$pibake" --store "$work/store$run" --offline build -c examples/lab/cluster.toml --agent "$agent" --out "$work/out$run" >/dev/null
+  "$pibake" --store "$work/store$run" --offline build -c examples/lab/cluster.toml --out "$work/out$run" >/dev/null
   echo "run $run (cold, beside the other run): $(( $(date +%s) - start ))s"
   (cd "$work/out$run" && sha256sum ./*.img) > "$work/sums$run"
 }
