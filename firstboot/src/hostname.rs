@@ -129,7 +129,7 @@ impl NodeName {
     }
 
     /// The content of the boot partition's node file
-    /// ([`crate::identity::NODE_FILE`], read by [`crate::identity::choose`])
+    /// ([`crate::bootfiles::NODE_FILE`], read by [`crate::identity::choose`])
     /// naming this node. The name's alphabet needs no TOML escaping.
     pub fn node_file(&self) -> String {
         format!("node = \"{}\"\n", self.0)

@@ -5,6 +5,7 @@
 //! run again, and a second run changes nothing.
 
 use crate::atomic::{write_atomic, WriteError};
+use crate::bootfiles::{self, FindError, NODE_FILE};
 use crate::growroot::{self, Grown};
 use crate::hostname::{NodeName, NodeNameError};
 use crate::journal::{Journal, JournalError, Outcome, Record, Step};
@@ -18,9 +19,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-/// Boot-partition file naming the node, relative to the root; its content
-/// is [`NodeName::node_file`].
-pub const NODE_FILE: &str = crate::bootfiles::NODE_FILE_IN_ROOT;
 /// Kernel command-line parameter naming the node.
 pub const CMDLINE_KEY: &str = "pibake.node=";
 
@@ -70,7 +68,7 @@ pub enum IdentityError {
         value: String,
         nodes: String,
     },
-    #[error("no node matches this board (serial {serial}, {interface} MAC {mac}; no {NODE_FILE}, no {CMDLINE_KEY} on the kernel command line)")]
+    #[error("no node matches this board (serial {serial}, {interface} MAC {mac}; no {}, no {CMDLINE_KEY} on the kernel command line)", bootfiles::places(NODE_FILE))]
     NoMatch {
         serial: String,
         interface: String,
@@ -121,6 +119,8 @@ pub enum IdentityError {
     SshKeys(#[source] CommandError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    BootFile(#[from] FindError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error(transparent)]
@@ -229,15 +229,22 @@ pub fn board_mac(root: &Root, interface: &str) -> Result<Option<String>, Identit
     )
 }
 
-/// Chooses the node: boot-partition file, kernel command line, board
+/// Chooses the node: boot-partition file ([`NODE_FILE`], whose content is
+/// [`NodeName::node_file`], found by [`bootfiles::find`] in /boot/firmware or
+/// /boot/efi), kernel command line, board
 /// serial, MAC of the wired interface, and finally the only node of a
 /// single-node table. An explicit name that is not in the table is an error,
 /// not a reason to guess.
 pub fn choose(root: &Root, table: &NodeTable) -> Result<Choice, IdentityError> {
-    if let Some(text) = read_opt(root, NODE_FILE)? {
+    if let Some(found) = bootfiles::find(root, NODE_FILE)? {
+        log::debug!("node file {}", found.path.display());
+        let text = std::fs::read_to_string(&found.path).map_err(|cause| IdentityError::Read {
+            path: found.path.clone(),
+            cause,
+        })?;
         let file: NodeFileToml =
             toml::from_str(&text).map_err(|cause| IdentityError::NodeFile {
-                path: root.at(NODE_FILE),
+                path: found.path,
                 cause,
             })?;
         return named(table, file.node.trim(), Source::BootFile);

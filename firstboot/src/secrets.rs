@@ -2,13 +2,12 @@
 //! root-only file, then wiped from the FAT partition.
 
 use crate::atomic::{remove_durable, wipe, write_atomic, WriteError};
+use crate::bootfiles::{self, FindError, SECRETS_FILE};
 use crate::root::Root;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-/// Where the flasher puts the secrets, relative to the root.
-pub const BOOT_SECRETS: &str = crate::bootfiles::SECRETS_FILE_IN_ROOT;
 /// Where the agent keeps them (root, 0600).
 pub const SECRETS_PATH: &str = "etc/pibake/secrets";
 
@@ -99,6 +98,8 @@ pub enum SecretsError {
         source: io::Error,
     },
     #[error(transparent)]
+    Find(#[from] FindError),
+    #[error(transparent)]
     Write(#[from] WriteError),
 }
 
@@ -113,11 +114,15 @@ pub enum Ingested {
     LeftoverRemoved,
 }
 
-/// Moves the boot partition's secrets into the root-only file and wipes the
-/// FAT copy. The root copy is durable before the wipe starts, and a zeroed
+/// Moves the boot partition's secrets ([`SECRETS_FILE`], where the flasher
+/// puts them; found by [`bootfiles::find`] in /boot/firmware or /boot/efi)
+/// into the root-only file and wipes the FAT copy. The root copy is durable before the wipe starts, and a zeroed
 /// leftover (crash during the wipe) is never taken for secrets.
 pub fn ingest(root: &Root) -> Result<Ingested, SecretsError> {
-    let boot = root.at(BOOT_SECRETS);
+    let Some(found) = bootfiles::find(root, SECRETS_FILE)? else {
+        return Ok(Ingested::NothingThere);
+    };
+    let boot = found.path;
     let bytes = match std::fs::read(&boot) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ingested::NothingThere),

@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use pibake_firstboot::growroot::{find_root_device, RootDevice};
+use pibake_firstboot::bootfiles::{BootPartition, NODE_FILE};
+use pibake_firstboot::growroot::{find_root_device, GrowError, RootDevice};
 use pibake_firstboot::hostname::NodeName;
 use pibake_firstboot::identity::{self, choose, Source};
 use pibake_firstboot::journal::{Journal, Outcome, Step};
@@ -149,6 +150,11 @@ fn unknown_board_stays_on_dhcp() -> anyhow::Result<()> {
     };
     let err = identity::run(&agent).expect_err("no node matches");
     assert!(err.to_string().contains("no node matches"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no /boot/firmware/pibake-node.toml or /boot/efi/pibake-node.toml"),
+        "{err}"
+    );
     // Nothing network-related, no hostname, secrets left alone, no command.
     assert!(!root.at("etc/NetworkManager").exists());
     assert!(!root.at("etc/hostname").exists());
@@ -354,14 +360,141 @@ fn upper_case_node_name_is_refused_with_the_lower_case_name() -> anyhow::Result<
 }
 
 /// What `pibake flash --node` writes to the boot partition is what identity
-/// reads: one definition of the node file.
+/// reads: one definition of the node file, on either kind of boot partition.
 #[test]
 fn node_file_as_flash_writes_it_is_chosen() -> anyhow::Result<()> {
+    for partition in BootPartition::ALL {
+        let dir = tempfile::tempdir()?;
+        let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+        let name: NodeName = "w2".parse()?;
+        write(&root, &partition.path_of(NODE_FILE), name.node_file());
+        assert_eq!(
+            chosen(&root)?,
+            ("w2".to_owned(), Source::BootFile),
+            "{partition:?}"
+        );
+    }
+    Ok(())
+}
+
+fn personalize_pc(root: &Root) -> anyhow::Result<FakeRunner> {
+    let runner = FakeRunner::new(root, Rc::new(Board::with_root_disk("/dev/nvme0n1")));
+    let clock = FakeClock::at(NOW);
+    identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })?;
+    Ok(runner)
+}
+
+/// A pc-efi machine: node file and secrets on the ESP (/boot/efi), root on
+/// an NVMe disk by GPT PARTUUID.
+#[test]
+fn pc_efi_machine_is_personalized_from_the_esp() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = pc_disk(dir.path(), "C07KX0AADWYL", "02:00:00:00:00:99");
+    write(&root, "boot/efi/pibake-node.toml", "node = \"w2\"\n");
+    let runner = personalize_pc(&root)?;
+    assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w2\n");
+    assert!(!root.at("boot/efi/pibake-secrets.toml").exists(), "wiped");
+    assert!(fs::read_to_string(root.at("etc/pibake/secrets"))?.contains(WORKER_TOKEN));
+    assert!(
+        root.at("boot/efi/EFI/BOOT/BOOTX64.EFI").exists(),
+        "the loader stays"
+    );
+    assert!(!root.at("boot/firmware").exists(), "no Pi directory made");
+    let prefix = root.dir().display().to_string();
+    assert_eq!(
+        runner.programs(),
+        vec![
+            format!("ssh-keygen -A -f {prefix}"),
+            "growpart /dev/nvme0n1 2".to_owned(),
+            "resize2fs /dev/nvme0n1p2".to_owned(),
+        ]
+    );
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(
+        (record.outcome, record.node.as_deref(), record.why.as_str()),
+        (
+            Outcome::Done,
+            Some("w2"),
+            "node w2 chosen by boot partition pibake-node.toml"
+        )
+    );
+    Ok(())
+}
+
+/// Without a node file a pc-efi machine is known by its DMI serial.
+#[test]
+fn pc_efi_machine_without_node_file_is_chosen_by_dmi_serial() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = pc_disk(dir.path(), "10000000aaaa0021", "02:00:00:00:00:99");
+    assert_eq!(chosen(&root)?, ("w1".to_owned(), Source::Serial));
+    personalize_pc(&root)?;
+    assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w1\n");
+    Ok(())
+}
+
+/// One boot partition is mounted on one of the two directories: a node file
+/// in both was not all put there by pibake, and the agent does not guess.
+#[test]
+fn node_file_in_both_boot_directories_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = pc_disk(dir.path(), "10000000aaaa0021", "02:00:00:00:00:99");
+    write(&root, "boot/efi/pibake-node.toml", "node = \"w2\"\n");
+    write(&root, "boot/firmware/pibake-node.toml", "node = \"w1\"\n");
+    let runner = FakeRunner::new(&root, Rc::new(Board::with_root_disk("/dev/nvme0n1")));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err("ambiguous");
+    let text = pibake_firstboot::error_chain(&err);
+    for p in [
+        "boot/efi/pibake-node.toml",
+        "boot/firmware/pibake-node.toml",
+    ] {
+        assert!(text.contains(&root.at(p).display().to_string()), "{text}");
+    }
+    assert!(!root.at("etc/hostname").exists());
+    assert!(
+        root.at("boot/efi/pibake-secrets.toml").exists(),
+        "secrets left alone"
+    );
+    assert!(runner.ran.borrow().is_empty());
+    Ok(())
+}
+
+/// Secrets in both boot directories: not ingested, the step fails.
+#[test]
+fn secrets_in_both_boot_directories_are_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
-    let name: NodeName = "w2".parse()?;
-    write(&root, identity::NODE_FILE, name.node_file());
-    assert_eq!(chosen(&root)?, ("w2".to_owned(), Source::BootFile));
+    write(
+        &root,
+        "boot/efi/pibake-secrets.toml",
+        "swarm_worker_token = \"other\"\n",
+    );
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err("ambiguous");
+    assert!(
+        pibake_firstboot::error_chain(&err).contains("is in both"),
+        "{err}"
+    );
+    assert!(!root.at("etc/pibake/secrets").exists());
+    assert!(root.at("boot/firmware/pibake-secrets.toml").exists());
+    assert!(root.at("boot/efi/pibake-secrets.toml").exists());
     Ok(())
 }
 
@@ -422,6 +555,114 @@ fn root_device_from_mountinfo_and_sysfs() -> anyhow::Result<()> {
     assert_eq!(
         (dev.disk.as_str(), dev.partition, dev.device.as_str()),
         ("/dev/vda", 2, "/dev/vda2")
+    );
+    Ok(())
+}
+
+fn root_device(root: &Root) -> anyhow::Result<(String, u32, String)> {
+    let d = find_root_device(root)?;
+    Ok((d.disk, d.partition, d.device))
+}
+
+fn dev(disk: &str, partition: u32, device: &str) -> (String, u32, String) {
+    (disk.to_owned(), partition, device.to_owned())
+}
+
+/// Each way the root is named on a Pi and an x86 machine, through
+/// `root=/dev/…`, `root=PARTUUID=` and mountinfo, with and without sysfs.
+#[test]
+fn root_device_of_every_disk_kind() -> anyhow::Result<()> {
+    // (disk, partition device, /sys/devices parent, major:minor)
+    let kinds = [
+        (
+            "mmcblk0",
+            "mmcblk0p2",
+            "platform/fe340000.mmc/mmc_host/mmc0/mmc0:0001/block",
+            "179:2",
+        ),
+        (
+            "sda",
+            "sda2",
+            "pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block",
+            "8:2",
+        ),
+        (
+            "vda",
+            "vda2",
+            "pci0000:00/0000:00:04.0/virtio1/block",
+            "254:2",
+        ),
+        (
+            "nvme0n1",
+            "nvme0n1p2",
+            "pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0",
+            "259:2",
+        ),
+    ];
+    for (disk, part, parent, majmin) in kinds {
+        let want = dev(&format!("/dev/{disk}"), 2, &format!("/dev/{part}"));
+        // root=/dev/<part>, by name alone (no sysfs).
+        let dir = tempfile::tempdir()?;
+        let root = Root::new(dir.path());
+        write(
+            &root,
+            "proc/cmdline",
+            format!("root=/dev/{part} rootwait\n"),
+        );
+        assert_eq!(root_device(&root)?, want, "root=/dev/{part}");
+        // The same with sysfs, which then decides.
+        sys_block(&root, parent, disk, part, majmin, 2);
+        assert_eq!(root_device(&root)?, want, "root=/dev/{part} with sysfs");
+        // root=PARTUUID= (a GPT GUID, upper case on the command line) through udev's link.
+        let dir = tempfile::tempdir()?;
+        let root = Root::new(dir.path());
+        write(
+            &root,
+            "proc/cmdline",
+            format!(
+                "root=PARTUUID={} rootwait\n",
+                PC_ROOT_PARTUUID.to_ascii_uppercase()
+            ),
+        );
+        fs::create_dir_all(root.at("dev/disk/by-partuuid"))?;
+        std::os::unix::fs::symlink(
+            format!("../../{part}"),
+            root.at(&format!("dev/disk/by-partuuid/{PC_ROOT_PARTUUID}")),
+        )?;
+        assert_eq!(root_device(&root)?, want, "PARTUUID → {part}");
+        // No root= at all: mountinfo's device number through /sys/dev/block.
+        let dir = tempfile::tempdir()?;
+        let root = Root::new(dir.path());
+        write(&root, "proc/cmdline", "quiet\n");
+        write(
+            &root,
+            "proc/self/mountinfo",
+            format!("22 1 {majmin} / / rw,relatime shared:1 - ext4 /dev/{part} rw\n"),
+        );
+        sys_block(&root, parent, disk, part, majmin, 2);
+        assert_eq!(root_device(&root)?, want, "mountinfo {majmin}");
+    }
+    Ok(())
+}
+
+/// sysfs tells a whole disk from a partition where the name cannot
+/// (`nvme0n1` also reads as partition 1 of a disk `nvme0n`).
+#[test]
+fn root_on_a_whole_disk_is_not_grown() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = Root::new(dir.path());
+    write(&root, "proc/cmdline", "root=/dev/nvme0n1 rootwait\n");
+    let devdir = "devices/pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0/nvme0n1";
+    write(&root, &format!("sys/{devdir}/size"), "1000215216\n");
+    fs::create_dir_all(root.at("sys/class/block"))?;
+    std::os::unix::fs::symlink(
+        format!("../../{devdir}"),
+        root.at("sys/class/block/nvme0n1"),
+    )?;
+    let err = find_root_device(&root).expect_err("a whole disk");
+    assert!(
+        matches!(err, GrowError::NotAPartition(ref n) if n == "nvme0n1"),
+        "{err}"
     );
     Ok(())
 }

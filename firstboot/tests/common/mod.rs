@@ -1,5 +1,5 @@
 //! Fakes and fixtures shared by the agent's host tests: a temporary root laid
-//! out like a Pi's, a clock that only moves when told, a command runner that
+//! out like a Pi's ([`card`]) or a pc-efi machine's ([`pc_disk`]), a clock that only moves when told, a command runner that
 //! plays ssh-keygen, growpart, resize2fs, chronyc, timedatectl and docker.
 #![allow(dead_code)]
 
@@ -157,7 +157,7 @@ pub fn write_table(root: &Root, table: &NodeTable) {
 /// root device information, secrets on the boot partition.
 pub fn card(dir: &Path, serial: &str, mac: &str) -> Root {
     let root = Root::new(dir);
-    write_table(&root, &lab_table());
+    common_root(&root, mac);
     write(
         &root,
         "proc/cmdline",
@@ -168,28 +168,110 @@ pub fn card(dir: &Path, serial: &str, mac: &str) -> Root {
         "proc/device-tree/serial-number",
         format!("{serial}\0"),
     );
-    write(&root, "sys/class/net/eth0/address", format!("{mac}\n"));
-    write(&root, "etc/ssh/sshd_config", "# stock\n");
-    write(&root, "proc/sys/kernel/hostname", "localhost\n");
-    write(
-        &root,
-        "proc/sys/kernel/random/boot_id",
-        "0b7c3e2a-0000-4000-8000-000000000001\n",
-    );
     fs::create_dir_all(root.at("dev/disk/by-partuuid")).expect("mkdir");
     std::os::unix::fs::symlink(
         "../../mmcblk0p2",
         root.at("dev/disk/by-partuuid/4a1b2c3d-02"),
     )
     .expect("symlink");
+    write_secrets(&root, "boot/firmware");
+    root
+}
+
+/// The GPT PARTUUID of [`pc_disk`]'s root partition (partition 2).
+pub const PC_ROOT_PARTUUID: &str = "6b0c3f0e-1d2a-4c5b-8e9f-0a1b2c3d4e5f";
+
+/// A root like a pc-efi disk (GPT, ESP on /boot/efi) freshly written to an
+/// x86 machine with DMI serial `serial` and wired MAC `mac`: no device tree,
+/// the root on `/dev/nvme0n1p2` by GPT PARTUUID (with sysfs as the kernel has
+/// it), no /boot/firmware, systemd-boot and the secrets on the ESP.
+pub fn pc_disk(dir: &Path, serial: &str, mac: &str) -> Root {
+    let root = Root::new(dir);
+    common_root(&root, mac);
     write(
         &root,
-        "boot/firmware/pibake-secrets.toml",
+        "proc/cmdline",
+        format!("console=tty0 console=ttyS0,115200 root=PARTUUID={PC_ROOT_PARTUUID} rootfstype=ext4 fsck.repair=yes rootwait net.ifnames=0\n"),
+    );
+    write(
+        &root,
+        "sys/class/dmi/id/product_serial",
+        format!("{serial}\n"),
+    );
+    fs::create_dir_all(root.at("dev/disk/by-partuuid")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "../../nvme0n1p2",
+        root.at(&format!("dev/disk/by-partuuid/{PC_ROOT_PARTUUID}")),
+    )
+    .expect("symlink");
+    sys_block(
+        &root,
+        "pci0000:00/0000:00:1d.0/0000:02:00.0/nvme/nvme0",
+        "nvme0n1",
+        "nvme0n1p2",
+        "259:2",
+        2,
+    );
+    write(
+        &root,
+        "boot/efi/EFI/BOOT/BOOTX64.EFI",
+        "fake systemd-boot\n",
+    );
+    write_secrets(&root, "boot/efi");
+    root
+}
+
+/// sysfs for partition `part` (number `number`, device `majmin`) of disk
+/// `disk` under /sys/devices/`parent`: the device directory in its disk's,
+/// its `partition` file, and the links /sys/class/block/<part> and
+/// /sys/dev/block/<majmin> the kernel makes.
+pub fn sys_block(root: &Root, parent: &str, disk: &str, part: &str, majmin: &str, number: u32) {
+    let devdir = format!("devices/{parent}/{disk}/{part}");
+    write(
+        root,
+        &format!("sys/{devdir}/partition"),
+        format!("{number}\n"),
+    );
+    write(
+        root,
+        &format!("sys/devices/{parent}/{disk}/size"),
+        "1000215216\n",
+    );
+    for dir in ["sys/class/block", "sys/dev/block"] {
+        fs::create_dir_all(root.at(dir)).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(
+        format!("../../{devdir}"),
+        root.at(&format!("sys/class/block/{part}")),
+    )
+    .expect("symlink");
+    std::os::unix::fs::symlink(
+        format!("../../{devdir}"),
+        root.at(&format!("sys/dev/block/{majmin}")),
+    )
+    .expect("symlink");
+}
+
+fn common_root(root: &Root, mac: &str) {
+    write_table(root, &lab_table());
+    write(root, "sys/class/net/eth0/address", format!("{mac}\n"));
+    write(root, "etc/ssh/sshd_config", "# stock\n");
+    write(root, "proc/sys/kernel/hostname", "localhost\n");
+    write(
+        root,
+        "proc/sys/kernel/random/boot_id",
+        "0b7c3e2a-0000-4000-8000-000000000001\n",
+    );
+}
+
+fn write_secrets(root: &Root, boot_dir: &str) {
+    write(
+        root,
+        &format!("{boot_dir}/pibake-secrets.toml"),
         format!(
             "swarm_worker_token = \"{WORKER_TOKEN}\"\nswarm_manager_token = \"{MANAGER_TOKEN}\"\n"
         ),
     );
-    root
 }
 
 /// The fake board's clock: fixed wall time, elapsed time moves on sleep.
@@ -222,8 +304,10 @@ impl Clock for FakeClock {
 }
 
 /// State of the fake board that outlives one run (it is on the "disk").
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Board {
+    /// The disk growpart is asked to grow (partition 2 of it); `/dev/mmcblk0` by default.
+    pub root_disk: RefCell<String>,
     pub partition_grown: Cell<bool>,
     pub swarm_state: RefCell<String>,
     /// Answers of successive `docker swarm join` calls (exit code, stderr);
@@ -232,6 +316,39 @@ pub struct Board {
     /// Answers of successive `chronyc -c tracking` calls; the last repeats.
     pub tracking: RefCell<VecDeque<String>>,
     pub ntp_synchronized: Cell<bool>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            root_disk: RefCell::new("/dev/mmcblk0".to_owned()),
+            partition_grown: Cell::default(),
+            swarm_state: RefCell::default(),
+            join_answers: RefCell::default(),
+            tracking: RefCell::default(),
+            ntp_synchronized: Cell::default(),
+        }
+    }
+}
+
+impl Board {
+    /// A board whose root is partition 2 of `disk`.
+    pub fn with_root_disk(disk: &str) -> Self {
+        Board {
+            root_disk: RefCell::new(disk.to_owned()),
+            ..Board::default()
+        }
+    }
+
+    /// The root partition's device, as the kernel names partition 2 of [`Board::root_disk`].
+    pub fn root_partition(&self) -> String {
+        let disk = self.root_disk.borrow();
+        if disk.ends_with(|c: char| c.is_ascii_digit()) {
+            format!("{disk}p2")
+        } else {
+            format!("{disk}2")
+        }
+    }
 }
 
 /// Plays the system commands the agent runs, and records them (argv, with
@@ -284,7 +401,7 @@ impl CommandRunner for FakeRunner {
                 }
                 ok("")
             }
-            ["growpart", "/dev/mmcblk0", "2"] => {
+            ["growpart", disk, "2"] if self.board.root_disk.borrow().as_str() == *disk => {
                 if self.board.partition_grown.replace(true) {
                     Output {
                         code: Some(1),
@@ -296,7 +413,7 @@ impl CommandRunner for FakeRunner {
                     ok("CHANGED: partition=2 start=1050624 old: size=4194304 end=5244928 new: size=61000000 end=62050624\n")
                 }
             }
-            ["resize2fs", "/dev/mmcblk0p2"] => ok(""),
+            ["resize2fs", part] if self.board.root_partition().as_str() == *part => ok(""),
             ["chronyc", "-c", "tracking"] => {
                 let mut answers = self.board.tracking.borrow_mut();
                 let line = if answers.len() > 1 {
