@@ -1,12 +1,16 @@
 //! Per-card files on the FAT boot partition (partition 1), written with `fatfs` straight into
-//! the flashed target: no mount, so nothing else on the card changes.
+//! the flashed target: no mount, so nothing else on the card changes. Partition 1 is found in
+//! either table pibake writes ([`table::read_table`]): a Raspberry Pi image's MBR (FAT32 LBA,
+//! mounted at /boot/firmware) or a pc-efi image's GPT (the EFI system partition, FAT32,
+//! mounted at /boot/efi); the agent looks for the files in both places
+//! ([`pibake_firstboot::bootfiles::find`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fatfs::{FileSystem, FsOptions};
-use pibake_image::table::{self, ReadTableError};
+use pibake_image::table::{self, PartKind, ReadTableError};
 use pibake_image::window::Window;
 
 /// The boot-partition file names: the agent's contract (pibake_firstboot::bootfiles).
@@ -22,7 +26,7 @@ pub enum BootFilesError {
     Table(PathBuf, #[source] ReadTableError),
     #[error("{0} has no partition 1")]
     NoBootPartition(PathBuf),
-    #[error("partition 1 of {path} is not FAT (type {kind}); is this a Raspberry Pi image?")]
+    #[error("partition 1 of {path} is not FAT ({kind}); a pibake image has its boot partition there: FAT32 in an MBR (Raspberry Pi) or the EFI system partition of a GPT (pc-efi). Is this a pibake image?")]
     NotFat { path: PathBuf, kind: String },
     #[error("cannot open the FAT boot partition of {0}")]
     Fat(PathBuf, #[source] io::Error),
@@ -77,7 +81,7 @@ pub fn write_boot_files(
     if !p.kind.is_fat() {
         return Err(BootFilesError::NotFat {
             path: path.to_owned(),
-            kind: format!("{:?}", p.kind),
+            kind: describe(&p.kind),
         });
     }
     let fat_err = |e| BootFilesError::Fat(path.to_owned(), e);
@@ -116,9 +120,22 @@ pub fn write_boot_files(
     fs.unmount().map_err(fat_err)
 }
 
+/// A partition type as a message names it: `MBR type 0x83`, `GPT type <guid>`.
+fn describe(kind: &PartKind) -> String {
+    match kind {
+        PartKind::Mbr(t) => format!("MBR type 0x{t:02x}"),
+        PartKind::Gpt(g) => format!("GPT type {g}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fatfs::{FatType, FormatVolumeOptions};
+    use pibake_image::assemble::{ImageIds, TableKind};
+    use pibake_image::table::Layout;
+    use std::fs::OpenOptions;
+    use std::io::{Seek, SeekFrom};
 
     #[test]
     fn node_names() {
@@ -147,5 +164,176 @@ mod tests {
         assert!(msg.contains("line 2"), "{msg}");
         assert!(!msg.contains("SWMTKN"), "{msg}");
         Ok(())
+    }
+
+    /// A pibake-shaped disk image in a temp file: `table` (the builder's ids), a FAT32 boot
+    /// partition (as `pibake_image::fat` formats it) holding `files`, a patterned root.
+    fn image(
+        dir: &Path,
+        table: TableKind,
+        files: &[(&str, &[u8])],
+    ) -> anyhow::Result<(File, PathBuf, Layout)> {
+        // FAT32 needs ~65 600 clusters of 512 bytes: 36 MiB is the smallest 4 MiB multiple.
+        let layout = table::layout(36 << 20, 4 << 20, table == TableKind::Gpt);
+        let path = dir.join("disk.img");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        f.set_len(layout.disk_len)?;
+        let ids = ImageIds::from_input_hash(&[3; 32], table);
+        table::write_table(&mut &f, &ids.table, &layout)?;
+        let mut win = Window::new(&f, layout.boot_start, layout.boot_len)?;
+        let opts = FormatVolumeOptions::new()
+            .fat_type(FatType::Fat32)
+            .bytes_per_cluster(512)
+            .volume_id(0x1234_5678);
+        fatfs::format_volume(&mut win, opts)?;
+        let fs = FileSystem::new(
+            Window::new(&f, layout.boot_start, layout.boot_len)?,
+            FsOptions::new(),
+        )?;
+        for &(name, content) in files {
+            if let Some((parent, _)) = name.rsplit_once('/') {
+                let mut dir = fs.root_dir();
+                for part in parent.split('/') {
+                    dir = dir.create_dir(part)?;
+                }
+            }
+            fs.root_dir().create_file(name)?.write_all(content)?;
+        }
+        fs.unmount()?;
+        let mut w = &f;
+        w.seek(SeekFrom::Start(layout.root_start))?;
+        w.write_all(&[0xa5; 64 << 10])?;
+        Ok((f, path, layout))
+    }
+
+    /// Path and content of each file of a FAT filesystem, sorted.
+    type Files = Vec<(String, Vec<u8>)>;
+
+    fn read_fat(f: &File, layout: &Layout) -> anyhow::Result<(FatType, Files)> {
+        let fs = FileSystem::new(
+            Window::new(f, layout.boot_start, layout.boot_len)?,
+            FsOptions::new(),
+        )?;
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), fs.root_dir())];
+        while let Some((prefix, dir)) = stack.pop() {
+            for e in dir.iter() {
+                let e = e?;
+                let name = e.file_name();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = format!("{prefix}{name}");
+                if e.is_dir() {
+                    stack.push((format!("{path}/"), e.to_dir()));
+                } else {
+                    let mut content = Vec::new();
+                    e.to_file().read_to_end(&mut content)?;
+                    out.push((path, content));
+                }
+            }
+        }
+        out.sort();
+        Ok((fs.fat_type(), out))
+    }
+
+    fn root_bytes(f: &File, layout: &Layout) -> anyhow::Result<Vec<u8>> {
+        let mut buf = vec![0; layout.root_len as usize];
+        let mut r = f;
+        r.seek(SeekFrom::Start(layout.root_start))?;
+        r.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// The boot files land in partition 1 of both tables pibake writes: a Pi's MBR and a
+    /// pc-efi image's GPT, whose partition 1 is the EFI system partition holding the loader.
+    #[test]
+    fn boot_files_go_to_partition_1_of_an_mbr_and_of_a_gpt() -> anyhow::Result<()> {
+        let esp: &[(&str, &[u8])] = &[
+            ("EFI/BOOT/BOOTX64.EFI", b"fake systemd-boot"),
+            ("loader/loader.conf", b"default pibake.conf\n"),
+            (NODE_FILE, b"node = \"old\"\n"),
+        ];
+        let pi: &[(&str, &[u8])] = &[("config.txt", b"arm_64bit=1\n")];
+        for (table, existing) in [(TableKind::Gpt, esp), (TableKind::Mbr, pi)] {
+            let d = tempfile::tempdir()?;
+            let (f, path, layout) = image(d.path(), table, existing)?;
+            let want_kind = match table {
+                TableKind::Gpt => PartKind::Gpt(table::GPT_TYPE_ESP.parse()?),
+                TableKind::Mbr => PartKind::Mbr(table::MBR_TYPE_FAT32_LBA),
+            };
+            let t = table::read_table(&mut &f, layout.disk_len)?;
+            assert_eq!(t.partitions()[0].kind, want_kind, "{table:?}");
+            let root_before = root_bytes(&f, &layout)?;
+            let node = b"node = \"w3\"\n".as_slice();
+            let secrets = b"swarm_worker_token = \"example-token-for-tests\"\n".as_slice();
+            write_boot_files(
+                &f,
+                layout.disk_len,
+                &path,
+                &[(NODE_FILE, node), (SECRETS_FILE, secrets)],
+            )?;
+            let (fat, files) = read_fat(&f, &layout)?;
+            assert_eq!(fat, FatType::Fat32, "{table:?}");
+            let mut want: Files = existing
+                .iter()
+                .filter(|(n, _)| *n != NODE_FILE)
+                .map(|(n, c)| ((*n).to_owned(), c.to_vec()))
+                .chain([
+                    (NODE_FILE.to_owned(), node.to_vec()),
+                    (SECRETS_FILE.to_owned(), secrets.to_vec()),
+                ])
+                .collect();
+            want.sort();
+            assert_eq!(files, want, "{table:?}: replaced, added, the rest kept");
+            assert!(
+                root_bytes(&f, &layout)? == root_before,
+                "{table:?}: root untouched"
+            );
+            // The table is as it was: the GPT's CRCs and backup header still check.
+            match table::read_table(&mut &f, layout.disk_len)? {
+                table::Table::Gpt { problems, .. } => assert!(problems.is_empty(), "{problems:?}"),
+                table::Table::Mbr { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_partition_1_that_is_not_fat_is_named_by_its_type() -> anyhow::Result<()> {
+        let d = tempfile::tempdir()?;
+        let (f, path, layout) = image(d.path(), TableKind::Mbr, &[])?;
+        // Partition 1's MBR type byte: Linux instead of FAT32 LBA.
+        let mut w = &f;
+        w.seek(SeekFrom::Start(446 + 4))?;
+        w.write_all(&[table::MBR_TYPE_LINUX])?;
+        let e = write_boot_files(&f, layout.disk_len, &path, &[(NODE_FILE, b"x")])
+            .expect_err("not FAT");
+        let msg = e.to_string();
+        assert!(msg.contains("(MBR type 0x83)"), "{msg}");
+        assert!(
+            msg.contains("Raspberry Pi") && msg.contains("EFI system partition"),
+            "{msg}"
+        );
+        assert_eq!(
+            describe(&PartKind::Gpt(table::GPT_TYPE_LINUX.parse()?)),
+            "GPT type 0fc63daf-8483-4772-8e79-3d69d8477de4"
+        );
+        Ok(())
+    }
+
+    /// Where the agent looks for the files is where the image builder puts partition 1.
+    #[test]
+    fn the_agent_looks_where_the_image_mounts_partition_1() {
+        use pibake_firstboot::bootfiles::BootPartition;
+        assert_eq!(
+            BootPartition::PiFirmware.dir(),
+            pibake_image::assemble::boot_dir().as_str()
+        );
+        assert_eq!(BootPartition::Esp.dir(), pibake_image::efi::ESP_DIR);
     }
 }

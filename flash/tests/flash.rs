@@ -85,6 +85,58 @@ fn file_target_gets_mapped_blocks_boot_files_and_an_unchanged_root() -> Result<(
     Ok(())
 }
 
+/// A pc-efi image (GPT, partition 1 the EFI system partition): the boot files go onto the
+/// ESP beside the loader, which the agent finds on /boot/efi.
+#[test]
+fn pc_efi_image_gets_its_boot_files_on_the_esp() -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let t = make_pc_efi_image(
+        d.path(),
+        "masters",
+        Some(&node_table("manager", &["m1", "m2"])),
+    )?;
+    bmaptool_create(&t.img)?;
+    let target = d.path().join("disk.img");
+    let o = FlashOptions {
+        node: Some("m2".parse::<NodeName>()?),
+        secrets: Some(secrets(d.path())?),
+        ..opts(&t.img, &target)
+    };
+    let r = flash(&o, &mut no_prompt)?;
+    assert_eq!(r.boot_files, ["pibake-node.toml", "pibake-secrets.toml"]);
+    let boot = t.layout.boot_start;
+    assert_eq!(mtype(&target, boot, "pibake-node.toml")?, "node = \"m2\"\n");
+    assert_eq!(
+        mtype(&target, boot, "pibake-secrets.toml")?,
+        fs::read_to_string(d.path().join("secrets.toml"))?
+    );
+    assert_eq!(mtype(&target, boot, "EFI/BOOT/BOOTX64.EFI")?, FAKE_LOADER);
+    let part = d.path().join("esp.part");
+    fs::write(&part, read_range(&target, boot, t.layout.boot_len)?)?;
+    run("fsck.vfat", &["-n", &part.to_string_lossy()], "dosfstools")?;
+    let root = |p: &Path| read_range(p, t.layout.root_start, t.layout.root_len);
+    assert!(
+        root(&target)? == root(&t.img)?,
+        "root partition bytes differ"
+    );
+    // The GPT (protective MBR, header, entries, backup) is the image's, and still checks.
+    let head = (2 + 32) * 512;
+    assert_eq!(read_range(&target, 0, head)?, read_range(&t.img, 0, head)?);
+    let len = fs::metadata(&target)?.len();
+    let tail = 33 * 512;
+    assert_eq!(
+        read_range(&target, len - tail, tail)?,
+        read_range(&t.img, len - tail, tail)?
+    );
+    match pibake_image::table::read_table(&mut fs::File::open(&target)?, len)? {
+        pibake_image::table::Table::Gpt { problems, .. } => {
+            assert!(problems.is_empty(), "{problems:?}")
+        }
+        other => bail!("not a GPT: {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn read_back_catches_a_planted_corruption() -> Result<()> {
     let d = tempfile::tempdir()?;

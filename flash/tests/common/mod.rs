@@ -1,5 +1,5 @@
 //! Small Pi-shaped test images (MBR, FAT partition 1 made by mkfs.vfat, a mostly empty
-//! partition 2 with a few patterned blocks), bmaps by `bmaptool create`, loop-device guards.
+//! partition 2 with a few patterned blocks), a pc-efi-shaped one (GPT, FAT32 ESP), bmaps by `bmaptool create`, loop-device guards.
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
@@ -250,6 +250,20 @@ pub fn node_table(role: &str, nodes: &[&str]) -> String {
 /// Like [`make_image`], but partition 2 is an ext4 filesystem (made by `mke2fs -d`) holding
 /// `/etc/pibake/nodes.toml` with `table` as a pibake image does; `None` leaves the table out.
 pub fn make_pibake_image(dir: &Path, name: &str, table: Option<&str>) -> Result<TestImage> {
+    make_image_with_root(dir, name, "arm_64bit=1\n", &mut |f, layout| {
+        write_ext4_root(dir, name, table, f, layout)
+    })
+}
+
+/// Partition 2 of `f`: an ext4 filesystem (made by `mke2fs -d`) holding
+/// `/etc/pibake/nodes.toml` with `table` (none with `None`), written sparsely.
+fn write_ext4_root(
+    dir: &Path,
+    name: &str,
+    table: Option<&str>,
+    f: &File,
+    layout: &Layout,
+) -> Result<()> {
     let tree = dir.join(format!("{name}.root"));
     std::fs::create_dir_all(tree.join("etc/pibake"))?;
     std::fs::write(tree.join("etc/hostname"), "localhost\n")?;
@@ -257,35 +271,83 @@ pub fn make_pibake_image(dir: &Path, name: &str, table: Option<&str>) -> Result<
         std::fs::write(tree.join("etc/pibake/nodes.toml"), table)?;
     }
     let fs = dir.join(format!("{name}.ext4"));
-    let t = make_image_with_root(dir, name, "arm_64bit=1\n", &mut |f, layout| {
-        File::create(&fs)?.set_len(layout.root_len)?;
-        run(
-            "mke2fs",
-            &[
-                "-q",
-                "-F",
-                "-t",
-                "ext4",
-                "-d",
-                &tree.to_string_lossy(),
-                &fs.to_string_lossy(),
-            ],
-            "e2fsprogs",
-        )?;
-        // Non-zero blocks only, so the image stays sparse like a built one.
-        let bytes = std::fs::read(&fs)?;
-        let mut w = f;
-        for (i, blk) in bytes.chunks(4096).enumerate() {
-            if blk.iter().any(|&b| b != 0) {
-                w.seek(SeekFrom::Start(layout.root_start + (i * 4096) as u64))?;
-                w.write_all(blk)?;
-            }
+    File::create(&fs)?.set_len(layout.root_len)?;
+    run(
+        "mke2fs",
+        &[
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-d",
+            &tree.to_string_lossy(),
+            &fs.to_string_lossy(),
+        ],
+        "e2fsprogs",
+    )?;
+    // Non-zero blocks only, so the image stays sparse like a built one.
+    let bytes = std::fs::read(&fs)?;
+    let mut w = f;
+    for (i, blk) in bytes.chunks(4096).enumerate() {
+        if blk.iter().any(|&b| b != 0) {
+            w.seek(SeekFrom::Start(layout.root_start + (i * 4096) as u64))?;
+            w.write_all(blk)?;
         }
-        Ok(())
-    })?;
+    }
     std::fs::remove_file(&fs)?;
     std::fs::remove_dir_all(&tree)?;
-    Ok(t)
+    Ok(())
+}
+
+/// The loader a [`make_pc_efi_image`] carries on its ESP.
+pub const FAKE_LOADER: &str = "fake systemd-boot\n";
+
+/// A pc-efi-shaped image: GPT with the builder's ids, partition 1 the EFI system partition
+/// (FAT32 by `mkfs.vfat -F 32`, 36 MiB: FAT32's cluster minimum at 512-byte clusters, with
+/// `EFI/BOOT/BOOTX64.EFI` and `loader/loader.conf`), partition 2 ext4 with `table` as
+/// [`make_pibake_image`]'s, the backup GPT in the spare 4 MiB at the end.
+pub fn make_pc_efi_image(dir: &Path, name: &str, table: Option<&str>) -> Result<TestImage> {
+    use pibake_image::assemble::{ImageIds, TableKind};
+    let layout = table::layout(36 * MIB, 8 * MIB, true);
+    let img = dir.join(format!("{name}.img"));
+    let fat = dir.join(format!("{name}.fat"));
+    File::create(&fat)?.set_len(layout.boot_len)?;
+    let fat_s = fat.to_string_lossy().into_owned();
+    run(
+        "mkfs.vfat",
+        &["-F", "32", "-s", "1", "-i", "12345678", "-n", "ESP", &fat_s],
+        "dosfstools",
+    )?;
+    for d in ["::EFI", "::EFI/BOOT", "::loader"] {
+        run("mmd", &["-i", &fat_s, d], "mtools")?;
+    }
+    let src = dir.join(format!("{name}.src"));
+    for (content, to) in [
+        (FAKE_LOADER, "::EFI/BOOT/BOOTX64.EFI"),
+        (
+            "default pibake.conf\ntimeout 0\neditor no\n",
+            "::loader/loader.conf",
+        ),
+    ] {
+        std::fs::write(&src, content)?;
+        run(
+            "mcopy",
+            &["-i", &fat_s, &src.to_string_lossy(), to],
+            "mtools",
+        )?;
+    }
+    std::fs::remove_file(&src)?;
+    let f = File::create(&img)?;
+    f.set_len(layout.disk_len)?;
+    let ids = ImageIds::from_input_hash(&[5; 32], TableKind::Gpt);
+    table::write_table(&mut &f, &ids.table, &layout)?;
+    let mut w = &f;
+    w.seek(SeekFrom::Start(layout.boot_start))?;
+    w.write_all(&std::fs::read(&fat)?)?;
+    std::fs::remove_file(&fat)?;
+    write_ext4_root(dir, name, table, &f, &layout)?;
+    f.sync_all()?;
+    Ok(TestImage { img, layout })
 }
 
 /// `zstd -q <img> -o <img>.zst`.
