@@ -1,19 +1,77 @@
-//! A raw disk file: its MBR partitions, the FAT boot partition (read with
-//! mtools at an offset) and the ext4 root (read with debugfs at an offset).
-//! Nothing is mounted. The only write is [`RawDisk::replay_root_journal`],
-//! meant for private snapshots of a VM that lost power.
+//! A raw disk file: its partitions (MBR, or GPT behind a protective MBR),
+//! the FAT boot partition (read with mtools at an offset) and the ext4 root
+//! (read with debugfs at an offset). Nothing is mounted. The only write is
+//! [`RawDisk::replay_root_journal`], meant for private snapshots of a VM that
+//! lost power.
 
 use crate::tool::{self, DEBUGFS, E2FSCK, MCOPY, MDIR};
 use crate::{io_err, HarnessError, Result};
+use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// One primary MBR partition, in bytes.
+/// What a partition table says a partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// An MBR partition type byte (0x0C FAT32 LBA, 0x83 Linux).
+    Mbr(u8),
+    /// A GPT entry: its type GUID and its unique GUID (the kernel's
+    /// `PARTUUID`), both in text byte order.
+    Gpt { type_guid: Guid, unique: Guid },
+}
+
+/// A GUID in its text byte order (GPT stores the first three fields
+/// little-endian; [`Guid::from_disk`] turns them around).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Guid(pub [u8; 16]);
+
+impl Guid {
+    /// GPT's EFI system partition type.
+    pub const ESP: Guid = Guid([
+        0xc1, 0x2a, 0x73, 0x28, 0xf8, 0x1f, 0x11, 0xd2, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
+        0x3b,
+    ]);
+
+    /// From the mixed-endian bytes of a GPT header or entry.
+    pub fn from_disk(d: &[u8; 16]) -> Self {
+        let mut b = *d;
+        b[0..4].copy_from_slice(&[d[3], d[2], d[1], d[0]]);
+        b[4..6].copy_from_slice(&[d[5], d[4]]);
+        b[6..8].copy_from_slice(&[d[7], d[6]]);
+        Guid(b)
+    }
+
+    /// The mixed-endian bytes GPT stores (the inverse of [`Guid::from_disk`]).
+    pub fn to_disk(self) -> [u8; 16] {
+        let g = Guid::from_disk(&self.0);
+        g.0
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// One partition, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
     /// 1-based, as in `p1`, `p2`.
     pub number: u8,
-    pub kind: u8,
+    pub kind: PartitionKind,
     pub start: u64,
     pub size: u64,
 }
@@ -22,10 +80,25 @@ impl Partition {
     pub fn end(&self) -> u64 {
         self.start + self.size
     }
+
+    /// The `PARTUUID` the kernel gives a GPT partition (`None` on an MBR).
+    pub fn partuuid(&self) -> Option<String> {
+        match self.kind {
+            PartitionKind::Gpt { unique, .. } => Some(unique.to_string()),
+            PartitionKind::Mbr(_) => None,
+        }
+    }
 }
 
-/// Reads the primary partitions of an MBR (sector size 512).
-pub fn mbr_partitions(mut disk: impl Read + Seek) -> std::result::Result<Vec<Partition>, String> {
+/// How many bytes at the start of a disk [`partitions`] reads at most: the
+/// MBR, the GPT header and 128 entries of 128 bytes (34 sectors).
+pub const TABLE_BYTES: u64 = 34 * 512;
+
+/// Reads the primary partitions of an MBR, or the partitions of the GPT
+/// behind a protective MBR (sector size 512; the primary GPT only, its
+/// checksums not checked: the harness reads images pibake wrote and QEMU's
+/// overlays of them).
+pub fn partitions(mut disk: impl Read + Seek) -> std::result::Result<Vec<Partition>, String> {
     let mut sector = [0u8; 512];
     disk.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     disk.read_exact(&mut sector).map_err(|e| e.to_string())?;
@@ -42,11 +115,11 @@ pub fn mbr_partitions(mut disk: impl Read + Seek) -> std::result::Result<Vec<Par
             continue;
         }
         if kind == 0xEE {
-            return Err("protective MBR (GPT); this harness reads MBR images".to_owned());
+            return gpt_partitions(disk);
         }
         parts.push(Partition {
             number: i + 1,
-            kind,
+            kind: PartitionKind::Mbr(kind),
             start: u64::from(lba) * 512,
             size: u64::from(count) * 512,
         });
@@ -54,7 +127,167 @@ pub fn mbr_partitions(mut disk: impl Read + Seek) -> std::result::Result<Vec<Par
     Ok(parts)
 }
 
-/// A raw disk image file with an MBR: partition 1 FAT boot, partition 2 ext4 root.
+fn gpt_partitions(mut disk: impl Read + Seek) -> std::result::Result<Vec<Partition>, String> {
+    let mut header = [0u8; 512];
+    disk.seek(SeekFrom::Start(512)).map_err(|e| e.to_string())?;
+    disk.read_exact(&mut header).map_err(|e| e.to_string())?;
+    if &header[0..8] != b"EFI PART" {
+        return Err("protective MBR but no \"EFI PART\" GPT header at LBA 1".to_owned());
+    }
+    let u32_at =
+        |o: usize| u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]]);
+    let mut lba = [0u8; 8];
+    lba.copy_from_slice(&header[72..80]);
+    let array_lba = u64::from_le_bytes(lba);
+    let (count, size) = (u32_at(80) as usize, u32_at(84) as usize);
+    if !(128..=4096).contains(&size) || count > 1024 {
+        return Err(format!(
+            "implausible GPT entry array: {count} entries of {size} bytes"
+        ));
+    }
+    let mut array = vec![0u8; count * size];
+    disk.seek(SeekFrom::Start(array_lba * 512))
+        .map_err(|e| e.to_string())?;
+    disk.read_exact(&mut array).map_err(|e| e.to_string())?;
+    let mut parts = Vec::new();
+    for (i, e) in array.chunks(size).enumerate() {
+        let mut type_guid = [0u8; 16];
+        type_guid.copy_from_slice(&e[0..16]);
+        if type_guid == [0; 16] {
+            continue;
+        }
+        let mut unique = [0u8; 16];
+        unique.copy_from_slice(&e[16..32]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&e[32..40]);
+        let mut last = [0u8; 8];
+        last.copy_from_slice(&e[40..48]);
+        let (first, last) = (u64::from_le_bytes(first), u64::from_le_bytes(last));
+        let number = u8::try_from(i + 1).map_err(|_| "more than 255 GPT partitions".to_owned())?;
+        if last < first {
+            return Err(format!("GPT partition {number} ends before it starts"));
+        }
+        parts.push(Partition {
+            number,
+            kind: PartitionKind::Gpt {
+                type_guid: Guid::from_disk(&type_guid),
+                unique: Guid::from_disk(&unique),
+            },
+            start: first * 512,
+            size: (last - first + 1) * 512,
+        });
+    }
+    Ok(parts)
+}
+
+/// One entry for [`write_gpt`]: bytes, 512-aligned.
+#[derive(Debug, Clone, Copy)]
+pub struct GptEntry<'a> {
+    pub type_guid: Guid,
+    pub unique: Guid,
+    pub start: u64,
+    pub size: u64,
+    pub name: &'a str,
+}
+
+/// Writes a protective MBR and a GPT (primary and backup headers, 128
+/// entries, CRC32s) for a disk of `disk_len` bytes: what UEFI firmware
+/// (OVMF) accepts. For test fixtures; pibake's own images come from its
+/// image crate.
+pub fn write_gpt(
+    mut disk: impl std::io::Write + Seek,
+    disk_len: u64,
+    disk_guid: Guid,
+    entries: &[GptEntry<'_>],
+) -> std::io::Result<()> {
+    const ENTRIES: usize = 128;
+    const ARRAY_SECTORS: u64 = (ENTRIES * 128 / 512) as u64;
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let total = disk_len / 512;
+    if disk_len % 512 != 0 || total < 2 * ARRAY_SECTORS + 4 || entries.len() > ENTRIES {
+        return Err(bad(format!(
+            "no GPT for a disk of {disk_len} bytes with {} entries",
+            entries.len()
+        )));
+    }
+    let last = total - 1;
+    let (first_usable, last_usable) = (2 + ARRAY_SECTORS, last - 1 - ARRAY_SECTORS);
+    let mut array = vec![0u8; ENTRIES * 128];
+    for (i, p) in entries.iter().enumerate() {
+        let (first, n) = (p.start / 512, p.size / 512);
+        if p.start % 512 != 0
+            || p.size % 512 != 0
+            || n == 0
+            || first < first_usable
+            || first + n - 1 > last_usable
+        {
+            return Err(bad(format!("GPT entry {} does not fit: {p:?}", i + 1)));
+        }
+        let e = &mut array[i * 128..][..128];
+        e[0..16].copy_from_slice(&p.type_guid.to_disk());
+        e[16..32].copy_from_slice(&p.unique.to_disk());
+        e[32..40].copy_from_slice(&first.to_le_bytes());
+        e[40..48].copy_from_slice(&(first + n - 1).to_le_bytes());
+        for (j, u) in p.name.encode_utf16().take(36).enumerate() {
+            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&u.to_le_bytes());
+        }
+    }
+    let array_crc = crc32(&array);
+    let header = |this: u64, other: u64, array_at: u64| {
+        let mut h = [0u8; 512];
+        h[0..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&this.to_le_bytes());
+        h[32..40].copy_from_slice(&other.to_le_bytes());
+        h[40..48].copy_from_slice(&first_usable.to_le_bytes());
+        h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        h[56..72].copy_from_slice(&disk_guid.to_disk());
+        h[72..80].copy_from_slice(&array_at.to_le_bytes());
+        h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+        let crc = crc32(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h
+    };
+    let mut mbr = [0u8; 512];
+    let pm = &mut mbr[446..462];
+    pm[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    pm[4] = 0xEE;
+    pm[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+    pm[8..12].copy_from_slice(&1u32.to_le_bytes());
+    pm[12..16].copy_from_slice(&u32::try_from(total - 1).unwrap_or(u32::MAX).to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let backup_array = last - ARRAY_SECTORS;
+    for (lba, bytes) in [
+        (0, &mbr[..]),
+        (1, &header(1, last, 2)[..]),
+        (2, &array[..]),
+        (backup_array, &array[..]),
+        (last, &header(last, 1, backup_array)[..]),
+    ] {
+        disk.seek(SeekFrom::Start(lba * 512))?;
+        disk.write_all(bytes)?;
+    }
+    Ok(())
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as GPT uses it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// A raw disk image file with an MBR or a GPT: partition 1 FAT boot (an
+/// EFI system partition on a pc-efi image), partition 2 ext4 root.
 #[derive(Debug, Clone)]
 pub struct RawDisk {
     path: PathBuf,
@@ -66,7 +299,7 @@ impl RawDisk {
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
-        let parts = mbr_partitions(file).map_err(|why| HarnessError::Partitions {
+        let parts = partitions(file).map_err(|why| HarnessError::Partitions {
             path: path.to_owned(),
             why,
         })?;
@@ -478,33 +711,114 @@ mod tests {
 
     #[test]
     fn reads_primary_partitions() {
-        let parts = mbr_partitions(Cursor::new(mbr(&[(0x0C, 2048, 4096), (0x83, 6144, 100)])))
+        let parts = partitions(Cursor::new(mbr(&[(0x0C, 2048, 4096), (0x83, 6144, 100)])))
             .expect("valid table");
         assert_eq!(
             parts,
             vec![
                 Partition {
                     number: 1,
-                    kind: 0x0C,
+                    kind: PartitionKind::Mbr(0x0C),
                     start: 2048 * 512,
                     size: 4096 * 512
                 },
                 Partition {
                     number: 2,
-                    kind: 0x83,
+                    kind: PartitionKind::Mbr(0x83),
                     start: 6144 * 512,
                     size: 100 * 512
                 }
             ]
         );
+        assert_eq!(parts[1].partuuid(), None);
     }
 
     #[test]
-    fn refuses_missing_signature_and_gpt() {
+    fn refuses_missing_signature_and_a_protective_mbr_without_gpt() {
         let mut s = mbr(&[(0x0C, 1, 1)]);
         s[511] = 0;
-        assert!(mbr_partitions(Cursor::new(s)).is_err());
-        assert!(mbr_partitions(Cursor::new(mbr(&[(0xEE, 1, 100)]))).is_err());
+        assert!(partitions(Cursor::new(s)).is_err());
+        let mut s = mbr(&[(0xEE, 1, 100)]);
+        s.resize(TABLE_BYTES as usize, 0);
+        let err = partitions(Cursor::new(s)).expect_err("no GPT header");
+        assert!(err.contains("EFI PART"), "{err}");
+    }
+
+    #[test]
+    fn crc32_is_ieee() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn a_written_gpt_reads_back() {
+        let linux: Guid = Guid([
+            0x0f, 0xc6, 0x3d, 0xaf, 0x84, 0x83, 0x47, 0x72, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47,
+            0x7d, 0xe4,
+        ]);
+        let root = Guid([0x11; 16]);
+        assert_eq!(linux.to_string(), "0fc63daf-8483-4772-8e79-3d69d8477de4");
+        assert_eq!(Guid::from_disk(&linux.to_disk()), linux);
+        assert_eq!(
+            Guid::ESP.to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
+        let len = 16u64 << 20;
+        let mut disk = Cursor::new(vec![0u8; len as usize]);
+        let entries = [
+            GptEntry {
+                type_guid: Guid::ESP,
+                unique: Guid([0x22; 16]),
+                start: 1 << 20,
+                size: 8 << 20,
+                name: "esp",
+            },
+            GptEntry {
+                type_guid: linux,
+                unique: root,
+                start: 9 << 20,
+                size: 6 << 20,
+                name: "root",
+            },
+        ];
+        write_gpt(&mut disk, len, Guid([0x33; 16]), &entries).expect("write");
+        let bytes = disk.into_inner();
+        let parts = partitions(Cursor::new(&bytes)).expect("read back");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[0].number, parts[0].start, parts[0].size),
+            (1, 1 << 20, 8 << 20)
+        );
+        assert_eq!(
+            parts[1].kind,
+            PartitionKind::Gpt {
+                type_guid: linux,
+                unique: root
+            }
+        );
+        assert_eq!(parts[1].end(), 15 << 20);
+        assert_eq!(
+            parts[1].partuuid().as_deref(),
+            Some("11111111-1111-1111-1111-111111111111")
+        );
+        // The header's own checksum covers its first 92 bytes, with the
+        // checksum field zeroed.
+        let mut h = bytes[512..604].to_vec();
+        let stored = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+        h[16..20].fill(0);
+        assert_eq!(crc32(&h), stored);
+        // The backup header sits in the last sector.
+        assert_eq!(&bytes[bytes.len() - 512..][..8], b"EFI PART");
+        assert!(write_gpt(
+            Cursor::new(Vec::new()),
+            len,
+            Guid([0; 16]),
+            &[GptEntry {
+                start: 0,
+                ..entries[0]
+            }]
+        )
+        .is_err());
     }
 
     #[test]

@@ -1,27 +1,32 @@
 //! QEMU harness for pibake's image-level tests.
 //!
-//! Boots the lab's role images under `qemu-system-aarch64 -M virt` with the
-//! kernel and initrd read out of the image's own boot partition, on a qcow2
+//! Boots the lab's arm64 role images under `qemu-system-aarch64 -M virt` with
+//! the kernel and initrd read out of the image's own boot partition, and
+//! x86-64 `pc-efi` images under `qemu-system-x86_64 -M q35` with OVMF, booting
+//! through their own ESP (test-only kernel arguments by SMBIOS), on a qcow2
 //! copy-on-write overlay (the built image is never written), inside a network
 //! namespace made by the test. Assertions read the serial console, a
 //! test-only probe channel, and the overlay's disk after power-off.
 //!
 //! - [`images`]: where the built images are, and a failure naming the build
 //!   command when they are missing.
-//! - [`disk`]: MBR partitions, FAT files (mtools) and ext4 files (debugfs) of
-//!   a raw disk file.
+//! - [`disk`]: MBR and GPT partitions, FAT files (mtools) and ext4 files
+//!   (debugfs) of a raw disk file; a GPT writer for test fixtures.
 //! - [`overlay`]: the qcow2 overlay of one VM: boot-partition edits before
 //!   boot, a raw snapshot after power-off.
 //! - [`net`]: the network namespace, its bridge, taps, and a chronyd time
 //!   server inside it.
 //! - [`probe`]: the test-only unit passed through the kernel command line
 //!   (never baked into an image) that reports state over a virtio port.
+//! - [`pc`]: the x86-64 pc-efi machine: OVMF, the SMBIOS Type 11 string
+//!   systemd-boot appends to the kernel command line, KVM or TCG.
 //! - [`vm`]: one QEMU process, its console, `wait_for`, power-off and kill.
 
 pub mod disk;
 pub mod images;
 pub mod net;
 pub mod overlay;
+pub mod pc;
 pub mod probe;
 pub mod tool;
 pub mod vm;

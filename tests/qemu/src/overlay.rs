@@ -4,7 +4,7 @@
 //! `qemu-io`; after power-off the overlay is converted to a raw snapshot that
 //! [`RawDisk`] reads.
 
-use crate::disk::{mbr_partitions, Fat, RawDisk};
+use crate::disk::{partitions, Fat, RawDisk, TABLE_BYTES};
 use crate::tool::{self, QEMU_IMG, QEMU_IO};
 use crate::{io_err, HarnessError, Result};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,10 @@ impl Overlay {
     /// the FAT partition is copied out of the current disk, edited with
     /// mtools, and written back over the same bytes of the overlay.
     pub fn write_boot_files(&self, files: &[(&str, &[u8])]) -> Result<()> {
-        let table_path = self.dir.join("boot-edit.mbr");
-        self.extract(0, 512, &table_path)?;
+        let table_path = self.dir.join("boot-edit.table");
+        self.extract(0, TABLE_BYTES, &table_path)?;
         let table = std::fs::File::open(&table_path).map_err(io_err(&table_path))?;
-        let parts = mbr_partitions(table).map_err(|why| HarnessError::Partitions {
+        let parts = partitions(table).map_err(|why| HarnessError::Partitions {
             path: self.path.clone(),
             why,
         })?;

@@ -1,5 +1,6 @@
-//! Running the external tools the harness relies on (qemu-img, mtools,
-//! debugfs, e2fsck, ip, chronyd), with a clear failure when one is not installed.
+//! Running the external tools the harness relies on (QEMU for arm64 and
+//! x86-64, qemu-img, mtools, debugfs, e2fsck, ip, chronyd), with a clear
+//! failure when one is not installed.
 
 use crate::{HarnessError, Result};
 use std::process::{Command, Output, Stdio};
@@ -15,6 +16,12 @@ pub const QEMU: Tool = Tool {
     name: "qemu-system-aarch64",
     package: "qemu-system-arm",
 };
+/// The pc-efi masters (from bookworm-backports, like qemu-system-arm:
+/// `apt-get install qemu-system-x86/bookworm-backports`).
+pub const QEMU_X86: Tool = Tool {
+    name: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+};
 pub const QEMU_IMG: Tool = Tool {
     name: "qemu-img",
     package: "qemu-utils",
@@ -26,6 +33,22 @@ pub const QEMU_IO: Tool = Tool {
 pub const MCOPY: Tool = Tool {
     name: "mcopy",
     package: "mtools",
+};
+pub const MFORMAT: Tool = Tool {
+    name: "mformat",
+    package: "mtools",
+};
+pub const MMD: Tool = Tool {
+    name: "mmd",
+    package: "mtools",
+};
+pub const DPKG_DEB: Tool = Tool {
+    name: "dpkg-deb",
+    package: "dpkg",
+};
+pub const APT_GET: Tool = Tool {
+    name: "apt-get",
+    package: "apt",
 };
 pub const MDIR: Tool = Tool {
     name: "mdir",

@@ -1,12 +1,17 @@
-//! One QEMU virtual machine: `qemu-system-aarch64 -M virt -cpu cortex-a72`
-//! booting the kernel and initrd of the image itself, with the serial console
-//! captured to a file. Dropping a [`Vm`] kills QEMU (also when a test panics).
+//! One QEMU virtual machine, with the serial console captured to a file:
+//! an arm64 worker (`qemu-system-aarch64 -M virt -cpu cortex-a72`) booting
+//! the kernel and initrd of the image itself, or an x86-64 pc-efi master
+//! (`qemu-system-x86_64 -M q35`, OVMF, see [`crate::pc`]) booting through its
+//! own ESP. Both on the same kind of disk (a qcow2 overlay), NIC (virtio-net
+//! with the node's MAC, a tap of the test's bridge) and probe ports.
+//! Dropping a [`Vm`] kills QEMU (also when a test panics).
 
 use crate::disk::RawDisk;
 use crate::net::NetNs;
 use crate::overlay::Overlay;
+use crate::pc::{smbios_cmdline_extra, x86_accel, Accel, PcEfiBoot, COMMAND_LINE_SIZE};
 use crate::probe::{self, Probe, Report};
-use crate::tool::{self, QEMU};
+use crate::tool::{self, QEMU, QEMU_X86};
 use crate::{io_err, HarnessError, Result};
 use regex::Regex;
 use std::os::unix::net::UnixStream;
@@ -93,12 +98,38 @@ pub enum Network<'a> {
     Tap(&'a NetNs),
 }
 
+/// The machine and how it boots.
+#[derive(Debug, Clone, Copy)]
+pub enum Boot<'a> {
+    /// `qemu-system-aarch64 -M virt -cpu cortex-a72` (TCG), the image's
+    /// kernel and initrd loaded by QEMU, the kernel arguments `-append`ed.
+    ArmVirt(&'a BootFiles),
+    /// `qemu-system-x86_64 -M q35` with OVMF (KVM or TCG, [`x86_accel`]): the
+    /// image boots itself through its ESP's systemd-boot; the test's kernel
+    /// arguments reach the kernel as the SMBIOS Type 11 string
+    /// [`crate::pc::CMDLINE_EXTRA`], which systemd-boot appends to its entry's
+    /// `options` (see [`crate::pc`]).
+    PcEfi(&'a PcEfiBoot),
+}
+
+impl<'a> From<&'a BootFiles> for Boot<'a> {
+    fn from(b: &'a BootFiles) -> Self {
+        Boot::ArmVirt(b)
+    }
+}
+
+impl<'a> From<&'a PcEfiBoot> for Boot<'a> {
+    fn from(b: &'a PcEfiBoot) -> Self {
+        Boot::PcEfi(b)
+    }
+}
+
 /// What to boot and how.
 #[derive(Debug)]
 pub struct VmSpec<'a> {
     /// Used in file names and messages.
     pub name: String,
-    pub boot: &'a BootFiles,
+    pub boot: Boot<'a>,
     pub disk: &'a Overlay,
     /// MAC of the virtio NIC (what the agent matches the node table on).
     pub mac: String,
@@ -112,6 +143,32 @@ pub struct VmSpec<'a> {
     pub log_dir: PathBuf,
 }
 
+/// The kernel arguments every test boot gets besides the image's own, in
+/// this order: these, the probe's, the test's.
+pub fn test_kernel_args(probe: Option<&Probe>, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        // The lab's interface is eth0; virtio would be enp0sN. (A pc-efi
+        // image's entry says so itself; twice does no harm.)
+        "net.ifnames=0",
+        "panic=-1",
+        "systemd.show_status=1",
+        // The agent's log lines on the console too.
+        "systemd.journald.forward_to_console=1",
+        // Emulation only: with three VMs on two cores, udev has been
+        // seen to announce the boot partition after systemd's 90 s
+        // default, which drops the VM into emergency mode. A board
+        // keeps the image's own default.
+        "systemd.default_device_timeout_sec=600",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(p) = probe {
+        args.extend(p.kernel_args());
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
 /// A running VM. Killed on drop.
 #[derive(Debug)]
 pub struct Vm {
@@ -122,6 +179,7 @@ pub struct Vm {
     qemu_log: PathBuf,
     started: Instant,
     exit: Option<ExitStatus>,
+    accel: Accel,
     /// QEMU's socket behind the probe's control port, in a short private
     /// directory (a socket path has at most 107 bytes).
     control: PathBuf,
@@ -132,45 +190,10 @@ pub struct Vm {
 
 impl Vm {
     pub fn start(spec: VmSpec<'_>) -> Result<Self> {
-        QEMU.require()?;
         let console = spec.log_dir.join(format!("{}.console.log", spec.name));
         let probe_log = spec.log_dir.join(format!("{}.probe.log", spec.name));
         let qemu_log = spec.log_dir.join(format!("{}.qemu.log", spec.name));
-        for f in [&console, &probe_log] {
-            std::fs::write(f, b"").map_err(io_err(f))?;
-        }
-        let mut append: Vec<String> = vec!["console=ttyAMA0".to_owned()];
-        append.extend(spec.boot.root_args.iter().cloned());
-        append.extend(
-            [
-                // The lab's interface is eth0; virtio would be enp0sN.
-                "net.ifnames=0",
-                "panic=-1",
-                "systemd.show_status=1",
-                // The agent's log lines on the console too.
-                "systemd.journald.forward_to_console=1",
-                // Emulation only: with three VMs on two cores, udev has been
-                // seen to announce the boot partition after systemd's 90 s
-                // default, which drops the VM into emergency mode. A board
-                // keeps the image's own default.
-                "systemd.default_device_timeout_sec=600",
-            ]
-            .map(str::to_owned),
-        );
-        if let Some(p) = &spec.probe {
-            append.extend(p.kernel_args());
-        }
-        append.extend(spec.kernel_args.iter().cloned());
-        let append = append.join(" ");
-        // The kernel cuts a longer command line silently (arm64
-        // COMMAND_LINE_SIZE), which would lose the probe's arguments.
-        if append.len() >= 2048 {
-            return Err(HarnessError::Invalid(format!(
-                "{}: kernel command line of {} bytes, over arm64's 2047",
-                spec.name,
-                append.len()
-            )));
-        }
+        let test_args = test_kernel_args(spec.probe.as_ref(), &spec.kernel_args).join(" ");
 
         let control_dir = tempfile::Builder::new()
             .prefix("pibake-vm-")
@@ -179,61 +202,128 @@ impl Vm {
         let control = control_dir.path().join("control.sock");
 
         let Network::Tap(ns) = spec.network;
+        let (mut cmd, accel) = match spec.boot {
+            Boot::ArmVirt(boot) => {
+                QEMU.require()?;
+                let mut append: Vec<String> = vec!["console=ttyAMA0".to_owned()];
+                append.extend(boot.root_args.iter().cloned());
+                append.push(test_args);
+                let append = append.join(" ");
+                // The kernel cuts a longer command line silently (arm64
+                // COMMAND_LINE_SIZE), which would lose the probe's arguments.
+                if append.len() >= 2048 {
+                    return Err(HarnessError::Invalid(format!(
+                        "{}: kernel command line of {} bytes, over arm64's 2047",
+                        spec.name,
+                        append.len()
+                    )));
+                }
+                let mut cmd = ns.command(QEMU.name)?;
+                cmd.args([
+                    "-M",
+                    "virt",
+                    "-cpu",
+                    "cortex-a72",
+                    "-m",
+                    "1024",
+                    "-smp",
+                    "2",
+                ])
+                .args(["-nographic", "-monitor", "none", "-no-reboot"])
+                .arg("-kernel")
+                .arg(&boot.kernel)
+                .arg("-initrd")
+                .arg(&boot.initrd)
+                .arg("-append")
+                .arg(&append);
+                (cmd, Accel::Tcg)
+            }
+            Boot::PcEfi(pc) => {
+                QEMU_X86.require()?;
+                // x86's COMMAND_LINE_SIZE cuts a longer line silently (the
+                // probe's arguments come last).
+                let total = pc.command_line(&test_args).len();
+                if total >= COMMAND_LINE_SIZE {
+                    return Err(HarnessError::Invalid(format!(
+                        "{}: kernel command line of {total} bytes (the test's {}), over x86's {}",
+                        spec.name,
+                        test_args.len(),
+                        COMMAND_LINE_SIZE - 1
+                    )));
+                }
+                let choice = x86_accel();
+                let vars = spec.log_dir.join(format!("{}.vars.fd", spec.name));
+                pc.firmware.vars_copy(&vars)?;
+                let mut cmd = ns.command(QEMU_X86.name)?;
+                cmd.args(["-M", "q35"])
+                    .args(choice.accel.x86_args())
+                    .args(["-m", "1024", "-smp", "2"])
+                    // No default VGA, CD-ROM or NIC: what OVMF finds to boot
+                    // is the disk (bootindex=0) and nothing else.
+                    .args(["-nodefaults", "-display", "none"])
+                    .args(["-monitor", "none", "-no-reboot"])
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        pc.firmware.code.display()
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        vars.display()
+                    ))
+                    .arg("-smbios")
+                    .arg(smbios_cmdline_extra(&test_args));
+                (cmd, choice.accel)
+            }
+        };
+        for f in [&console, &probe_log] {
+            std::fs::write(f, b"").map_err(io_err(f))?;
+        }
         let tap = ns.add_tap()?;
-        let mut cmd = ns.command(QEMU.name)?;
-        cmd.args([
-            "-M",
-            "virt",
-            "-cpu",
-            "cortex-a72",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-        ])
-        .args(["-nographic", "-monitor", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(&spec.boot.kernel)
-        .arg("-initrd")
-        .arg(&spec.boot.initrd)
-        .arg("-append")
-        .arg(&append)
-        .arg("-drive")
-        .arg(format!(
-            "if=none,id=disk0,format=qcow2,file={}",
-            spec.disk.path().display()
-        ))
-        .args(["-device", "virtio-blk-pci,drive=disk0"])
-        .arg("-netdev")
-        .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"))
-        // No option ROM: the kernel is loaded directly, iPXE is not needed.
-        .arg("-device")
-        .arg(format!(
-            "virtio-net-pci,netdev=net0,mac={},romfile=",
-            spec.mac
-        ))
-        .arg("-rtc")
-        .arg(format!("base={},clock=host", spec.rtc_base))
-        .args(["-device", "virtio-serial-pci"])
-        .arg("-chardev")
-        .arg(format!("file,id=probe0,path={}", probe_log.display()))
-        .arg("-device")
-        .arg(format!(
-            "virtserialport,chardev=probe0,name={}",
-            probe::PORT
-        ))
-        .arg("-chardev")
-        .arg(format!(
-            "socket,id=control0,path={},server=on,wait=off",
-            control.display()
-        ))
-        .arg("-device")
-        .arg(format!(
-            "virtserialport,chardev=control0,name={}",
-            probe::CONTROL_PORT
-        ));
+        let bootindex = match spec.boot {
+            Boot::ArmVirt(_) => "",
+            Boot::PcEfi(_) => ",bootindex=0",
+        };
+        // The first serial port: ttyAMA0 on virt, ttyS0 (COM1) on q35.
+        cmd.arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=disk0,format=qcow2,file={}",
+                spec.disk.path().display()
+            ))
+            .arg("-device")
+            .arg(format!("virtio-blk-pci,drive=disk0{bootindex}"))
+            .arg("-netdev")
+            .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"))
+            // No option ROM: nothing boots from the network (on q35 OVMF's
+            // own virtio-net driver still gives the NIC to the firmware).
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=net0,mac={},romfile=",
+                spec.mac
+            ))
+            .arg("-rtc")
+            .arg(format!("base={},clock=host", spec.rtc_base))
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!("file,id=probe0,path={}", probe_log.display()))
+            .arg("-device")
+            .arg(format!(
+                "virtserialport,chardev=probe0,name={}",
+                probe::PORT
+            ))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=control0,path={},server=on,wait=off",
+                control.display()
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtserialport,chardev=control0,name={}",
+                probe::CONTROL_PORT
+            ));
         let out = std::fs::File::create(&qemu_log).map_err(io_err(&qemu_log))?;
         let err = out.try_clone().map_err(io_err(&qemu_log))?;
         cmd.stdout(out).stderr(err).stdin(Stdio::null());
@@ -251,10 +341,16 @@ impl Vm {
             qemu_log,
             started: Instant::now(),
             exit: None,
+            accel,
             control,
             _control_dir: control_dir,
             control_stream: None,
         })
+    }
+
+    /// Which accelerator this VM runs on (arm64 guests: always TCG).
+    pub fn accel(&self) -> Accel {
+        self.accel
     }
 
     pub fn name(&self) -> &str {
@@ -413,5 +509,57 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pc::Ovmf;
+    use std::time::Duration;
+
+    /// The longest probe with a hold point fits x86's command line beside a
+    /// pc-efi image's own entry (esp.rs' options, an initrd).
+    #[test]
+    fn probe_arguments_fit_beside_a_pc_efi_entry() {
+        let pc = PcEfiBoot {
+            firmware: Ovmf {
+                code: PathBuf::from(Ovmf::DEBIAN_CODE),
+                vars_template: PathBuf::from(Ovmf::DEBIAN_VARS),
+            },
+            entry_options: "console=tty0 console=ttyS0,115200 \
+                root=PARTUUID=0fc63daf-0000-4000-8000-000000000002 rootfstype=ext4 \
+                fsck.repair=yes rootwait net.ifnames=0"
+                .to_owned(),
+            initrds: vec!["/initrd.img-7.3.4+deb13-amd64".to_owned()],
+        };
+        let wait = Duration::from_secs(900);
+        for probe in [
+            Probe::Report,
+            Probe::Member,
+            Probe::SwarmManager {
+                nodes: 3,
+                wait,
+                hold: true,
+            },
+            Probe::Standby {
+                vip: std::net::Ipv4Addr::new(192, 168, 188, 2),
+                wait,
+            },
+        ] {
+            let extra = test_kernel_args(
+                Some(&probe),
+                &["pibake.test.hold_after=identity".to_owned()],
+            )
+            .join(" ");
+            let line = pc.command_line(&extra);
+            assert!(line.starts_with("initrd=\\initrd.img-7.3.4+deb13-amd64 console=tty0 "));
+            assert!(line.ends_with(&extra));
+            assert!(
+                line.len() < COMMAND_LINE_SIZE - 40,
+                "{probe:?}: {} bytes, too near x86's {COMMAND_LINE_SIZE}",
+                line.len()
+            );
+        }
     }
 }

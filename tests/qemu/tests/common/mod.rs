@@ -11,7 +11,7 @@ use pibake_qemu::images::{role_image, workspace_root};
 use pibake_qemu::net::{NetNs, TimeServer};
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::probe::{Probe, Report};
-use pibake_qemu::vm::{BootFiles, Network, Vm, VmSpec, MULTI_USER};
+use pibake_qemu::vm::{Boot, BootFiles, Network, Vm, VmSpec, MULTI_USER};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -119,10 +119,12 @@ impl Lab {
 
     /// Boots `disk` as `node` (its MAC) on the lab's segment, the guest's
     /// clock at the host's, with `probe`; logs under `name` in the lab's dir.
-    pub fn start_vm(
+    /// `boot` is an arm64 worker's [`BootFiles`] or a pc-efi master's
+    /// [`pibake_qemu::pc::PcEfiBoot`]: both VMs share the segment.
+    pub fn start_vm<'b>(
         &self,
         name: &str,
-        boot: &BootFiles,
+        boot: impl Into<Boot<'b>>,
         disk: &Overlay,
         node: Node,
         probe: Option<Probe>,
@@ -131,10 +133,10 @@ impl Lab {
     }
 
     /// [`Lab::start_vm`] with more (test-only) kernel arguments.
-    pub fn start_vm_args(
+    pub fn start_vm_args<'b>(
         &self,
         name: &str,
-        boot: &BootFiles,
+        boot: impl Into<Boot<'b>>,
         disk: &Overlay,
         node: Node,
         probe: Option<Probe>,
@@ -142,7 +144,7 @@ impl Lab {
     ) -> Result<Vm> {
         Ok(Vm::start(VmSpec {
             name: name.to_owned(),
-            boot,
+            boot: boot.into(),
             disk,
             mac: node.mac.to_owned(),
             rtc_base: rtc_now(),
@@ -160,6 +162,12 @@ pub fn boot_files(role: &str, dir: &Path) -> Result<BootFiles> {
     let out = dir.join(format!("boot-{role}"));
     std::fs::create_dir_all(&out)?;
     Ok(BootFiles::from_image(&image, &out)?)
+}
+
+/// How a pc-efi role image boots (its ESP's entry, Debian's OVMF): what
+/// [`Lab::start_vm`] takes for an x86-64 master beside arm64 workers.
+pub fn pc_efi_boot(role: &str) -> Result<pibake_qemu::pc::PcEfiBoot> {
+    Ok(pibake_qemu::pc::PcEfiBoot::from_image(&role_image(role)?)?)
 }
 
 /// The node table baked into a role image.
@@ -293,9 +301,9 @@ pub fn rtc_now() -> String {
 /// Boots `overlay` as `node` (its MAC) in `lab`, waits for multi-user, the
 /// probe's report and the power-off, then reads the agent's state.
 #[allow(clippy::too_many_arguments)]
-pub fn boot_once(
+pub fn boot_once<'b>(
     lab: &Lab,
-    boot: &BootFiles,
+    boot: impl Into<Boot<'b>>,
     overlay: &Overlay,
     node: Node,
     table: &NodeTable,
@@ -315,7 +323,7 @@ pub fn boot_once(
     let start = Instant::now();
     let mut vm = Vm::start(VmSpec {
         name: label.to_owned(),
-        boot,
+        boot: boot.into(),
         disk: overlay,
         mac: node.mac.to_owned(),
         rtc_base: rtc_now(),
