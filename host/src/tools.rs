@@ -176,6 +176,12 @@ pub const TABLE: &[Requirement] = &[
         "compiles pibake's device-tree overlays; the tests apply them",
     ),
     row(
+        "tar",
+        &["tar"],
+        Need::Test,
+        "the OVMF test unpacks systemd-boot and a kernel from their .debs",
+    ),
+    row(
         "dosfstools",
         &["fsck.vfat", "mkfs.vfat"],
         Need::Build,
@@ -213,9 +219,9 @@ pub const TABLE: &[Requirement] = &[
     ),
     row(
         "mtools",
-        &["mcopy", "mdir", "mtype", "mlabel", "mdel"],
+        &["mcopy", "mdir", "mtype", "mlabel", "mdel", "mformat", "mmd"],
         Need::Test,
-        "the tests read and write FAT partitions without mounts",
+        "the tests read, write and make FAT partitions without mounts (flash, the ring's ESP fixture)",
     ),
     row(
         "dpkg-dev",
@@ -281,11 +287,25 @@ pub const TABLE: &[Requirement] = &[
         need: Need::Test,
         why: "the QEMU ring boots the lab's images (QEMU 10 from backports)",
     },
+    Requirement {
+        package: "qemu-system-x86",
+        origin: Origin::Backports,
+        programs: &["qemu-system-x86_64"],
+        min_version: None,
+        need: Need::Test,
+        why: "the QEMU ring boots the lab's pc-efi masters under OVMF (QEMU 10 from backports)",
+    },
+    row(
+        "ovmf",
+        &[],
+        Need::Test,
+        "UEFI firmware of the ring's pc-efi VMs (/usr/share/OVMF/OVMF_CODE_4M.fd)",
+    ),
     row(
         "qemu-utils",
         &["qemu-img", "qemu-io"],
-        Need::Test,
-        "copy-on-write overlays of the images for the ring",
+        Need::Build,
+        "the .qcow2 of pc-efi images (qemu-img convert); the ring's copy-on-write overlays",
     ),
     row(
         "iproute2",

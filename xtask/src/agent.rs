@@ -173,7 +173,7 @@ fn check_help(mut command: Command, bin: &Path, how: &str, cannot_run: &str) -> 
 pub fn check_agent_runs(bin: &Path) -> anyhow::Result<()> {
     check_elf(bin, 183, "aarch64")?;
     let qemu = "qemu-aarch64-static";
-    let mut command = Command::new(qemu);
+    let mut command = Command::new("qemu-aarch64-static");
     command.args(["-L", "/usr/aarch64-linux-gnu"]).arg(bin);
     check_help(
         command,

@@ -165,15 +165,16 @@ fn apt_install(packages: &[&str], backports: &[&str]) -> anyhow::Result<()> {
     if !packages.is_empty() {
         crate::run_env("apt-get", &args, &env)?;
     }
-    let mut args = vec![
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "-t",
-        "bookworm-backports",
-    ];
-    args.extend_from_slice(backports);
+    // `package/bookworm-backports`, not `-t bookworm-backports`: -t makes
+    // backports the candidate of every package in the transaction and
+    // upgrades the host's systemd and udev with them; this takes the named
+    // packages from backports and only the dependencies they need.
+    let pinned: Vec<String> = backports
+        .iter()
+        .map(|p| format!("{p}/bookworm-backports"))
+        .collect();
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(pinned.iter().map(String::as_str));
     if !backports.is_empty() {
         crate::run_env("apt-get", &args, &env)?;
     }

@@ -17,11 +17,11 @@ pub struct Qcow2 {
     pub tool: String,
 }
 
-/// The `qemu-img` to run (a test points it elsewhere to plant a fault).
+/// The converter, for messages (spawned by its literal name: host/tests/spawned.rs reads it).
 const QEMU_IMG: &str = "qemu-img";
 
 fn qemu_img_version(image: &str) -> Result<String, BuildError> {
-    let out = Command::new(QEMU_IMG)
+    let out = Command::new("qemu-img")
         .arg("--version")
         .output()
         .map_err(|e| missing_tool(image, &e))?;
@@ -49,7 +49,7 @@ pub fn write(image: &str, img: &Path) -> Result<Qcow2, BuildError> {
     let path = path_of(img);
     let atomic_err = |e: pibake_image::atomic::AtomicError| io("cannot write", &e.path)(e.source);
     let tmp = pibake_image::atomic::temp_beside(&path).map_err(atomic_err)?;
-    let out = Command::new(QEMU_IMG)
+    let out = Command::new("qemu-img")
         .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
         .arg(img)
         .arg(tmp.path())
@@ -93,7 +93,7 @@ mod tests {
         let (qa, qb) = (write("a", &a)?, write("b", &b)?);
         assert_eq!(qa.sha256, qb.sha256);
         assert!(qa.tool.starts_with("qemu-img version"), "{}", qa.tool);
-        let cmp = Command::new(QEMU_IMG)
+        let cmp = Command::new("qemu-img")
             .args(["compare", "-q", "-f", "raw", "-F", "qcow2"])
             .arg(&a)
             .arg(&qa.path)
