@@ -813,3 +813,43 @@ fn readme_documents_the_template_context() {
         );
     }
 }
+
+/// The lab is two architectures: the masters' image is pc-efi on the amd64
+/// rootfs, the Pis' on the arm64 one; each stage is hashed from its own
+/// closure, so a change to one architecture's closure leaves the other's
+/// rootfs (the 10–15 minute emulated one) where it was.
+#[test]
+fn the_lab_plans_one_rootfs_per_architecture() {
+    let cluster = lab();
+    let lock = LockInfo::read(Path::new("examples/lab/cluster.toml")).expect("lock info");
+    let plan = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
+    let arch_of = |image: &str| {
+        let spec = &plan.images.iter().find(|i| i.spec.name == image).expect(image).spec;
+        (plan.rootfs[&spec.rootfs.id].arch.as_str(), spec.boot.is_efi(), spec.boot.table)
+    };
+    use pibake::model::TableKind;
+    assert_eq!(arch_of("lab-master"), ("amd64", true, TableKind::Gpt));
+    assert_eq!(arch_of("lab-worker"), ("arm64", false, TableKind::Mbr));
+    assert_eq!(arch_of("lab-aux"), ("arm64", false, TableKind::Mbr));
+    let master = &plan.rootfs["lab-rootfs-amd64"];
+    for package in ["linux-image-amd64", "systemd-boot-efi", "keepalived"] {
+        assert!(master.packages.contains(package), "{package} not in {:?}", master.packages);
+    }
+    let pis = &plan.rootfs["lab-rootfs"];
+    assert!(pis.packages.contains("raspi-firmware") && !pis.packages.contains("systemd-boot-efi"));
+    assert!(pis.files.contains_key(pibake_image::pi5::INITRAMFS_MODULES_FILE));
+    assert!(master.files.is_empty(), "{:?}", master.files.keys());
+
+    // Another amd64 closure (a package updated there) changes the amd64
+    // rootfs only.
+    let mut amd64_moved = lock.clone();
+    let closure = amd64_moved.closures.get_mut("amd64").expect("amd64 closure");
+    closure.closure = pibake::hash::InputHash::of_bytes(b"another amd64 closure");
+    let again = plan::plan(&cluster, &amd64_moved, &Selection::default()).expect("plan");
+    assert_eq!(again.rootfs["lab-rootfs"], plan.rootfs["lab-rootfs"]);
+    assert_ne!(again.rootfs["lab-rootfs-amd64"].input_hash, master.input_hash);
+    let worker = |p: &plan::Plan| {
+        p.images.iter().find(|i| i.spec.name == "lab-worker").map(|i| i.input_hash)
+    };
+    assert_eq!(worker(&again), worker(&plan));
+}

@@ -808,10 +808,20 @@ fn check_config(role: &str, fat: &Fat) -> Result<()> {
 
 #[test]
 fn config_txt_has_the_button_and_gps_lines_and_their_overlays() -> Result<()> {
-    for role in ["worker", "master", "aux"] {
+    // The Pi roles; the master is a pc-efi Mac Mini, with an ESP and no
+    // config.txt (its boot is tested by booting it under OVMF below).
+    for role in ["worker", "aux"] {
         let disk = RawDisk::open(&role_image(role)?)?;
         check_config(role, &disk.boot()?)?;
     }
+    let master = RawDisk::open(&role_image("master")?)?;
+    let esp = master.boot()?;
+    let loader = esp.list("/EFI/BOOT")?;
+    ensure!(
+        esp.read_string("config.txt").is_err()
+            && loader.iter().any(|n| n.eq_ignore_ascii_case("BOOTX64.EFI")),
+        "lab-master's boot partition is not an ESP with EFI/BOOT/BOOTX64.EFI (has {loader:?})"
+    );
     Ok(())
 }
 
@@ -995,7 +1005,9 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
     let _serial = serial();
     timed("vip_moves_to_master2_when_master1_dies", || {
         let dir = workdir("failover")?;
-        let mboot = boot_files("master", &dir)?;
+        // The masters are pc-efi (x86-64) machines booted through OVMF and
+        // their own systemd-boot; the worker an arm64 Pi 5.
+        let mboot = pc_efi_boot("master")?;
         let wboot = boot_files("worker", &dir)?;
         let mtable = node_table("master")?;
         let wtable = node_table("worker")?;
@@ -1016,6 +1028,11 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
                 hold: true,
             }),
         )?;
+        eprintln!(
+            "master1: qemu-system-x86_64 under {} ({})",
+            master1.accel().name(),
+            pibake_qemu::pc::x86_accel().why
+        );
         // The operator reads the join tokens from master1 ...
         let token = master1.wait_probe_section("token", BOOT_TIMEOUT)?;
         let mtoken = master1.wait_probe_section("mtoken", BOOT_TIMEOUT)?;

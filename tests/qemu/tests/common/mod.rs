@@ -59,13 +59,13 @@ pub const WORKER2: Node = Node {
 pub const MASTER1: Node = Node {
     name: "master1",
     role: "master",
-    mac: "2c:cf:67:00:00:11",
+    mac: "52:54:00:00:00:11",
     address: "192.168.188.11",
 };
 pub const MASTER2: Node = Node {
     name: "master2",
     role: "master",
-    mac: "2c:cf:67:00:00:12",
+    mac: "52:54:00:00:00:12",
     address: "192.168.188.12",
 };
 pub const AUX1: Node = Node {
