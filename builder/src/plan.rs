@@ -423,18 +423,21 @@ impl Plan {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<10} {:>4}  {:<12} {:<12}  layers",
-            "image", "role", "platforms", "pkgs", "input", "rootfs"
+            "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12}  layers",
+            "image", "role", "platforms", "arch", "pkgs", "input", "rootfs"
         );
         for image in &self.images {
             let image_spec = &image.spec;
             let platforms: Vec<&str> = image_spec.platforms.iter().map(|p| p.name()).collect();
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:<10} {:>4}  {:<12} {:<12}  {}",
+                "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12}  {}",
                 image_spec.name,
                 image_spec.role,
                 platforms.join(","),
+                self.rootfs
+                    .get(&image_spec.rootfs.id)
+                    .map_or("?", |r| r.arch.as_str()),
                 image_spec.packages.len(),
                 image.input_hash.short(),
                 image_spec.rootfs.input_hash.short(),
