@@ -165,16 +165,19 @@ fn apt_install(packages: &[&str], backports: &[&str]) -> anyhow::Result<()> {
     if !packages.is_empty() {
         crate::run_env("apt-get", &args, &env)?;
     }
-    // `package/bookworm-backports`, not `-t bookworm-backports`: -t makes
-    // backports the candidate of every package in the transaction and
-    // upgrades the host's systemd and udev with them; this takes the named
-    // packages from backports and only the dependencies they need.
-    let pinned: Vec<String> = backports
-        .iter()
-        .map(|p| format!("{p}/bookworm-backports"))
-        .collect();
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(pinned.iter().map(String::as_str));
+    // `-t bookworm-backports`: `package/bookworm-backports` would take the
+    // dependencies from bookworm (qemu-system-arm 10 then cannot have its
+    // qemu-system-common 10). Only what the table names comes from here;
+    // nothing in it needs a newer systemd.
+    let mut args = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-t",
+        "bookworm-backports",
+    ];
+    args.extend_from_slice(backports);
     if !backports.is_empty() {
         crate::run_env("apt-get", &args, &env)?;
     }
