@@ -8,9 +8,14 @@
 //!
 //! A template that renders to nothing but whitespace produces no file: that
 //! is how a file applies only to some nodes (gpsd on the GPS node).
+//!
+//! After the overlays, an image of a Swarm manager gets the `stacks` layer
+//! (the compose files of `[swarm.stacks]` as `/etc/pibake/stacks/<name>.yml`,
+//! 0644, their names in the node table's `swarm.stacks`); every image ends
+//! with the `node-table` layer.
 
 use crate::hash::{HashError, InputHash};
-use crate::model::{Cluster, Ipv4Net, Node, Platform};
+use crate::model::{Cluster, Ipv4Net, Node, Platform, Stack};
 use pibake_firstboot::table::{self, NodeEntry, NodeFile, NodeTable, SwarmRole};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -201,7 +206,23 @@ pub fn render_image(
             }
         }
     }
-    let node_table = node_table(cluster, scope, node_files);
+    let stacks = stacks_of(cluster, scope);
+    if !stacks.is_empty() {
+        layers.push(Layer {
+            overlay: "stacks".into(),
+            entries: stacks
+                .iter()
+                .map(|stack| LayerEntry {
+                    path: table::stack_path(&stack.name),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    kind: EntryKind::File(stack.content.clone().into_bytes()),
+                })
+                .collect(),
+        });
+    }
+    let node_table = node_table(cluster, scope, node_files, &stacks);
     let table_text = node_table.to_toml().map_err(RenderError::Table)?;
     layers.push(Layer {
         overlay: "node-table".into(),
@@ -216,10 +237,26 @@ pub fn render_image(
     Ok(RenderedImage { layers, node_table })
 }
 
+/// The compose stacks an image carries, by name: every `[swarm.stacks]`
+/// entry in the image of a Swarm manager (the first one deploys them; the
+/// others hold them for an operator, or a later deploy), none elsewhere.
+fn stacks_of<'a>(cluster: &'a Cluster, scope: &ImageScope<'_>) -> Vec<&'a Stack> {
+    let manager = scope
+        .nodes
+        .iter()
+        .any(|n| cluster.swarm.managers.contains(&n.name));
+    if manager {
+        cluster.swarm.stacks.values().collect()
+    } else {
+        Vec::new()
+    }
+}
+
 fn node_table(
     cluster: &Cluster,
     scope: &ImageScope<'_>,
     mut files: BTreeMap<String, BTreeMap<String, NodeFile>>,
+    stacks: &[&Stack],
 ) -> NodeTable {
     let nodes = scope
         .nodes
@@ -259,6 +296,7 @@ fn node_table(
         swarm: table::Swarm {
             join: cluster.swarm_join_addresses(),
             wait_seconds: cluster.swarm.join_wait_seconds,
+            stacks: stacks.iter().map(|s| s.name.clone()).collect(),
         },
         nodes,
     }

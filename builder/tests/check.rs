@@ -104,6 +104,27 @@ rules! {
     bad_format_version: "bad-format-version", true, "format 2 is not known";
     private_key: "private-key", true, "this is a private key";
     warning_two_managers: "warning-two-managers", false, "two Swarm managers tolerate zero failures";
+    stack_with_a_compose_file_passes: "stack-valid", false, "0 error(s), 0 warning(s)";
+    stack_compose_file_missing: "stack-missing-file", true, "swarm.stacks.web.compose: cannot read the compose file `stacks/missing.yml`";
+    stack_compose_file_not_yaml: "stack-bad-yaml", true, "the compose file `stacks/bad-yaml.yml` is not valid YAML";
+    stack_compose_file_without_services: "stack-no-services", true, "has no top-level `services`";
+    stack_name_not_a_label: "stack-bad-name", true, "stack name `Web_App` has '_'";
+    stack_unknown_key: "stack-unknown-key", true, "did you mean `compose`?";
+}
+
+/// A valid stack is in the model with the compose file's text, as checked.
+#[test]
+fn a_stack_carries_its_compose_file() {
+    common::enter_workspace();
+    let checked =
+        model::load(Path::new("tests/fixtures/check/stack-valid.toml")).expect("readable");
+    let cluster = checked.cluster.expect("valid");
+    let web = &cluster.swarm.stacks["web"];
+    assert_eq!(web.name, "web");
+    assert_eq!(
+        web.content,
+        std::fs::read_to_string("tests/fixtures/check/stacks/web.yml").expect("compose file")
+    );
 }
 
 const MACOS_GOLDEN: &str = "tests/fixtures/check-macos/cluster.expected";

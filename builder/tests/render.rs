@@ -853,3 +853,80 @@ fn the_lab_plans_one_rootfs_per_architecture() {
     };
     assert_eq!(worker(&again), worker(&plan));
 }
+
+/// `[swarm.stacks]`: the compose files go into the images of the Swarm
+/// managers only, as /etc/pibake/stacks/<name>.yml (0644, root), in a
+/// `stacks` layer before the node table, which names them; their content is
+/// part of the spec, so of the input hash. The other images do not change.
+#[test]
+fn stacks_go_into_the_manager_images_only() {
+    let cluster = lab();
+    let lock = LockInfo::read(Path::new("examples/lab/cluster.toml")).expect("lock info");
+    let mut with = cluster.clone();
+    let web = "services:\n  web:\n    image: nginx:1.27\n";
+    with.swarm.stacks.insert(
+        "web".into(),
+        model::Stack {
+            name: "web".into(),
+            compose: PathBuf::from("stacks/web.yml"),
+            content: web.into(),
+        },
+    );
+    let stack_file = "etc/pibake/stacks/web.yml";
+    let carries = |spec: &ImageSpec| {
+        spec.layers
+            .iter()
+            .flat_map(|l| l.entries.iter().map(move |e| (l.overlay.as_str(), e)))
+            .find(|(_, e)| e.path == stack_file)
+            .map(|(layer, e)| (layer.to_owned(), e.clone()))
+    };
+    for selection in [
+        Selection::default(),
+        Selection {
+            per_node: true,
+            ..Selection::default()
+        },
+    ] {
+        let before = plan::plan(&cluster, &lock, &selection).expect("plan");
+        let after = plan::plan(&with, &lock, &selection).expect("plan");
+        assert_eq!(before.rootfs, after.rootfs);
+        for (a, b) in before.images.iter().zip(&after.images) {
+            let spec = &b.spec;
+            let manager = spec.nodes.iter().any(|n| with.swarm.managers.contains(n));
+            assert_eq!(a.input_hash != b.input_hash, manager, "{}", spec.name);
+            match carries(spec) {
+                Some((layer, entry)) => {
+                    assert!(
+                        manager,
+                        "{} is no manager's image but carries the stack",
+                        spec.name
+                    );
+                    assert_eq!(layer, "stacks");
+                    assert_eq!((entry.mode, entry.uid, entry.gid), (0o644, 0, 0));
+                    assert_eq!(entry.kind, EntryKind::File(web.as_bytes().to_vec()));
+                    assert_eq!(spec.node_table.swarm.stacks, ["web"], "{}", spec.name);
+                    let last = spec.layers.last().expect("layers");
+                    assert_eq!(last.overlay, "node-table", "the node table stays last");
+                }
+                None => {
+                    assert!(!manager, "manager image {} lacks the stack", spec.name);
+                    assert!(spec.node_table.swarm.stacks.is_empty(), "{}", spec.name);
+                    assert_eq!(a.spec, b.spec, "{}", spec.name);
+                }
+            }
+        }
+    }
+    // Another compose file is another master image.
+    let mut edited = with.clone();
+    edited.swarm.stacks.get_mut("web").expect("web").content =
+        "services:\n  web:\n    image: nginx:1.28\n".into();
+    let master = |c: &Cluster| {
+        plan::plan(c, &lock, &Selection::default())
+            .expect("plan")
+            .images
+            .into_iter()
+            .find(|i| i.spec.name == "lab-master")
+            .map(|i| i.input_hash)
+    };
+    assert_ne!(master(&with), master(&edited));
+}

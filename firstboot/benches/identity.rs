@@ -95,6 +95,7 @@ fn table() -> NodeTable {
         swarm: Swarm {
             join: vec![[192, 168, 188, 10].into()],
             wait_seconds: 60,
+            stacks: vec![],
         },
         nodes,
     }

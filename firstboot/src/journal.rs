@@ -2,7 +2,7 @@
 //! `/var/lib/pibake`, written atomically, read by later steps and `status`.
 //!
 //! **Test-only hold.** With `pibake.test.hold_after=<step>` (`identity`,
-//! `clock` or `swarm`) on the kernel command line, the agent, once it has
+//! `clock`, `swarm` or `stacks`) on the kernel command line, the agent, once it has
 //! run and journaled that step, logs [`hold_marker`] and sleeps forever, so
 //! that a test harness can cut the power at exactly that point of first boot
 //! (the QEMU ring passes the parameter with `-append`; see
@@ -27,16 +27,26 @@ pub enum Step {
     Identity,
     Clock,
     Swarm,
+    /// Deploying the image's compose stacks: only on the node that
+    /// initializes the swarm, and only when its image carries stacks
+    /// ([`crate::stacks`]), so not in [`Step::ALL`].
+    Stacks,
 }
 
 impl Step {
+    /// The steps every node runs, in order.
     pub const ALL: [Step; 3] = [Step::Identity, Step::Clock, Step::Swarm];
+
+    /// Every step, in order: [`Step::ALL`], then the first manager's
+    /// [`Step::Stacks`].
+    pub const EVERY: [Step; 4] = [Step::Identity, Step::Clock, Step::Swarm, Step::Stacks];
 
     pub fn name(self) -> &'static str {
         match self {
             Step::Identity => "identity",
             Step::Clock => "clock",
             Step::Swarm => "swarm",
+            Step::Stacks => "stacks",
         }
     }
 }
@@ -163,7 +173,7 @@ pub fn hold_after(root: &Root) -> Result<Option<Step>, String> {
     else {
         return Ok(None);
     };
-    Step::ALL
+    Step::EVERY
         .into_iter()
         .find(|s| s.name() == value)
         .map(Some)
@@ -204,7 +214,7 @@ mod tests {
         assert_eq!(hold_after(&root), Ok(None));
         let (_d, root) = root_with_cmdline(Some("console=ttyAMA0 root=/dev/vda2 rootwait\n"));
         assert_eq!(hold_after(&root), Ok(None));
-        for step in Step::ALL {
+        for step in Step::EVERY {
             let line = format!("console=ttyAMA0 {HOLD_KEY}{step} quiet\n");
             let (_d, root) = root_with_cmdline(Some(&line));
             assert_eq!(hold_after(&root), Ok(Some(step)));

@@ -4,7 +4,8 @@
 //! very types, read by the agent on the board), the host-name rule of node
 //! names ([`hostname`], shared with `pibake check` and `pibake flash`) and the
 //! agent's steps:
-//! [`identity`], [`clock`], [`swarm`], [`status`], each journaled under
+//! [`identity`], [`clock`], [`swarm`] (then, on the first manager,
+//! [`stacks`]), [`status`], each journaled under
 //! `/var/lib/pibake` ([`journal`]); and keepalived's track check
 //! ([`engine`], the Docker Engine API without the docker client). All system access goes through
 //! [`root::Root`] and the traits of [`system`] and [`clock`], so the steps run
@@ -20,6 +21,7 @@ pub mod identity;
 pub mod journal;
 pub mod root;
 pub mod secrets;
+pub mod stacks;
 pub mod status;
 pub mod swarm;
 pub mod system;

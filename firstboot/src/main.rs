@@ -6,7 +6,7 @@ use pibake_firstboot::clock::{Chronyc, Timedatectl};
 use pibake_firstboot::journal::{self, Step};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{ProcessRunner, SystemClock};
-use pibake_firstboot::{clock, engine, error_chain, identity, status, swarm, Agent};
+use pibake_firstboot::{clock, engine, error_chain, identity, stacks, status, swarm, Agent};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use std::time::Duration;
 #[command(
     name = "pibake-firstboot",
     version,
-    after_help = "Test only: with pibake.test.hold_after=<identity|clock|swarm> on the kernel \
+    after_help = "Test only: with pibake.test.hold_after=<identity|clock|swarm|stacks> on the kernel \
 command line, the agent holds (logs a marker and sleeps forever) once it has run and journaled \
 that step, so a test harness can cut the power there. Never set it on a board."
 )]
@@ -38,7 +38,8 @@ enum Command {
     Identity,
     /// Wait (bounded) for chrony to report a verified clock.
     Clock,
-    /// Initialize or join the Docker Swarm (needs identity and a verified clock).
+    /// Initialize or join the Docker Swarm (needs identity and a verified clock); then, on the
+    /// node that initializes it, deploy the image's compose stacks once.
     Swarm,
     /// Exit 0 when this node is an active Swarm manager, 1 otherwise (keepalived's track
     /// script: it asks the Docker daemon's socket itself, in milliseconds).
@@ -99,7 +100,7 @@ fn test_hold(agent: &Agent<'_>, step: Step) {
         }
         Ok(_) => {}
         Err(value) => log::warn!(
-            "ignoring {}{value}: not a step (identity, clock, swarm)",
+            "ignoring {}{value}: not a step (identity, clock, swarm, stacks)",
             journal::HOLD_KEY
         ),
     }
@@ -141,7 +142,16 @@ fn main() -> ExitCode {
         Command::Swarm => {
             let ok = swarm::run(&agent).is_ok();
             test_hold(&agent, Step::Swarm);
-            ok
+            // The first manager's stacks, once the swarm exists (the stacks
+            // module's docs); a failed deploy is journaled, and retried by
+            // the next run.
+            ok && {
+                let deployed = stacks::run(&agent);
+                if !matches!(deployed, Ok(stacks::Deployed::NotHere)) {
+                    test_hold(&agent, Step::Stacks);
+                }
+                deployed.is_ok()
+            }
         }
         Command::SwarmManagerCheck => {
             // keepalived's `timeout 10` bounds the whole script; answer before it.

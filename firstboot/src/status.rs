@@ -27,12 +27,15 @@ pub struct StepStatus {
     pub node: Option<String>,
 }
 
-/// Reads the state of every step from the journal.
+/// Reads the state of every step from the journal: the steps every node
+/// runs, then `stacks` where it applies ([`shows_stacks`]).
 pub fn status(root: &Root) -> Vec<StepStatus> {
     let journal = Journal::new(root);
+    let stacks = shows_stacks(root, &journal).then_some(Step::Stacks);
     Step::ALL
-        .iter()
-        .map(|&step| match journal.read(step) {
+        .into_iter()
+        .chain(stacks)
+        .map(|step| match journal.read(step) {
             Ok(Some(r)) => StepStatus {
                 step,
                 state: match r.outcome {
@@ -62,6 +65,14 @@ pub fn status(root: &Root) -> Vec<StepStatus> {
             },
         })
         .collect()
+}
+
+/// Whether `status` lists the stacks step: once it is journaled, and while
+/// it is pending on the node that deploys stacks (by the identity journal's
+/// node and the node table); never on the other nodes.
+fn shows_stacks(root: &Root, journal: &Journal) -> bool {
+    !matches!(journal.read(Step::Stacks), Ok(None))
+        || crate::stacks::stacks_here(root).is_ok_and(|s| !s.is_empty())
 }
 
 /// Human-readable table.

@@ -1,5 +1,6 @@
 //! Swarm: initialize the swarm on the first manager, join it elsewhere.
-//! Idempotent: the local node state is read first.
+//! Idempotent: the local node state is read first. The first manager's
+//! compose stacks follow once this step is done ([`crate::stacks`]).
 
 use crate::journal::{Journal, JournalError, Outcome, Record, Step};
 use crate::secrets::{self, SecretsError, MANAGER_TOKEN, WORKER_TOKEN};

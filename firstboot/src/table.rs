@@ -16,6 +16,16 @@ pub const TABLE_FORMAT: u32 = 1;
 /// Where the table lives in an image, relative to the root.
 pub const TABLE_PATH: &str = "etc/pibake/nodes.toml";
 
+/// Where the compose files of [`Swarm::stacks`] live in an image, relative
+/// to the root.
+pub const STACKS_DIR: &str = "etc/pibake/stacks";
+
+/// The compose file of stack `name` in an image, relative to the root
+/// (`etc/pibake/stacks/<name>.yml`).
+pub fn stack_path(name: &str) -> String {
+    format!("{STACKS_DIR}/{name}.yml")
+}
+
 /// The node table of one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +103,12 @@ pub struct Swarm {
     /// How long to keep retrying while no manager answers, seconds.
     #[serde(default = "default_join_wait_seconds")]
     pub wait_seconds: u64,
+    /// Compose stacks this image carries, by name, each at [`stack_path`]
+    /// (the images of Swarm managers only); the node that initializes the
+    /// swarm deploys them. Empty, the key is left out: a table without
+    /// stacks is the same text as before stacks existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<String>,
 }
 
 /// Managers may boot well after the workers (a power cut restores them all
@@ -139,4 +155,69 @@ pub enum TableError {
     Serialize(#[source] toml::ser::Error),
     #[error("node table has format {found}, this agent reads format {TABLE_FORMAT}")]
     Format { found: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(stacks: &[&str]) -> NodeTable {
+        NodeTable {
+            format: TABLE_FORMAT,
+            cluster: "lab".into(),
+            domain: "lab.example".into(),
+            role: "master".into(),
+            build_epoch: 1_700_000_000,
+            interface: "eth0".into(),
+            clock: ClockLimits {
+                max_offset_ms: 100,
+                max_root_distance_ms: 1000,
+                wait_seconds: 180,
+            },
+            swarm: Swarm {
+                join: vec![Ipv4Addr::new(192, 168, 188, 2)],
+                wait_seconds: 900,
+                stacks: stacks.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            nodes: BTreeMap::from([(
+                "master1".to_owned(),
+                NodeEntry {
+                    address: Ipv4Addr::new(192, 168, 188, 11),
+                    mac: None,
+                    serial: None,
+                    swarm_role: SwarmRole::Init,
+                    files: vec![],
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn stacks_round_trip() -> Result<(), TableError> {
+        let with = table(&["db", "web"]);
+        let text = with.to_toml()?;
+        assert!(text.contains("stacks = [\"db\", \"web\"]"), "{text}");
+        assert_eq!(NodeTable::from_toml(&text)?, with);
+        Ok(())
+    }
+
+    /// A table without stacks is the text it was before stacks existed, and
+    /// such a text reads back with none.
+    #[test]
+    fn a_table_without_stacks_has_no_stacks_key() -> Result<(), TableError> {
+        let without = table(&[]);
+        let text = without.to_toml()?;
+        assert!(!text.contains("stacks"), "{text}");
+        assert!(
+            text.contains("[swarm]\njoin = [\"192.168.188.2\"]\nwait_seconds = 900\n\n"),
+            "{text}"
+        );
+        assert_eq!(NodeTable::from_toml(&text)?, without);
+        Ok(())
+    }
+
+    #[test]
+    fn stack_files_live_under_etc_pibake_stacks() {
+        assert_eq!(stack_path("web"), "etc/pibake/stacks/web.yml");
+    }
 }

@@ -619,6 +619,7 @@ mod tests {
             swarm: Swarm {
                 join: vec![],
                 wait_seconds: 1,
+                stacks: vec![],
             },
             nodes: nodes
                 .iter()

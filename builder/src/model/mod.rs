@@ -279,6 +279,20 @@ pub struct Swarm {
     pub join: JoinVia,
     /// How long a joining node keeps retrying while no manager answers.
     pub join_wait_seconds: u64,
+    /// Compose stacks, by name: carried by the managers' images, deployed by
+    /// the first manager once the swarm exists.
+    pub stacks: BTreeMap<String, Stack>,
+}
+
+/// `[swarm.stacks.<name>]`: a compose file, read and checked by `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stack {
+    /// The stack's name on the Swarm (a lower-case label, as a node's name).
+    pub name: String,
+    /// The compose file, as found from the cluster file.
+    pub compose: PathBuf,
+    /// The compose file's text as checked: what the managers' images carry.
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

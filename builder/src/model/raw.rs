@@ -229,6 +229,17 @@ pub struct RawSwarm {
     /// How long a joining node keeps retrying while no manager answers.
     #[serde(default = "default_join_wait")]
     pub join_wait_seconds: u64,
+    /// Compose stacks the first manager deploys, by stack name
+    /// (`[swarm.stacks.<name>]`).
+    #[serde(default)]
+    pub stacks: BTreeMap<String, RawStack>,
+}
+
+/// `[swarm.stacks.<name>]`: one stack of services on the Swarm.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawStack {
+    /// The compose file, relative to the cluster file's directory.
+    pub compose: String,
 }
 
 fn default_join_wait() -> u64 {

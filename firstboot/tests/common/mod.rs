@@ -137,6 +137,7 @@ pub fn lab_table() -> NodeTable {
         swarm: Swarm {
             join: vec![[192, 168, 188, 10].into(), [192, 168, 188, 11].into()],
             wait_seconds: 60,
+            stacks: vec![],
         },
         nodes,
     }
@@ -316,6 +317,12 @@ pub struct Board {
     /// Answers of successive `chronyc -c tracking` calls; the last repeats.
     pub tracking: RefCell<VecDeque<String>>,
     pub ntp_synchronized: Cell<bool>,
+    /// Answers of successive `docker stack deploy` calls (exit code,
+    /// stderr); when empty, a deploy on an active swarm of an existing
+    /// compose file succeeds.
+    pub deploy_answers: RefCell<VecDeque<(i32, String)>>,
+    /// The stacks deployed on the swarm, by name (a deploy again is harmless).
+    pub stacks: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Board {
@@ -327,6 +334,8 @@ impl Default for Board {
             join_answers: RefCell::default(),
             tracking: RefCell::default(),
             ntp_synchronized: Cell::default(),
+            deploy_answers: RefCell::default(),
+            stacks: RefCell::default(),
         }
     }
 }
@@ -448,6 +457,29 @@ impl CommandRunner for FakeRunner {
                         *self.board.swarm_state.borrow_mut() = "active".to_owned();
                         ok("This node joined a swarm as a worker.\n")
                     }
+                }
+            }
+            ["docker", "stack", "deploy", "--compose-file", file, name] => {
+                let fail = |stderr: String| Output {
+                    code: Some(1),
+                    stdout: String::new(),
+                    stderr,
+                };
+                if let Some((code, stderr)) = self.board.deploy_answers.borrow_mut().pop_front() {
+                    Output {
+                        code: Some(code),
+                        stdout: String::new(),
+                        stderr,
+                    }
+                } else if self.board.swarm_state.borrow().as_str() != "active" {
+                    fail("this node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again\n".to_owned())
+                } else if !Path::new(file).is_file() {
+                    fail(format!("open {file}: no such file or directory\n"))
+                } else {
+                    self.board.stacks.borrow_mut().insert((*name).to_owned());
+                    ok(&format!(
+                        "Creating network {name}_default\nCreating service {name}_web\n"
+                    ))
                 }
             }
             _ => Output {

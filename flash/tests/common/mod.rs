@@ -224,6 +224,7 @@ pub fn node_table(role: &str, nodes: &[&str]) -> String {
         swarm: Swarm {
             join: vec![std::net::Ipv4Addr::new(192, 168, 188, 10)],
             wait_seconds: 900,
+            stacks: vec![],
         },
         nodes: nodes
             .iter()

@@ -265,6 +265,7 @@ mod tests {
                 "nodes.*",
                 "roles.*",
                 "swarm",
+                "swarm.stacks.*",
                 "time",
                 "time.gate",
                 "time.gps",
@@ -277,6 +278,8 @@ mod tests {
             "{node:?}"
         );
         assert_eq!(keys(&schema, &["vip", "holders"]), Vec::<&str>::new());
+        assert!(keys(&schema, &["swarm"]).contains(&"stacks"));
+        assert_eq!(keys(&schema, &["swarm", "stacks", "web"]), ["compose"]);
     }
 
     #[test]
@@ -381,6 +384,8 @@ holders = { n = 100 }
 node = "n"
 [swarm]
 managers = ["n"]
+[swarm.stacks.web]
+compose = "stacks/web.yml"
 "#;
         assert_schema_covers::<RawCluster>(full, true);
         let lab = std::fs::read_to_string(dir.join("examples/lab/cluster.toml")).expect("lab");

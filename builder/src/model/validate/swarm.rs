@@ -1,20 +1,114 @@
-//! `[swarm]`: the managers (the first initializes the swarm) and where
-//! workers join.
+//! `[swarm]`: the managers (the first initializes the swarm), where
+//! workers join, and the compose stacks deployed on it.
 
 use super::{p, Validator};
-use crate::model::{JoinVia, Node, Swarm};
+use crate::model::{JoinVia, Node, Stack, Swarm};
+use pibake_firstboot::hostname::{NodeName, Problem};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 impl Validator<'_> {
     pub(super) fn swarm(&mut self, nodes: &BTreeMap<String, Node>) -> Option<Swarm> {
         let raw = &self.raw.swarm;
         self.managers(nodes);
         let join = self.join();
+        let stacks = self.stacks();
         Some(Swarm {
             managers: raw.managers.clone(),
             join,
             join_wait_seconds: raw.join_wait_seconds,
+            stacks,
         })
+    }
+
+    /// `[swarm.stacks.<name>]`: each name a lower-case label (it names the
+    /// stack on the Swarm and its file in the image), each compose file
+    /// readable, YAML, with a top-level `services` mapping.
+    fn stacks(&mut self) -> BTreeMap<String, Stack> {
+        let base = self.file.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut stacks = BTreeMap::new();
+        for (name, raw) in &self.raw.swarm.stacks {
+            if let Err(e) = name.parse::<NodeName>() {
+                let problem = match e.problem {
+                    Problem::UpperCase => "has upper-case letters".to_owned(),
+                    other => other.to_string(),
+                };
+                self.error(
+                    p(&["swarm", "stacks", name]),
+                    format!("stack name `{name}` {problem}"),
+                    format!(
+                        "rename the stack `{}`: it names the stack on the Swarm (its services are `<stack>_<service>`) and its file in the image, /etc/pibake/stacks/<name>.yml: {}",
+                        e.suggestion(),
+                        pibake_firstboot::hostname::RULE
+                    ),
+                );
+                continue;
+            }
+            let field = p(&["swarm", "stacks", name, "compose"]);
+            let shown = &raw.compose;
+            if shown.trim().is_empty() {
+                self.error(
+                    field,
+                    "no compose file",
+                    "name the stack's compose file, relative to the cluster file: compose = \"stacks/web.yml\"",
+                );
+                continue;
+            }
+            let path = base.join(shown);
+            let content = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.error(
+                        field,
+                        format!("cannot read the compose file `{shown}`: {}", io_reason(&e)),
+                        format!(
+                            "the path is relative to the cluster file's directory ({}); put the file there or fix the path",
+                            if base.as_os_str().is_empty() {
+                                ".".to_owned()
+                            } else {
+                                super::shown(&base)
+                            }
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let Ok(content) = String::from_utf8(content) else {
+                self.error(
+                    field,
+                    format!("the compose file `{shown}` is not UTF-8 text"),
+                    "save the compose file as UTF-8",
+                );
+                continue;
+            };
+            if let Err(problem) = compose_problem(&content) {
+                let (message, help) = match problem {
+                    ComposeProblem::Yaml(e) => (
+                        format!("the compose file `{shown}` is not valid YAML: {e}"),
+                        "fix the YAML at the place named (docker stack deploy reads it as a compose file)",
+                    ),
+                    ComposeProblem::NoServices => (
+                        format!("the compose file `{shown}` has no top-level `services`"),
+                        "a compose file lists its services under a top-level `services:` mapping",
+                    ),
+                    ComposeProblem::ServicesNotMapping => (
+                        format!("`services` of the compose file `{shown}` is not a mapping"),
+                        "write `services:` as a mapping of service names to their settings",
+                    ),
+                };
+                self.error(field, message, help);
+                continue;
+            }
+            stacks.insert(
+                name.clone(),
+                Stack {
+                    name: name.clone(),
+                    compose: path,
+                    content,
+                },
+            );
+        }
+        stacks
     }
 
     fn managers(&mut self, nodes: &BTreeMap<String, Node>) {
@@ -79,5 +173,68 @@ impl Validator<'_> {
                 JoinVia::Vip
             }
         }
+    }
+}
+
+/// What is wrong with a compose file's text.
+#[derive(Debug)]
+enum ComposeProblem {
+    Yaml(yaml_serde::Error),
+    NoServices,
+    ServicesNotMapping,
+}
+
+/// Whether `text` is YAML (one document) with a top-level `services` mapping.
+fn compose_problem(text: &str) -> Result<(), ComposeProblem> {
+    let value: yaml_serde::Value = yaml_serde::from_str(text).map_err(ComposeProblem::Yaml)?;
+    match value.get("services") {
+        None => Err(ComposeProblem::NoServices),
+        Some(services) if services.is_mapping() => Ok(()),
+        Some(_) => Err(ComposeProblem::ServicesNotMapping),
+    }
+}
+
+/// An I/O error's reason without the OS error number (stable in reports).
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_files_need_a_services_mapping() {
+        assert!(compose_problem("services:\n  web:\n    image: nginx\n").is_ok());
+        assert!(compose_problem("services: {}\n").is_ok());
+        assert!(matches!(
+            compose_problem("version: \"3.8\"\n"),
+            Err(ComposeProblem::NoServices)
+        ));
+        assert!(matches!(
+            compose_problem("- services\n"),
+            Err(ComposeProblem::NoServices)
+        ));
+        assert!(matches!(
+            compose_problem(""),
+            Err(ComposeProblem::NoServices)
+        ));
+        assert!(matches!(
+            compose_problem("services:\n  - web\n"),
+            Err(ComposeProblem::ServicesNotMapping)
+        ));
+        assert!(matches!(
+            compose_problem("services:\n  web: [\n"),
+            Err(ComposeProblem::Yaml(_))
+        ));
+        assert!(matches!(
+            compose_problem("services: {}\n---\nservices: {}\n"),
+            Err(ComposeProblem::Yaml(_))
+        ));
     }
 }
