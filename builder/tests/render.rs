@@ -91,9 +91,13 @@ fn boot_files(spec: &ImageSpec) -> BTreeMap<String, String> {
     }
 }
 
-/// The lab's goldens other tests compare: the plan's (below) and the
-/// picture's (picture.rs).
-const OTHER_LAB_GOLDENS: [&str; 2] = [common::LAB_PLAN_GOLDEN, common::LAB_PICTURE_GOLDEN];
+/// The goldens other tests compare: the lab's plan (below) and picture
+/// (picture.rs), and the SBOM renderer's (sbom.rs).
+const OTHER_LAB_GOLDENS: [&str; 3] = [
+    common::LAB_PLAN_GOLDEN,
+    common::LAB_PICTURE_GOLDEN,
+    common::SBOM_GOLDEN,
+];
 
 #[test]
 fn lab_rendered_files_match_goldens() {

@@ -112,10 +112,18 @@ fn small_image_is_reproducible_from_two_empty_stores() {
         assert!(!built[0].cached, "run {run} must build from scratch");
         let stage = plan.rootfs.values().next().expect("one rootfs stage");
         let tar = pibake::rootfs::cached(&store, stage).expect("rootfs stored");
-        results.push((sha256(&tar), sha256(&built[0].img), built[0].sha256.clone()));
+        let sbom = options.out_dir.join(format!("{}.spdx.json", built[0].name));
+        let sbom = std::fs::read_to_string(&sbom).expect("the SBOM beside the image");
+        let sha = &built[0].sha256;
+        assert!(
+            sbom.contains(&format!("\"checksumValue\": \"{sha}\"")),
+            "the SBOM does not name the image's sha256 {sha}:\n{sbom}"
+        );
+        results.push((sha256(&tar), sha256(&built[0].img), sha.clone(), sbom));
     }
     let (a, b) = (&results[0], &results[1]);
     assert_eq!(a.0, b.0, "rootfs tars differ between two empty stores");
     assert_eq!(a.1, b.1, "images differ between two empty stores");
     assert_eq!(a.1, a.2, "the reported sha256 is not the image's");
+    assert_eq!(a.3, b.3, "SBOMs differ between two empty stores");
 }

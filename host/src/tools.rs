@@ -329,7 +329,7 @@ pub const TABLE: &[Requirement] = &[
         "python3",
         &["python3"],
         Need::Test,
-        "runs pip for check-jsonschema",
+        "runs pip for the PyPI tools (check-jsonschema, spdx-tools)",
     ),
     row(
         "python3-venv",
@@ -344,6 +344,14 @@ pub const TABLE: &[Requirement] = &[
         min_version: None,
         need: Need::Test,
         why: "validates the release workflow against GitHub's schema",
+    },
+    Requirement {
+        package: "spdx-tools",
+        origin: Origin::Pypi,
+        programs: &["pyspdxtools"],
+        min_version: None,
+        need: Need::Test,
+        why: "validates the SPDX SBOMs a build writes beside its images",
     },
 ];
 

@@ -10,6 +10,7 @@ mod fstab;
 mod layers;
 mod manifest;
 mod qcow2;
+pub mod sbom;
 mod services;
 
 use crate::data::Agents;
@@ -21,10 +22,10 @@ use crate::spec::ImageSpec;
 use layers::with_parents;
 use pibake_image::assemble::{self, AssembleError, AssembleSpec, ImageIds};
 use pibake_image::{EntryPath, Rootfs, SourceDateEpoch};
-use pibake_inputs::{Lock, Store};
+use pibake_inputs::{Lock, LockedPackage, Store};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +211,16 @@ pub fn build(
             )
         })
         .collect();
+    // Per architecture, the closure its images' SBOMs list.
+    let closures: BTreeMap<&str, &[LockedPackage]> = lock
+        .closures
+        .iter()
+        .map(|c| (c.arch.as_str(), c.packages.as_slice()))
+        .collect();
+    // The sources that are Debian's archive, the supplier of their packages in the SBOMs.
+    let debian_origins: BTreeSet<String> = std::iter::once(crate::model::HOST_SOURCE.to_string())
+        .chain(crate::inputs::kernel_source_name(cluster))
+        .collect();
 
     let mut rootfs_tars = BTreeMap::new();
     for stage in plan.rootfs.values() {
@@ -267,6 +278,8 @@ pub fn build(
             agent_sha,
             lock_digest: &lock_digest,
             packages: &packages[plan.rootfs[&spec.rootfs.id].arch.as_str()],
+            closure: closures[plan.rootfs[&spec.rootfs.id].arch.as_str()],
+            debian_origins: &debian_origins,
         };
         let result = build_image(image, &inputs, input_hash, opts)?;
         bar.finish_with_message(format!("image {}: built", spec.name));
@@ -305,6 +318,8 @@ fn remove_stale_temps<'a>(
         let manifest = out_dir.join(format!("{name}.manifest.json"));
         removed.extend(assemble::remove_stale_temps(out_dir, name).map_err(err)?);
         removed.extend(pibake_image::atomic::remove_stale_temps(&manifest).map_err(err)?);
+        let sbom = out_dir.join(format!("{name}.spdx.json"));
+        removed.extend(pibake_image::atomic::remove_stale_temps(&sbom).map_err(err)?);
         let qcow2 = qcow2::path_of(&out_dir.join(format!("{name}.img")));
         removed.extend(pibake_image::atomic::remove_stale_temps(&qcow2).map_err(err)?);
     }
@@ -318,6 +333,8 @@ fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<Bu
     // A manifest without the node list is an older pibake's: rebuilding rewrites it (the
     // image bytes come out the same).
     manifest.nodes.as_ref()?;
+    // Nor is an image without its SBOM (older pibakes wrote none).
+    std::fs::metadata(out_dir.join(format!("{name}.spdx.json"))).ok()?;
     let img = out_dir.join(format!("{name}.img"));
     let meta = std::fs::metadata(&img).ok()?;
     if manifest.input_hash != input_hash.to_string() {
@@ -351,6 +368,9 @@ struct Inputs<'a> {
     agent_sha: &'a str,
     lock_digest: &'a str,
     packages: &'a BTreeMap<String, String>,
+    /// The lock's closure of the image's architecture, for the SBOM.
+    closure: &'a [LockedPackage],
+    debian_origins: &'a BTreeSet<String>,
 }
 
 /// One image, stage by stage; everything comes from the spec and `inputs`.
@@ -380,6 +400,8 @@ fn build_image(
     };
     fstab::apply(&mut rootfs, name, &ids, &spec.boot.boot_dir())?;
     let files = manifest::files(name, &rootfs)?;
+    let licenses = sbom::declared_licenses(&rootfs, inputs.closure)
+        .map_err(io("cannot read the copyright files of", inputs.rootfs_tar))?;
     let outputs = assemble(&mut rootfs, spec, ids, opts)?;
     // Proxmox imports a pc-efi master's disk from a qcow2.
     let qcow2 = if spec.boot.is_efi() {
@@ -415,6 +437,21 @@ fn build_image(
         boot,
         files,
     };
+    // The SBOM before the manifest: an image counts as built once its manifest is there.
+    let sbom_path = opts.out_dir.join(format!("{name}.spdx.json"));
+    let sbom_json = sbom::Sbom {
+        image: name,
+        image_sha256: &outputs.sha256,
+        source_date_epoch: spec.source_date_epoch,
+        tool_version: env!("CARGO_PKG_VERSION"),
+        packages: inputs.closure,
+        licenses: &licenses,
+        debian_origins: inputs.debian_origins,
+    }
+    .to_json()
+    .map_err(|e| image_err(name, format!("the SBOM: {e}")))?;
+    pibake_image::atomic::write(&sbom_path, &sbom_json)
+        .map_err(|e| io("cannot write", &sbom_path)(e.source))?;
     let manifest_path = opts.out_dir.join(format!("{name}.manifest.json"));
     manifest::write(&manifest_path, &manifest)?;
     let mut published = vec![
@@ -423,6 +460,7 @@ fn build_image(
         &outputs.bmap,
         &outputs.sha256_file,
         &manifest_path,
+        &sbom_path,
     ];
     published.extend(qcow2.as_ref().map(|q| &q.path));
     publish(&published)?;
@@ -552,6 +590,7 @@ mod tests {
             ".lab-worker.img.AbC123.tmp",
             ".lab-worker.img.zst.AbC123.tmp",
             ".lab-worker.manifest.json.AbC123.tmp",
+            ".lab-worker.spdx.json.AbC123.tmp",
         ];
         let kept = [
             ".lab-master.img.AbC123.tmp",

@@ -23,6 +23,9 @@ pub const LAB_PLAN_GOLDEN: &str = "tests/golden/lab/plan.txt";
 /// The lab's Mermaid picture (picture.rs).
 pub const LAB_PICTURE_GOLDEN: &str = "tests/golden/lab/cluster.mmd";
 
+/// The SBOM of a fixture image (sbom.rs).
+pub const SBOM_GOLDEN: &str = "tests/golden/sbom/fixture.spdx.json";
+
 /// Compares `actual` with the golden file, or rewrites it when
 /// `PIBAKE_BLESS=1` (to change a golden on purpose, then review the diff).
 pub fn golden(path: &Path, actual: &str) {
