@@ -60,6 +60,7 @@ const REPORT: &str = "\
 s status;pibake-firstboot status --json
 s addr;ip -4 -o addr show
 s hostname;hostname
+s arch;uname -m
 s end;} >$o 2>&1
 ";
 
@@ -166,20 +167,55 @@ t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];
         }
     }
 
-    /// The kernel command-line arguments that install and start the probe.
+    /// The probe's two system credentials (name, bytes): its unit, which
+    /// systemd's debug generator installs (`systemd.extra-unit.*`), and its
+    /// script, which the unit imports.
+    pub fn credentials(&self) -> [(String, Vec<u8>); 2] {
+        [
+            (
+                format!("systemd.extra-unit.{UNIT}"),
+                UNIT_TEXT.as_bytes().to_vec(),
+            ),
+            (SCRIPT_CREDENTIAL.to_owned(), self.script().into_bytes()),
+        ]
+    }
+
+    /// The kernel argument that starts the probe's unit (its credentials
+    /// come by [`Probe::kernel_args`] or by [`Probe::smbios_credentials`]).
+    pub fn wants_arg() -> String {
+        format!("systemd.wants={UNIT}")
+    }
+
+    /// The kernel command-line arguments that install and start the probe
+    /// (arm64: QEMU loads the kernel and takes any command line).
     pub fn kernel_args(&self) -> Vec<String> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        vec![
-            format!(
-                "systemd.set_credential_binary=systemd.extra-unit.{UNIT}:{}",
-                b64.encode(UNIT_TEXT)
-            ),
-            format!(
-                "systemd.set_credential_binary={SCRIPT_CREDENTIAL}:{}",
-                b64.encode(self.script())
-            ),
-            format!("systemd.wants={UNIT}"),
-        ]
+        let mut args: Vec<String> = self
+            .credentials()
+            .iter()
+            .map(|(name, bytes)| {
+                format!("systemd.set_credential_binary={name}:{}", b64.encode(bytes))
+            })
+            .collect();
+        args.push(Self::wants_arg());
+        args
+    }
+
+    /// The probe's credentials as SMBIOS Type 11 strings, which systemd
+    /// imports as system credentials like those of the command line
+    /// (systemd.system-credentials(7)): a pc-efi guest's command line is
+    /// systemd-boot's, at most 2047 bytes, too short for the scripts.
+    pub fn smbios_credentials(&self) -> Vec<String> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        self.credentials()
+            .iter()
+            .map(|(name, bytes)| {
+                format!(
+                    "type=11,value=io.systemd.credential.binary:{name}={}",
+                    b64.encode(bytes)
+                )
+            })
+            .collect()
     }
 }
 
@@ -267,6 +303,11 @@ impl Report {
 
     pub fn hostname(&self) -> Option<String> {
         self.section("hostname").map(|s| s.trim().to_owned())
+    }
+
+    /// The machine's architecture as `uname -m` says it (`x86_64`, `aarch64`).
+    pub fn arch(&self) -> Option<String> {
+        self.section("arch").map(|s| s.trim().to_owned())
     }
 }
 

@@ -146,6 +146,17 @@ pub struct VmSpec<'a> {
 /// The kernel arguments every test boot gets besides the image's own, in
 /// this order: these, the probe's, the test's.
 pub fn test_kernel_args(probe: Option<&Probe>, extra: &[String]) -> Vec<String> {
+    test_kernel_args_with(probe.map(Probe::kernel_args), extra)
+}
+
+/// [`test_kernel_args`] of a pc-efi guest: the probe's credentials go
+/// through SMBIOS ([`Probe::smbios_credentials`]); only its unit is named
+/// on the command line.
+pub fn pc_test_kernel_args(probe: Option<&Probe>, extra: &[String]) -> Vec<String> {
+    test_kernel_args_with(probe.map(|_| vec![Probe::wants_arg()]), extra)
+}
+
+fn test_kernel_args_with(probe_args: Option<Vec<String>>, extra: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [
         // The lab's interface is eth0; virtio would be enp0sN. (A pc-efi
         // image's entry says so itself; twice does no harm.)
@@ -162,9 +173,7 @@ pub fn test_kernel_args(probe: Option<&Probe>, extra: &[String]) -> Vec<String> 
     ]
     .map(str::to_owned)
     .to_vec();
-    if let Some(p) = probe {
-        args.extend(p.kernel_args());
-    }
+    args.extend(probe_args.into_iter().flatten());
     args.extend(extra.iter().cloned());
     args
 }
@@ -240,8 +249,9 @@ impl Vm {
             }
             Boot::PcEfi(pc) => {
                 QEMU_X86.require()?;
-                // x86's COMMAND_LINE_SIZE cuts a longer line silently (the
-                // probe's arguments come last).
+                let test_args =
+                    pc_test_kernel_args(spec.probe.as_ref(), &spec.kernel_args).join(" ");
+                // x86's COMMAND_LINE_SIZE cuts a longer line silently.
                 let total = pc.command_line(&test_args).len();
                 if total >= COMMAND_LINE_SIZE {
                     return Err(HarnessError::Invalid(format!(
@@ -274,6 +284,9 @@ impl Vm {
                     ))
                     .arg("-smbios")
                     .arg(smbios_cmdline_extra(&test_args));
+                for credential in spec.probe.iter().flat_map(Probe::smbios_credentials) {
+                    cmd.arg("-smbios").arg(credential);
+                }
                 (cmd, choice.accel)
             }
         };
@@ -547,7 +560,7 @@ mod tests {
                 wait,
             },
         ] {
-            let extra = test_kernel_args(
+            let extra = pc_test_kernel_args(
                 Some(&probe),
                 &["pibake.test.hold_after=identity".to_owned()],
             )

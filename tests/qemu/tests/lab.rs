@@ -1128,6 +1128,16 @@ fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
             m2report.addresses("eth0")
         );
         ensure_swarm_done(&m2report, "master2")?;
+        // One Swarm of two architectures: the Mac Mini masters and the Pi.
+        let arches = [&m1report, &m2report, &wreport].map(|r| r.arch().unwrap_or_default());
+        eprintln!(
+            "architectures: master1 {}, master2 {}, worker1 {}",
+            arches[0], arches[1], arches[2]
+        );
+        ensure!(
+            arches == ["x86_64", "x86_64", "aarch64"],
+            "master1, master2, worker1 run {arches:?}, not x86_64, x86_64, aarch64"
+        );
         let m1console = master1.console();
         drop((master1, master2));
         let m1 = Booted {
