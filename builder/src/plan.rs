@@ -272,7 +272,11 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                     .packages
                     .iter()
                     .cloned()
-                    .chain(members.iter().flat_map(|n| n.platform.packages(&cluster.kernel)))
+                    .chain(
+                        members
+                            .iter()
+                            .flat_map(|n| n.platform.packages(&cluster.kernel)),
+                    )
                     .collect(),
                 overlays: role.profile.overlays.clone(),
                 layers: rendered.layers,

@@ -85,8 +85,14 @@ fn boot_files(spec: &ImageSpec) -> BTreeMap<String, String> {
             .expect("the placeholder kernel has an initrd")
     } else {
         BTreeMap::from([
-            ("config.txt".to_string(), spec.boot.config_txt(&spec.name, &kernel)),
-            ("cmdline.txt".to_string(), spec.boot.cmdline_txt("0a1b2c3d-02")),
+            (
+                "config.txt".to_string(),
+                spec.boot.config_txt(&spec.name, &kernel),
+            ),
+            (
+                "cmdline.txt".to_string(),
+                spec.boot.cmdline_txt("0a1b2c3d-02"),
+            ),
         ])
     }
 }
@@ -828,8 +834,17 @@ fn the_lab_plans_one_rootfs_per_architecture() {
     let lock = LockInfo::read(Path::new("examples/lab/cluster.toml")).expect("lock info");
     let plan = plan::plan(&cluster, &lock, &Selection::default()).expect("plan");
     let arch_of = |image: &str| {
-        let spec = &plan.images.iter().find(|i| i.spec.name == image).expect(image).spec;
-        (plan.rootfs[&spec.rootfs.id].arch.as_str(), spec.boot.is_efi(), spec.boot.table)
+        let spec = &plan
+            .images
+            .iter()
+            .find(|i| i.spec.name == image)
+            .expect(image)
+            .spec;
+        (
+            plan.rootfs[&spec.rootfs.id].arch.as_str(),
+            spec.boot.is_efi(),
+            spec.boot.table,
+        )
     };
     use pibake::model::TableKind;
     assert_eq!(arch_of("lab-master"), ("amd64", true, TableKind::Gpt));
@@ -837,23 +852,38 @@ fn the_lab_plans_one_rootfs_per_architecture() {
     assert_eq!(arch_of("lab-aux"), ("arm64", false, TableKind::Mbr));
     let master = &plan.rootfs["lab-rootfs-amd64"];
     for package in ["linux-image-amd64", "systemd-boot-efi", "keepalived"] {
-        assert!(master.packages.contains(package), "{package} not in {:?}", master.packages);
+        assert!(
+            master.packages.contains(package),
+            "{package} not in {:?}",
+            master.packages
+        );
     }
     let pis = &plan.rootfs["lab-rootfs"];
     assert!(pis.packages.contains("raspi-firmware") && !pis.packages.contains("systemd-boot-efi"));
-    assert!(pis.files.contains_key(pibake_image::pi5::INITRAMFS_MODULES_FILE));
+    assert!(pis
+        .files
+        .contains_key(pibake_image::pi5::INITRAMFS_MODULES_FILE));
     assert!(master.files.is_empty(), "{:?}", master.files.keys());
 
     // Another amd64 closure (a package updated there) changes the amd64
     // rootfs only.
     let mut amd64_moved = lock.clone();
-    let closure = amd64_moved.closures.get_mut("amd64").expect("amd64 closure");
+    let closure = amd64_moved
+        .closures
+        .get_mut("amd64")
+        .expect("amd64 closure");
     closure.closure = pibake::hash::InputHash::of_bytes(b"another amd64 closure");
     let again = plan::plan(&cluster, &amd64_moved, &Selection::default()).expect("plan");
     assert_eq!(again.rootfs["lab-rootfs"], plan.rootfs["lab-rootfs"]);
-    assert_ne!(again.rootfs["lab-rootfs-amd64"].input_hash, master.input_hash);
+    assert_ne!(
+        again.rootfs["lab-rootfs-amd64"].input_hash,
+        master.input_hash
+    );
     let worker = |p: &plan::Plan| {
-        p.images.iter().find(|i| i.spec.name == "lab-worker").map(|i| i.input_hash)
+        p.images
+            .iter()
+            .find(|i| i.spec.name == "lab-worker")
+            .map(|i| i.input_hash)
     };
     assert_eq!(worker(&again), worker(&plan));
 }

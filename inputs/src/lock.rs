@@ -142,7 +142,9 @@ pub enum LockError {
         arch: String,
         names: Vec<String>,
     },
-    #[error("{path}: no {arch} closure, which the cluster's {arch} images need; run `pibake lock`")]
+    #[error(
+        "{path}: no {arch} closure, which the cluster's {arch} images need; run `pibake lock`"
+    )]
     NoClosure { path: PathBuf, arch: String },
     #[error("{path}: the {arch} closure was resolved against the sources {}, but the profiles now configure {}; run `pibake lock --update`", locked.join(", "), configured.join(", "))]
     Sources {
@@ -525,7 +527,8 @@ mod tests {
         let old = "format = 1\nsuite = \"trixie\"\narch = \"arm64\"\nsource_date_epoch = 5\n\
                    requested = [\"a\"]\n\n[[package]]\nname = \"a\"\nversion = \"1\"\n\
                    architecture = \"arm64\"\nfilename = \"pool/a_1_arm64.deb\"\nsize = 1\n\
-                   sha256 = \"" .to_owned()
+                   sha256 = \""
+            .to_owned()
             + &Sha256::of(b"a").to_string()
             + "\"\nsource = \"a\"\norigin = \"debian\"\n";
         let lock = Lock::parse(&old, Path::new("p"))?;

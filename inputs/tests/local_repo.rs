@@ -194,7 +194,10 @@ fn lock_fetch_offline_and_repo_view() -> Result<()> {
             .collect::<Vec<_>>()
     };
     assert_eq!(key(&relock), key(&lock));
-    assert_eq!(relock.closures[0].source_date_epoch, lock.closures[0].source_date_epoch);
+    assert_eq!(
+        relock.closures[0].source_date_epoch,
+        lock.closures[0].source_date_epoch
+    );
     assert!(relock.packages().iter().all(|p| p.origin == "local"));
 
     // gc keeps what a root references.
@@ -461,7 +464,10 @@ fn pinning_decides_between_two_sources() -> Result<()> {
         );
         assert_eq!(lock.closures[0].source_date_epoch, (DATE + 100) as u64);
         // The lock names the sources it was resolved against.
-        assert_eq!(lock.closures[0].sources, BTreeSet::from(["a".into(), "b".into()]));
+        assert_eq!(
+            lock.closures[0].sources,
+            BTreeSet::from(["a".into(), "b".into()])
+        );
         // The winner is fetched from its own source.
         let store = Store::open(t.path().join(format!("store-{pa:?}-{pb:?}")))?;
         fetch::fetch(&lock, &[a.clone(), b.clone()], &store, &quiet())?;

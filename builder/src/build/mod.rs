@@ -207,7 +207,9 @@ pub fn build(
             let versions = c.packages.iter();
             (
                 c.arch.as_str(),
-                versions.map(|p| (p.name.clone(), p.version.clone())).collect(),
+                versions
+                    .map(|p| (p.name.clone(), p.version.clone()))
+                    .collect(),
             )
         })
         .collect();
@@ -224,12 +226,14 @@ pub fn build(
 
     let mut rootfs_tars = BTreeMap::new();
     for stage in plan.rootfs.values() {
-        let closure = lock.closure(&stage.arch).ok_or_else(|| BuildError::Rootfs {
-            stage: stage.id.clone(),
-            source: Box::new(rootfs::RootfsError::NoClosure {
-                arch: stage.arch.clone(),
-            }),
-        })?;
+        let closure = lock
+            .closure(&stage.arch)
+            .ok_or_else(|| BuildError::Rootfs {
+                stage: stage.id.clone(),
+                source: Box::new(rootfs::RootfsError::NoClosure {
+                    arch: stage.arch.clone(),
+                }),
+            })?;
         let bar = progress(
             opts.progress,
             format!(

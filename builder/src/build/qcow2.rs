@@ -50,7 +50,16 @@ pub fn write(image: &str, img: &Path) -> Result<Qcow2, BuildError> {
     let atomic_err = |e: pibake_image::atomic::AtomicError| io("cannot write", &e.path)(e.source);
     let tmp = pibake_image::atomic::temp_beside(&path).map_err(atomic_err)?;
     let out = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
+        .args([
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-o",
+            "compat=1.1",
+        ])
         .arg(img)
         .arg(tmp.path())
         .output()

@@ -314,7 +314,10 @@ pub struct ImageSettings {
 impl Cluster {
     /// The Debian architectures of the cluster's Linux nodes.
     pub fn arches(&self) -> BTreeSet<&'static str> {
-        self.nodes.values().filter_map(|n| n.platform.arch()).collect()
+        self.nodes
+            .values()
+            .filter_map(|n| n.platform.arch())
+            .collect()
     }
 
     /// The architecture of a role's images: its nodes' (check refuses a role
