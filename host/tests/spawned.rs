@@ -23,7 +23,6 @@ const REVIEWED: &[(&str, &str)] = &[
     ("builder/tests/installed.rs", "&bin"), // the installed pibake under test
     ("builder/tests/render.rs", "tool(\"keepalived\")"),
     ("builder/tests/render.rs", "tool(\"chronyd\")"),
-    ("tests/qemu/tests/ovmf.rs", "program"), // apt.command("apt-get"): callers scanned
 ];
 
 fn workspace() -> PathBuf {

@@ -46,10 +46,6 @@ pub const DPKG_DEB: Tool = Tool {
     name: "dpkg-deb",
     package: "dpkg",
 };
-pub const APT_GET: Tool = Tool {
-    name: "apt-get",
-    package: "apt",
-};
 pub const MDIR: Tool = Tool {
     name: "mdir",
     package: "mtools",

@@ -20,22 +20,20 @@
 //! `PIBAKE_X86_KERNEL` (a file, or a .deb to unpack), the pibake store's
 //! `systemd-boot-efi_*_amd64.deb` / `linux-binary-*-amd64` or
 //! `linux-image-*-amd64` .deb (there once a pc-efi image is fetched), the
-//! host (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, /boot/vmlinuz-*),
-//! else Debian trixie's packages downloaded with the host's apt in a
-//! private directory under target/qemu-tests/cache (bookworm has
+//! host (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, /boot/vmlinuz-*);
+//! else the test fails naming `pibake fetch` of the lab (bookworm has
 //! systemd-boot 252 and bookworm-backports 254, neither of which reads the
-//! SMBIOS string).
+//! SMBIOS string: the lab's trixie packages are the source).
 
 mod common;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use common::{workdir, MASTER1};
 use pibake_qemu::disk::{write_gpt, GptEntry, Guid, RawDisk};
-use pibake_qemu::images::workspace_root;
 use pibake_qemu::net::NetNs;
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::pc::{x86_accel, PcEfiBoot, CMDLINE_EXTRA};
-use pibake_qemu::tool::{self, APT_GET, DPKG_DEB, MFORMAT, MMD};
+use pibake_qemu::tool::{self, DPKG_DEB, MFORMAT, MMD};
 use pibake_qemu::vm::{test_kernel_args, Boot, Network, Vm, VmSpec};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,18 +90,12 @@ fn loader_version(bytes: &[u8]) -> Option<(String, u32)> {
     Some((version, major))
 }
 
-/// The pibake store (`$XDG_CACHE_HOME/pibake`, else `~/.cache/pibake`).
-fn store_dir() -> PathBuf {
-    match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("pibake"),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/pibake"),
-    }
-}
-
 /// Store entries (`<sha256>-<file>`) whose file name matches, newest
 /// (highest file name) first.
 fn store_debs(matches: impl Fn(&str) -> bool) -> Vec<PathBuf> {
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(store_dir())
+    // pibake's own rule for where its store is.
+    let store = pibake_inputs::Store::default_root().unwrap_or_default();
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(store)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -158,118 +150,6 @@ fn unpack(deb: &Path, dir: &Path, patterns: &[&str]) -> Result<PathBuf> {
         String::from_utf8_lossy(&tar.stderr).trim()
     );
     Ok(out)
-}
-
-/// Debian trixie (amd64) through the host's apt in a private directory: its
-/// own sources, lists and status, nothing of the host's apt touched.
-struct TrixieApt {
-    root: PathBuf,
-}
-
-impl TrixieApt {
-    fn new(cache: &Path) -> Result<Self> {
-        let root = cache.join("apt-trixie-amd64");
-        for d in [
-            "etc/apt.conf.d",
-            "etc/preferences.d",
-            "etc/sources.list.d",
-            "etc/trusted.gpg.d",
-            "state/lists/partial",
-            "cache/archives/partial",
-            "log",
-            "debs",
-        ] {
-            std::fs::create_dir_all(root.join(d))?;
-        }
-        let r = root.display();
-        std::fs::write(root.join("state/status"), "")?;
-        std::fs::write(root.join("etc/preferences"), "")?;
-        std::fs::write(
-            root.join("etc/sources.list"),
-            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian/ trixie main\n\
-             deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian/ trixie-backports main\n",
-        )?;
-        std::fs::write(
-            root.join("apt.conf"),
-            format!(
-                "Dir \"{r}/\";\nDir::State \"{r}/state/\";\nDir::State::status \"{r}/state/status\";\n\
-                 Dir::Cache \"{r}/cache/\";\nDir::Etc \"{r}/etc/\";\nDir::Etc::SourceList \"{r}/etc/sources.list\";\n\
-                 Dir::Etc::SourceParts \"{r}/etc/sources.list.d\";\nDir::Etc::Parts \"{r}/etc/apt.conf.d\";\n\
-                 Dir::Etc::Preferences \"{r}/etc/preferences\";\nDir::Etc::PreferencesParts \"{r}/etc/preferences.d\";\n\
-                 Dir::Etc::Trusted \"{r}/etc/trusted.gpg\";\nDir::Etc::TrustedParts \"{r}/etc/trusted.gpg.d\";\n\
-                 Dir::Log \"{r}/log/\";\nAPT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\n\
-                 Acquire::Languages \"none\";\nDebug::NoLocking \"true\";\nAPT::Sandbox::User \"root\";\n"
-            ),
-        )?;
-        let apt = TrixieApt { root };
-        let updated = apt.root.join("state/updated");
-        if !updated.exists() {
-            tool::run(apt.command("apt-get")?.arg("update"))?;
-            std::fs::write(&updated, "")?;
-        }
-        Ok(apt)
-    }
-
-    fn command(&self, program: &str) -> Result<Command> {
-        APT_GET.require()?;
-        let mut cmd = Command::new(program);
-        cmd.env("APT_CONFIG", self.root.join("apt.conf"))
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null());
-        Ok(cmd)
-    }
-
-    /// The .deb of `package` (downloaded once, then kept).
-    fn deb(&self, package: &str) -> Result<PathBuf> {
-        let debs = self.root.join("debs");
-        let existing = |debs: &Path| -> Option<PathBuf> {
-            std::fs::read_dir(debs)
-                .ok()?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-                })
-        };
-        if let Some(deb) = existing(&debs) {
-            return Ok(deb);
-        }
-        tool::run(
-            self.command("apt-get")?
-                .current_dir(&debs)
-                .args(["download", package]),
-        )?;
-        eprintln!(
-            "downloaded {package} (trixie, amd64) with apt into {}",
-            debs.display()
-        );
-        existing(&debs).ok_or_else(|| anyhow!("apt-get download {package} left no .deb"))
-    }
-
-    /// The newest trixie-backports kernel image without modules, the
-    /// generic flavour (`linux-binary-<version>+deb13-amd64`, not `-rt-` or
-    /// `-cloud-`), by version.
-    fn kernel_package(&self) -> Result<String> {
-        let out = tool::run(self.command("apt-cache")?.args([
-            "search",
-            "--names-only",
-            "^linux-binary-[0-9.]*\\+deb[0-9]*-amd64$",
-        ]))?;
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .collect();
-        // 7.10 after 7.9: compare the numbers, not the text.
-        let key = |n: &String| -> Vec<u64> {
-            n.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|d| d.parse().ok())
-                .collect()
-        };
-        names.sort_by_key(key);
-        names
-            .pop()
-            .ok_or_else(|| anyhow!("no linux-binary-*-amd64 package in trixie-backports"))
-    }
 }
 
 /// Judges one candidate systemd-boot (an .efi, or a .deb that has one).
@@ -345,7 +225,6 @@ fn judge_kernel(candidate: &Path, origin: &str, dir: &Path) -> Result<Found> {
 fn first_good(
     what: &str,
     candidates: Vec<(PathBuf, String)>,
-    fetch: impl FnOnce() -> Result<PathBuf>,
     judge: impl Fn(&Path, &str) -> Result<Found>,
 ) -> Result<Found> {
     let mut refused = Vec::new();
@@ -355,13 +234,13 @@ fn first_good(
             Err(e) => refused.push(format!("{origin}: {e:#}")),
         }
     }
-    match fetch().and_then(|deb| judge(&deb, "Debian trixie (downloaded)")) {
-        Ok(found) => Ok(found),
-        Err(e) => {
-            refused.push(format!("download: {e:#}"));
-            bail!("no usable {what}:\n  {}", refused.join("\n  "))
-        }
-    }
+    // No download of our own: the lab's lock pins trixie's packages, and
+    // `pibake fetch` puts them into the store from the host's own mirror.
+    bail!(
+        "no usable {what}: run `pibake fetch -c examples/lab/cluster.toml` (cargo xtask test \
+         does, before the ring) to put the lab's amd64 .debs into the store\n  {}",
+        refused.join("\n  ")
+    )
 }
 
 fn env_candidate(var: &str) -> Vec<(PathBuf, String)> {
@@ -372,7 +251,7 @@ fn env_candidate(var: &str) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-fn systemd_boot(dir: &Path, cache: &Path) -> Result<Found> {
+fn systemd_boot(dir: &Path) -> Result<Found> {
     let mut candidates = env_candidate("PIBAKE_SYSTEMD_BOOT_EFI");
     candidates.extend(
         store_debs(|n| n.starts_with("systemd-boot-efi_") && n.ends_with("_amd64.deb"))
@@ -383,15 +262,12 @@ fn systemd_boot(dir: &Path, cache: &Path) -> Result<Found> {
         PathBuf::from("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
         "the host".to_owned(),
     ));
-    first_good(
-        "systemd-boot",
-        candidates,
-        || TrixieApt::new(cache)?.deb("systemd-boot-efi"),
-        |p, origin| judge_systemd_boot(p, origin, dir),
-    )
+    first_good("systemd-boot", candidates, |p, origin| {
+        judge_systemd_boot(p, origin, dir)
+    })
 }
 
-fn x86_kernel(dir: &Path, cache: &Path) -> Result<Found> {
+fn x86_kernel(dir: &Path) -> Result<Found> {
     let mut candidates = env_candidate("PIBAKE_X86_KERNEL");
     candidates.extend(
         store_debs(|n| {
@@ -415,15 +291,9 @@ fn x86_kernel(dir: &Path, cache: &Path) -> Result<Found> {
         .collect();
     host.sort();
     candidates.extend(host.into_iter().rev().map(|p| (p, "the host".to_owned())));
-    first_good(
-        "x86-64 kernel",
-        candidates,
-        || {
-            let apt = TrixieApt::new(cache)?;
-            apt.deb(&apt.kernel_package()?)
-        },
-        |p, origin| judge_kernel(p, origin, dir),
-    )
+    first_good("x86-64 kernel", candidates, |p, origin| {
+        judge_kernel(p, origin, dir)
+    })
 }
 
 /// The pc-efi layout of image/src/efi.rs with this kernel and no initrd;
@@ -512,10 +382,8 @@ fn build_disk(image: &Path, systemd_boot: &Path, kernel: &Path) -> Result<String
 fn ovmf_boots_an_esp_and_systemd_boot_appends_the_smbios_arguments() -> Result<()> {
     let started = Instant::now();
     let dir = workdir("ovmf")?;
-    let cache = workspace_root().join("target/qemu-tests/cache");
-    std::fs::create_dir_all(&cache)?;
-    let loader = systemd_boot(&dir, &cache)?;
-    let kernel = x86_kernel(&dir, &cache)?;
+    let loader = systemd_boot(&dir)?;
+    let kernel = x86_kernel(&dir)?;
     eprintln!("loader: {}\nkernel: {}", loader.what, kernel.what);
 
     let image = dir.join("pc-efi-fixture.img");
