@@ -1,6 +1,6 @@
 //! The rootfs stage: mmdebstrap installs exactly the locked packages from a
 //! local repository made of the store's .debs (offline), for arm64 through
-//! qemu-user binfmt, with SOURCE_DATE_EPOCH from the lock. The tar is kept in
+//! qemu-user binfmt, with SOURCE_DATE_EPOCH from the stage's closure. The tar is kept in
 //! the store; a pointer named by the stage's input hash finds it again.
 
 use crate::plan::RootfsStage;
@@ -149,7 +149,7 @@ fn check_tools(arch: &str) -> Result<(), RootfsError> {
 /// bool says whether it was cached.
 pub fn ensure(
     store: &Store,
-    lock: &Closure,
+    closure: &Closure,
     stage: &RootfsStage,
     work: &Path,
 ) -> Result<(PathBuf, bool), RootfsError> {
@@ -162,14 +162,14 @@ pub fn ensure(
         .map_err(io("cannot clean stale work directories in", work))?;
     let dir = pibake_host::scratch::ScratchDir::new(work, "rootfs-")
         .map_err(io("cannot create a work directory in", work))?;
-    let view = repo::build(lock, store, &dir.path().join("repo")).map_err(RootfsError::Repo)?;
+    let view = repo::build(closure, store, &dir.path().join("repo")).map_err(RootfsError::Repo)?;
     let tar = dir.path().join("rootfs.tar");
     let log = work.join(format!("{}.mmdebstrap.log", stage.id));
     let log_file = std::fs::File::create(&log).map_err(io("cannot create", &log))?;
-    let include: Vec<String> = lock.packages.iter().map(|p| p.name.clone()).collect();
+    let include: Vec<String> = closure.packages.iter().map(|p| p.name.clone()).collect();
     let hooks = pre_install_hooks(stage, dir.path())?;
     let status = Command::new("mmdebstrap")
-        .env("SOURCE_DATE_EPOCH", lock.source_date_epoch.to_string())
+        .env("SOURCE_DATE_EPOCH", closure.source_date_epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
         .env_remove("TMPDIR")
         .arg("--mode=auto")

@@ -172,13 +172,12 @@ fn check_help(mut command: Command, bin: &Path, how: &str, cannot_run: &str) -> 
 /// checks it is an aarch64 ELF (e_machine 183) that prints the agent's usage.
 pub fn check_agent_runs(bin: &Path) -> anyhow::Result<()> {
     check_elf(bin, 183, "aarch64")?;
-    let qemu = "qemu-aarch64-static";
     let mut command = Command::new("qemu-aarch64-static");
     command.args(["-L", "/usr/aarch64-linux-gnu"]).arg(bin);
     check_help(
         command,
         bin,
-        &format!("under {qemu}"),
+        "under qemu-aarch64-static",
         "apt-get install qemu-user-static",
     )
 }
