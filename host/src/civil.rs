@@ -26,6 +26,21 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// `YYYY-MM-DDThh:mm:ssZ` of a Unix time; `None` past the year 9999.
+pub fn rfc3339_utc(epoch: u64) -> Option<String> {
+    let secs = i64::try_from(epoch).ok()?;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    (y <= 9999).then(|| {
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +55,15 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z, "{y}-{m}-{d}");
         }
+    }
+
+    #[test]
+    fn rfc3339_of_unix_times() {
+        assert_eq!(rfc3339_utc(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            rfc3339_utc(1_700_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        assert_eq!(rfc3339_utc(253_402_300_800), None);
     }
 }

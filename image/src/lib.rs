@@ -1,6 +1,7 @@
 //! Image writers of pibake: file trees and tar, FAT32 boot partition, ext4 root via mke2fs,
-//! MBR/GPT tables, image assembly with bmap/zstd/sha256 outputs, image verification, and the
-//! project's device-tree overlays. No mounts, no loop devices; every id comes from the caller.
+//! MBR/GPT tables, image assembly with bmap/zstd/sha256 outputs, image verification, the
+//! project's device-tree overlays, and OCI image archives (`docker save`'s format, read and
+//! written). No mounts, no loop devices; every id comes from the caller.
 
 pub mod assemble;
 /// Atomic writes live in pibake-host, shared by every host-side crate.
@@ -11,6 +12,7 @@ pub mod ext4;
 pub mod fat;
 pub mod initramfs;
 pub mod manifest;
+pub mod oci;
 pub mod path;
 pub mod pi5;
 pub mod table;

@@ -3,7 +3,13 @@
 //!
 //! One file, one [`Closure`] per architecture: each closure is resolved, kept and hashed on
 //! its own, so adding an amd64 machine to a cluster leaves the arm64 closure (and the arm64
-//! root file systems built from it) untouched.
+//! root file systems built from it) untouched. After the closures, one [`LockedImage`] per
+//! preloaded container image (`[swarm.images.<name>]`): its archive pinned by sha256.
+//!
+//! Formats: 1 is one closure at the top level; 2 has `[[closure]]` tables; 3 adds
+//! `[[image]]` tables. A lock is written in the oldest format that holds it (2 without
+//! images), so a cluster without images keeps its lock byte for byte and older pibakes
+//! still read it; one with images says format 3, which they refuse by its number.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,10 @@ use crate::digest::Sha256;
 use crate::store::EntryName;
 use pibake_host::atomic;
 
-/// The lock format this crate writes.
-pub const FORMAT: u32 = 2;
+/// The newest lock format: closures and preloaded images.
+pub const FORMAT: u32 = 3;
+/// The format of a lock without preloaded images: closures only.
+pub const FORMAT_CLOSURES: u32 = 2;
 /// The single-architecture format of older locks, still read (as one closure).
 pub const FORMAT_SINGLE_ARCH: u32 = 1;
 
@@ -39,6 +47,39 @@ pub struct Lock {
     /// The closures, sorted by architecture, one per architecture.
     #[serde(default, rename = "closure")]
     pub closures: Vec<Closure>,
+    /// The preloaded images' archives, sorted by name (format 3).
+    #[serde(default, rename = "image", skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<LockedImage>,
+}
+
+/// A preloaded container image: an OCI archive (`docker save`'s format) pinned by sha256.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedImage {
+    /// Its name in the cluster file (`[swarm.images.<name>]`).
+    pub name: String,
+    /// The archive as the cluster file names it (relative to the cluster file).
+    pub archive: String,
+    /// The Debian architecture of the images that carry it, from the archive's config
+    /// (Go's `arm64` is `arm64`, `arm` v7 is `armhf`).
+    pub architecture: String,
+    /// The tags the archive gives its image (what `docker load` tags it as).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+impl LockedImage {
+    /// The store entry it is kept under: `<sha256>-oci-<name>.tar`.
+    pub fn entry_name(&self) -> Result<EntryName, LockError> {
+        EntryName::new(self.sha256, &format!("oci-{}.tar", self.name)).map_err(|e| {
+            LockError::Invalid {
+                path: None,
+                what: format!("image {}: {e}", self.name),
+            }
+        })
+    }
 }
 
 /// A resolved, pinned package set for one architecture.
@@ -185,6 +226,7 @@ impl Lock {
             format: FORMAT,
             suite: suite.to_owned(),
             closures: Vec::new(),
+            images: Vec::new(),
         }
     }
 
@@ -196,7 +238,7 @@ impl Lock {
             what,
         };
         let lock = match from_toml::<FormatOnly>(text, path)?.format {
-            FORMAT => from_toml::<Lock>(text, path)?,
+            FORMAT | FORMAT_CLOSURES => from_toml::<Lock>(text, path)?,
             FORMAT_SINGLE_ARCH => {
                 let old: SingleArchLock = from_toml(text, path)?;
                 Lock {
@@ -209,12 +251,13 @@ impl Lock {
                         sources: old.sources,
                         packages: old.packages,
                     }],
+                    images: Vec::new(),
                 }
             }
             other => {
                 return Err(invalid(format!(
                     "format = {other} is not supported; this pibake reads format = {FORMAT} \
-                     (and {FORMAT_SINGLE_ARCH})"
+                     (and {FORMAT_CLOSURES}, {FORMAT_SINGLE_ARCH})"
                 )))
             }
         };
@@ -231,7 +274,7 @@ impl Lock {
         Self::parse(&text, path)
     }
 
-    /// Writes the lock atomically (always in [`FORMAT`]).
+    /// Writes the lock atomically (in the oldest format that holds it).
     pub fn write(&self, path: &Path) -> Result<(), LockError> {
         let text = self.to_toml()?;
         atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write {
@@ -240,12 +283,17 @@ impl Lock {
         })
     }
 
-    /// The canonical text: closures by architecture, packages sorted, fixed field order, a
-    /// header comment.
+    /// The canonical text: closures by architecture, packages sorted, images by name, fixed
+    /// field order, a header comment; [`FORMAT_CLOSURES`] without images, else [`FORMAT`].
     pub fn to_toml(&self) -> Result<String, LockError> {
         let mut sorted = self.clone();
-        sorted.format = FORMAT;
+        sorted.format = if self.images.is_empty() {
+            FORMAT_CLOSURES
+        } else {
+            FORMAT
+        };
         sorted.closures.sort_by(|a, b| a.arch.cmp(&b.arch));
+        sorted.images.sort();
         for closure in &mut sorted.closures {
             closure.packages.sort();
         }
@@ -274,6 +322,17 @@ impl Lock {
         self.closures.sort_by(|a, b| a.arch.cmp(&b.arch));
     }
 
+    /// The locked image `name`, if any.
+    pub fn image(&self, name: &str) -> Option<&LockedImage> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Replaces the locked images with `images` (sorted by name).
+    pub fn set_images(&mut self, mut images: Vec<LockedImage>) {
+        images.sort();
+        self.images = images;
+    }
+
     /// Keeps only the closures of `arches`.
     pub fn retain_arches(&mut self, arches: &BTreeSet<String>) {
         self.closures.retain(|c| arches.contains(&c.arch));
@@ -289,11 +348,12 @@ impl Lock {
             .collect()
     }
 
-    /// The store entry names of every package (what `gc` must keep for this lock).
+    /// The store entry names of every package and image (what `gc` must keep for this lock).
     pub fn entry_names(&self) -> Result<Vec<EntryName>, LockError> {
         self.packages()
             .into_iter()
             .map(LockedPackage::entry_name)
+            .chain(self.images.iter().map(LockedImage::entry_name))
             .collect()
     }
 
@@ -306,6 +366,18 @@ impl Lock {
             closure
                 .validate()
                 .map_err(|e| format!("closure {}: {e}", closure.arch))?;
+        }
+        if self.format == FORMAT_CLOSURES && !self.images.is_empty() {
+            return Err(format!(
+                "format = {FORMAT_CLOSURES} has no images: write format = {FORMAT}"
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for image in &self.images {
+            if !names.insert(&image.name) {
+                return Err(format!("image {} appears twice", image.name));
+            }
+            image.entry_name().map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -544,6 +616,81 @@ mod tests {
         Ok(())
     }
 
+    fn image(name: &str, sha: u8) -> LockedImage {
+        LockedImage {
+            name: name.into(),
+            archive: format!("oci/{name}.tar"),
+            architecture: "arm64".into(),
+            tags: vec![format!("localhost/{name}:1")],
+            size: 3,
+            sha256: Sha256::of(&[sha]),
+        }
+    }
+
+    /// Without images a lock is format 2, the same text as before images existed; with
+    /// them it is format 3, the images after the closures, which stay as they were.
+    #[test]
+    fn images_come_after_the_closures_in_format_3() -> Result<(), LockError> {
+        let without = sample();
+        let before = without.to_toml()?;
+        assert!(
+            before.contains("format = 2\n") && !before.contains("image"),
+            "{before}"
+        );
+        let mut with = without.clone();
+        with.set_images(vec![image("web", 7), image("db", 8)]);
+        let text = with.to_toml()?;
+        assert!(text.contains("format = 3\n"), "{text}");
+        let closures = &before[before.find("[[closure]]").expect("a closure")..];
+        assert!(
+            text.contains(closures),
+            "the closures' text changed:\n{text}"
+        );
+        assert!(text.find("[[closure]]") < text.find("[[image]]"), "{text}");
+        assert!(
+            text.find("name = \"db\"") < text.find("name = \"web\""),
+            "{text}"
+        );
+        let back = Lock::parse(&text, Path::new("pibake.lock"))?;
+        assert_eq!((back.format, &back.images), (FORMAT, &with.images));
+        assert_eq!(back.to_toml()?, text);
+        let web = back.image("web").expect("web");
+        assert_eq!(web.tags, ["localhost/web:1"]);
+        assert_eq!(
+            web.entry_name()?.to_string(),
+            format!("{}-oci-web.tar", Sha256::of(&[7]))
+        );
+        // gc keeps the archives with the packages.
+        let names: Vec<String> = back
+            .entry_names()?
+            .iter()
+            .map(|e| e.name().to_owned())
+            .collect();
+        assert!(names.contains(&"oci-web.tar".to_owned()), "{names:?}");
+        // Dropping the images gives the format-2 text back.
+        let mut dropped = back.clone();
+        dropped.set_images(Vec::new());
+        assert_eq!(dropped.to_toml()?, before);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_image_entries_are_refused() -> Result<(), LockError> {
+        let mut with = sample();
+        with.set_images(vec![image("web", 7)]);
+        let text = with.to_toml()?;
+        for bad in [
+            // Images need format 3.
+            text.replace("format = 3", "format = 2"),
+            text.replace("[[image]]", "[[image]]\ncolour = \"red\""),
+            format!("{text}\n[[image]]\nname = \"web\"\narchive = \"a\"\narchitecture = \"arm64\"\nsize = 1\nsha256 = \"{}\"\n", Sha256::of(b"x")),
+            text.replace("name = \"web\"", "name = \"w/b\""),
+        ] {
+            assert!(Lock::parse(&bad, Path::new("p")).is_err(), "accepted:\n{bad}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn missing_names_lock_update() {
         let l = sample();
@@ -570,7 +717,7 @@ mod tests {
             }
             other => panic!("expected a located error, got {other:?}"),
         }
-        let text = sample().to_toml()?.replace("format = 2", "format = 3");
+        let text = sample().to_toml()?.replace("format = 2", "format = 4");
         assert!(matches!(
             Lock::parse(&text, Path::new("p")),
             Err(LockError::Invalid { .. })

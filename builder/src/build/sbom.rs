@@ -308,18 +308,7 @@ pub fn purl_encode(s: &str) -> String {
 
 /// `YYYY-MM-DDThh:mm:ssZ` of a Unix time.
 fn rfc3339_utc(epoch: u64) -> Result<String, SbomError> {
-    let secs = i64::try_from(epoch).map_err(|_| SbomError::Epoch(epoch))?;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = pibake_host::civil::civil_from_days(days);
-    if y > 9999 {
-        return Err(SbomError::Epoch(epoch));
-    }
-    Ok(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    ))
+    pibake_host::civil::rfc3339_utc(epoch).ok_or(SbomError::Epoch(epoch))
 }
 
 /// Package name → the license its `/usr/share/doc/<name>/copyright` declares: the `License:`
