@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproducibility of the full lab: builds every role image twice, from two
-# empty stores with the same lock, and compares the images' sha256.
+# empty stores with the same lock, and compares the sha256 of every raw image
+# and of the pc-efi masters' .qcow2 (qemu-img convert, reproducible too).
 # Usage: bench/repro-lab.sh   (needs root, binfmt, the agent: cargo xtask agent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ one_run() {
   "$pibake" --store "$work/store$run" fetch -c examples/lab/cluster.toml >/dev/null 2>&1
   "$pibake" --store "$work/store$run" --offline build -c examples/lab/cluster.toml --out "$work/out$run" >/dev/null
   echo "run $run (cold, beside the other run): $(( $(date +%s) - start ))s"
-  (cd "$work/out$run" && sha256sum ./*.img) > "$work/sums$run"
+  (cd "$work/out$run" && sha256sum ./*.img ./*.qcow2) > "$work/sums$run"
 }
 one_run 1 & first=$!
 one_run 2 & second=$!
@@ -26,7 +27,7 @@ wait "$first"
 wait "$second"
 cat "$work/sums1"
 if cmp -s "$work/sums1" "$work/sums2"; then
-  echo "reproducible: all $(wc -l < "$work/sums1") images identical"
+  echo "reproducible: all $(wc -l < "$work/sums1") outputs (.img and .qcow2) identical"
 else
   diff "$work/sums1" "$work/sums2"; echo "NOT reproducible"; exit 1
 fi

@@ -274,6 +274,12 @@ pub const TABLE: &[Requirement] = &[
         "`chronyd -p` judges the rendered configuration; the ring's time server",
     ),
     row(
+        "curl",
+        &["curl"],
+        Need::Test,
+        "the ring's HTTP GETs of the lab's web page through the VIP",
+    ),
+    row(
         "systemd",
         &["systemd-analyze"],
         Need::Test,

@@ -384,6 +384,46 @@ impl RawDisk {
         ext4_needs_recovery(&self.path, self.partition(2)?.start)
     }
 
+    /// Checks that the root filesystem was cleanly unmounted, as after a
+    /// clean power-off: its journal needs no recovery and a forced
+    /// read-only `e2fsck -fn` (on a copy of the partition: e2fsck takes no
+    /// offset) finds nothing. The error names what is wrong, with e2fsck's
+    /// own words.
+    pub fn root_clean(&self) -> Result<()> {
+        if self.root_needs_recovery()? {
+            return Err(HarnessError::Invalid(format!(
+                "{}: the root filesystem needs journal recovery (not unmounted cleanly)",
+                self.path.display()
+            )));
+        }
+        let root = self.partition(2)?;
+        let scratch = self.path.with_extension("root-fsck");
+        copy_range(&self.path, root.start, &scratch, 0, root.size, false)?;
+        let mut cmd = E2FSCK.command()?;
+        cmd.env("E2FSCK_CONFIG", "/dev/null")
+            .arg("-fn")
+            .arg(&scratch);
+        let command = tool::describe(&cmd);
+        let out = cmd.output();
+        let _ = std::fs::remove_file(&scratch);
+        let out = out.map_err(|source| HarnessError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(HarnessError::Command {
+            command: format!("{command} (root of {})", self.path.display()),
+            status: out.status.to_string(),
+            stderr: format!(
+                "{} {}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+
     /// The boot partition (p1, FAT).
     pub fn boot(&self) -> Result<Fat> {
         Ok(Fat {

@@ -20,14 +20,22 @@
 //!   (never baked into an image) that reports state over a virtio port.
 //! - [`pc`]: the x86-64 pc-efi machine: OVMF, the SMBIOS Type 11 string
 //!   systemd-boot appends to the kernel command line, KVM or TCG.
-//! - [`vm`]: one QEMU process, its console, `wait_for`, power-off and kill.
+//! - [`gps`]: an emulated GPS receiver, NMEA sentences for a chosen time
+//!   into the GPS node's UART.
+//! - [`http`]: GETs from the test's network, and what a series of them saw.
+//! - [`qmp`]: QEMU's machine protocol, for the power button.
+//! - [`vm`]: one QEMU process, its console, `wait_for`, the power button,
+//!   power-off and kill.
 
 pub mod disk;
+pub mod gps;
+pub mod http;
 pub mod images;
 pub mod net;
 pub mod overlay;
 pub mod pc;
 pub mod probe;
+pub mod qmp;
 pub mod tool;
 pub mod vm;
 

@@ -130,6 +130,35 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// How far `server`'s NTP time is from the host's clock, seconds
+    /// (server minus host, up to the sign chrony prints), measured from
+    /// inside the namespace by `chronyd -Q` (a client that only measures:
+    /// the host clock is never touched) from four samples.
+    pub fn ntp_offset(&self, server: Ipv4Addr) -> Result<f64> {
+        let mut cmd = self.command(CHRONYD.name)?;
+        cmd.args(["-Q", "-t", "60", "-u", "root"])
+            .arg(format!("server {server} iburst maxsamples 4"))
+            .arg("pidfile /dev/null");
+        let command = tool::describe(&cmd);
+        let out = tool::run(&mut cmd)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_clock_wrong(&text).ok_or_else(|| {
+            HarnessError::Invalid(format!("`{command}` measured no offset: {}", text.trim()))
+        })
+    }
+}
+
+/// The `X` of chronyd -Q's "System clock wrong by X seconds".
+fn parse_clock_wrong(text: &str) -> Option<f64> {
+    let rest = text.split("System clock wrong by ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         if let Ok(mut cmd) = IP.command() {
@@ -218,5 +247,18 @@ impl Drop for TimeServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::*;
+
+    #[test]
+    fn reads_chronyd_q_output() {
+        let out = "2026-12-01T23:45:52Z chronyd version 4.3 starting\n\
+            2026-12-01T23:45:57Z System clock wrong by -273906.012345 seconds (ignored)\n";
+        assert_eq!(parse_clock_wrong(out), Some(-273_906.012_345));
+        assert_eq!(parse_clock_wrong("Timeout reached\n"), None);
     }
 }

@@ -61,6 +61,7 @@ s status;pibake-firstboot status --json
 s addr;ip -4 -o addr show
 s hostname;hostname
 s arch;uname -m
+s clock;date +%s.%N;cut -d' ' -f1 /proc/uptime;chronyc -n tracking
 s end;} >$o 2>&1
 ";
 
@@ -126,6 +127,12 @@ pub enum Probe {
         vip: std::net::Ipv4Addr,
         wait: Duration,
     },
+    /// On the GPS node: once chrony has selected a source (bounded by
+    /// `wait`), section `gps` holds `chronyc -n sources`, then the report.
+    GpsServer { wait: Duration },
+    /// The inner probe, but the VM stays up after its report, until the
+    /// test presses the power button or pulls the plug.
+    Hold(Box<Probe>),
 }
 
 impl Probe {
@@ -164,6 +171,13 @@ t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];
                     SWARM_ACTIVE = swarm_active(w),
                 )
             }
+            Probe::GpsServer { wait } => format!(
+                "{PRELUDE}t=0;until chronyc -n sources|grep -q '^.\\*'||[ $t -ge {w} ];do sleep 2;t=$((t+2));done
+{{ s gps;chronyc -n sources;s gpsd;journalctl -b -u gpsd -o cat|tail -n5;}} >$o 2>&1
+{REPORT}",
+                w = wait.as_secs()
+            ),
+            Probe::Hold(inner) => format!("{}sleep infinity\n", inner.script()),
         }
     }
 
@@ -224,6 +238,9 @@ t=0;until journalctl -b -u keepalived|grep -q 'Entering BACKUP'||[ $t -ge {w} ];
 pub struct StepStatus {
     pub step: String,
     pub state: String,
+    /// Unix seconds of the board's clock when the step was journaled.
+    #[serde(default)]
+    pub at: Option<u64>,
     pub why: String,
     #[serde(default)]
     pub node: Option<String>,
@@ -311,9 +328,86 @@ impl Report {
     }
 }
 
+/// The `clock` section: the guest's clock when it reported, and what its
+/// chrony says of it (`chronyc -n tracking`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clock {
+    /// `date +%s.%N`.
+    pub unix: f64,
+    /// Seconds since the guest's kernel started (/proc/uptime).
+    pub uptime: f64,
+    /// `Reference ID`'s name: an address, or a refclock's refid (`NMEA`).
+    pub reference: String,
+    /// `System time`: how far the clock is ahead (+) or behind (-) of
+    /// chrony's estimate of true time, seconds.
+    pub system_offset: f64,
+    /// `Root delay` / 2 + `Root dispersion`, seconds: chrony's bound on
+    /// the error to the stratum-0 source.
+    pub root_distance: f64,
+    /// `Leap status` (`Normal`, `Not synchronised`).
+    pub leap: String,
+}
+
+impl Clock {
+    pub fn parse(section: &str) -> Option<Self> {
+        let mut lines = section.lines();
+        let unix = lines.next()?.trim().parse().ok()?;
+        let uptime = lines.next()?.trim().parse().ok()?;
+        let fields: BTreeMap<&str, &str> = lines
+            .filter_map(|l| l.split_once(" : "))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let secs =
+            |key: &str| -> Option<f64> { fields.get(key)?.split_whitespace().next()?.parse().ok() };
+        let system = fields.get("System time")?;
+        let sign = if system.contains("slow") { -1.0 } else { 1.0 };
+        let reference = fields.get("Reference ID")?;
+        let reference = reference
+            .split_once('(')
+            .map_or(*reference, |(_, r)| r.trim_end_matches(')'))
+            .to_owned();
+        Some(Clock {
+            unix,
+            uptime,
+            reference,
+            system_offset: sign * secs("System time")?,
+            root_distance: secs("Root delay")? / 2.0 + secs("Root dispersion")?,
+            leap: fields.get("Leap status")?.to_string(),
+        })
+    }
+}
+
+impl Report {
+    /// The `clock` section, parsed.
+    pub fn clock(&self) -> Option<Clock> {
+        Clock::parse(self.section("clock")?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_clock_section() {
+        let text = "1796361462.250000000\n12.34\n\
+Reference ID    : C0A8BC14 (192.168.188.20)\n\
+Stratum         : 2\n\
+System time     : 0.000123000 seconds slow of NTP time\n\
+Root delay      : 0.002000 seconds\n\
+Root dispersion : 0.010000 seconds\n\
+Leap status     : Normal\n";
+        let c = Clock::parse(text).expect("parsed");
+        assert_eq!(c.reference, "192.168.188.20");
+        assert!((c.system_offset + 0.000123).abs() < 1e-9);
+        assert!((c.root_distance - 0.011).abs() < 1e-9);
+        assert_eq!((c.unix, c.uptime), (1_796_361_462.25, 12.34));
+        assert_eq!(c.leap, "Normal");
+        let nmea = text.replace("C0A8BC14 (192.168.188.20)", "4E4D4541 (NMEA)");
+        assert_eq!(Clock::parse(&nmea).unwrap().reference, "NMEA");
+        // chronyc without a daemon prints no table: no reading.
+        assert!(Clock::parse("1796361462.25\n12.3\n506 Cannot talk to daemon\n").is_none());
+    }
 
     #[test]
     fn parses_sections() {
@@ -354,6 +448,11 @@ mod tests {
                 wait,
             },
             Probe::Member,
+            Probe::GpsServer { wait },
+            Probe::Hold(Box::new(Probe::Standby {
+                vip: std::net::Ipv4Addr::new(192, 168, 188, 2),
+                wait,
+            })),
         ] {
             let out = std::process::Command::new("sh")
                 .arg("-n")
@@ -399,5 +498,11 @@ mod tests {
         let wait_at = report.find(VIP_WAIT).expect("the VIP wait");
         assert!(report.find(REPORT).is_some_and(|at| wait_at < at));
         assert!(VIP_WAIT.contains("keepalived.conf") && !VIP_WAIT.contains("-ge 2"));
+        // A held probe reports, then stays up.
+        let held = Probe::Hold(Box::new(Probe::Member)).script();
+        assert!(held.starts_with(&Probe::Member.script()) && held.ends_with("sleep infinity\n"));
+        // The GPS server waits for chrony's selected source ("^*" / "#*").
+        let gps = Probe::GpsServer { wait }.script();
+        assert!(gps.contains("grep -q '^.\\*'"), "{gps}");
     }
 }

@@ -1,5 +1,5 @@
 //! Running the external tools the harness relies on (QEMU for arm64 and
-//! x86-64, qemu-img, mtools, debugfs, e2fsck, ip, chronyd), with a clear
+//! x86-64, qemu-img, mtools, debugfs, e2fsck, ip, chronyd, curl), with a clear
 //! failure when one is not installed.
 
 use crate::{HarnessError, Result};
@@ -61,6 +61,10 @@ pub const E2FSCK: Tool = Tool {
 pub const IP: Tool = Tool {
     name: "ip",
     package: "iproute2",
+};
+pub const CURL: Tool = Tool {
+    name: "curl",
+    package: "curl",
 };
 pub const CHRONYD: Tool = Tool {
     name: "chronyd",

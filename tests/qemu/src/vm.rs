@@ -141,6 +141,10 @@ pub struct VmSpec<'a> {
     pub kernel_args: Vec<String>,
     /// Directory for the console, probe and QEMU logs.
     pub log_dir: PathBuf,
+    /// The GPS node's receiver (arm64 only): its UART, ttyAMA0, is
+    /// connected to the FIFOs of this [`crate::gps::Feed::base`], and the
+    /// console moves to the second PL011, ttyAMA1.
+    pub gps: Option<&'a Path>,
 }
 
 /// The kernel arguments every test boot gets besides the image's own, in
@@ -192,6 +196,8 @@ pub struct Vm {
     /// QEMU's socket behind the probe's control port, in a short private
     /// directory (a socket path has at most 107 bytes).
     control: PathBuf,
+    /// QEMU's QMP socket, beside `control`.
+    qmp: PathBuf,
     _control_dir: tempfile::TempDir,
     /// Kept open once connected: the guest reads end-of-file while no one is.
     control_stream: Option<UnixStream>,
@@ -209,12 +215,23 @@ impl Vm {
             .tempdir()
             .map_err(io_err("temporary directory"))?;
         let control = control_dir.path().join("control.sock");
+        let qmp = control_dir.path().join("qmp.sock");
 
         let Network::Tap(ns) = spec.network;
         let (mut cmd, accel) = match spec.boot {
             Boot::ArmVirt(boot) => {
                 QEMU.require()?;
-                let mut append: Vec<String> = vec!["console=ttyAMA0".to_owned()];
+                // With a GPS receiver on ttyAMA0 (the header UART of a Pi 4
+                // with disable-bt) the console is the second PL011: QEMU's
+                // virt board has two since 10.0, in the order of -serial,
+                // and ttyAMA1 carries the kernel's lines from the first one
+                // (a virtio console would only once its driver loads).
+                let console = if spec.gps.is_some() {
+                    "ttyAMA1"
+                } else {
+                    "ttyAMA0"
+                };
+                let mut append: Vec<String> = vec![format!("console={console}")];
                 append.extend(boot.root_args.iter().cloned());
                 append.push(test_args);
                 let append = append.join(" ");
@@ -249,6 +266,12 @@ impl Vm {
             }
             Boot::PcEfi(pc) => {
                 QEMU_X86.require()?;
+                if spec.gps.is_some() {
+                    return Err(HarnessError::Invalid(format!(
+                        "{}: a GPS receiver is on a Pi's UART; a pc-efi VM has none",
+                        spec.name
+                    )));
+                }
                 let test_args =
                     pc_test_kernel_args(spec.probe.as_ref(), &spec.kernel_args).join(" ");
                 // x86's COMMAND_LINE_SIZE cuts a longer line silently.
@@ -298,9 +321,18 @@ impl Vm {
             Boot::ArmVirt(_) => "",
             Boot::PcEfi(_) => ",bootindex=0",
         };
-        // The first serial port: ttyAMA0 on virt, ttyS0 (COM1) on q35.
+        // The first serial port: ttyAMA0 on virt (the GPS receiver's when
+        // there is one, the console then on the second), ttyS0 (COM1) on q35.
+        if let Some(gps) = spec.gps {
+            cmd.arg("-chardev")
+                .arg(format!("pipe,id=gps0,path={}", gps.display()))
+                .args(["-serial", "chardev:gps0"]);
+        }
         cmd.arg("-serial")
             .arg(format!("file:{}", console.display()))
+            // QMP, for the power button (`system_powerdown`).
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
             .arg("-drive")
             .arg(format!(
                 "if=none,id=disk0,format=qcow2,file={}",
@@ -356,9 +388,15 @@ impl Vm {
             exit: None,
             accel,
             control,
+            qmp,
             _control_dir: control_dir,
             control_stream: None,
         })
+    }
+
+    /// Whether QEMU still runs (the guest has not powered off).
+    pub fn is_running(&mut self) -> bool {
+        self.exited().is_none()
     }
 
     /// Which accelerator this VM runs on (arm64 guests: always TCG).
@@ -474,13 +512,18 @@ impl Vm {
 
     /// Waits until QEMU exits (the guest powered off).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.wait_exit_for("power-off", timeout)
+    }
+
+    /// [`Vm::wait_exit`] naming what was awaited in its timeout.
+    pub fn wait_exit_for(&mut self, what: &str, timeout: Duration) -> Result<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.exited() {
                 return Ok(status);
             }
             if start.elapsed() >= timeout {
-                return Err(self.timeout("power-off".to_owned(), start.elapsed()));
+                return Err(self.timeout(what.to_owned(), start.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -508,6 +551,15 @@ impl Vm {
         writeln!(stream, "{}", probe::GO)
             .and_then(|()| stream.flush())
             .map_err(io_err(&self.control))
+    }
+
+    /// Presses the machine's power button: QMP `system_powerdown`. On
+    /// `-M virt` that is the gpio-keys KEY_POWER of its device tree, on q35
+    /// the ACPI power button; systemd-logind powers off on either
+    /// (HandlePowerKey, overlays/gpio-shutdown). What the Pi's button does
+    /// after its 3 s hold (the overlay's debounce) is this key press.
+    pub fn power_button(&mut self) -> Result<()> {
+        crate::qmp::execute(&self.qmp, "system_powerdown")
     }
 
     /// Pulls the plug: SIGKILL to QEMU, no guest shutdown.

@@ -1,9 +1,10 @@
 //! The lab's role images booted in QEMU: each role personalizes itself, the
 //! clock gate, power cuts in first boot (after each journaled step, held
 //! there by the agent's test-only `pibake.test.hold_after=`, and one at a
-//! random point of identity), a second boot, the GPS node with no time
-//! source (its clock gate refuses, the Swarm step waits), and the three-VM
-//! Swarm through the VIP with its failover.
+//! random point of identity), a second boot, and the GPS node with no time
+//! source (its clock gate refuses, the Swarm step waits). The whole lab
+//! (five VMs: GPS time, the Swarm, the VIP's failover under HTTP load, the
+//! button) is tests/seed.rs.
 //!
 //! Needs the images (`cargo xtask lab`), root (network namespaces, taps),
 //! qemu-system-arm, qemu-utils, mtools, e2fsprogs, iproute2, chrony.
@@ -13,14 +14,15 @@
 mod common;
 
 use anyhow::{anyhow, ensure, Context, Result};
+use common::checks::*;
+use common::swarm::*;
 use common::*;
 use pibake_firstboot::journal::{hold_marker, Outcome, Record, Step, HOLD_KEY};
 use pibake_firstboot::table::NodeTable;
 use pibake_qemu::disk::{Fat, RawDisk};
 use pibake_qemu::images::role_image;
 use pibake_qemu::overlay::Overlay;
-use pibake_qemu::probe::Probe;
-use pibake_qemu::vm::{BootFiles, Vm, MULTI_USER};
+use pibake_qemu::vm::{BootFiles, MULTI_USER};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -69,117 +71,6 @@ fn make_reference() -> Result<Reference> {
         overlay,
         first,
     })
-}
-
-fn timed<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let start = Instant::now();
-    let out = f();
-    eprintln!("TIMING {name}: {:.0} s", start.elapsed().as_secs_f64());
-    out
-}
-
-/// The identity step chose `node` by `source` (the agent's words).
-fn assert_identity(b: &Booted, node: &str, source: &str) -> Result<()> {
-    let id = b.report.step("identity").ok_or_else(|| {
-        anyhow!(
-            "no identity step in the status: {:?}",
-            b.report.section("status")
-        )
-    })?;
-    ensure!(id.state == "done", "identity is {}: {}", id.state, id.why);
-    ensure!(
-        id.node.as_deref() == Some(node),
-        "identity chose {:?}, expected {node}",
-        id.node
-    );
-    ensure!(
-        id.why.contains(source),
-        "identity why {:?} does not name {source:?}",
-        id.why
-    );
-    Ok(())
-}
-
-/// Hostname, address, NM keyfile, machine-id, SSH host keys of `node`.
-fn assert_personalized(b: &Booted, node: Node) -> Result<()> {
-    let hostname = b.state.text("/etc/hostname").unwrap_or_default();
-    ensure!(
-        hostname.trim() == node.name,
-        "/etc/hostname is {hostname:?}"
-    );
-    ensure!(
-        b.report.hostname().as_deref() == Some(node.name),
-        "running hostname {:?}",
-        b.report.hostname()
-    );
-    let addrs = b.report.addresses("eth0");
-    ensure!(
-        addrs.iter().any(|a| a == node.address),
-        "eth0 has {addrs:?}, not {}",
-        node.address
-    );
-    let keyfile = "/etc/NetworkManager/system-connections/pibake-wired.nmconnection";
-    let stat = b
-        .state
-        .stat(keyfile)
-        .ok_or_else(|| anyhow!("{keyfile} is missing"))?;
-    ensure!(
-        stat.mode == 0o600 && stat.uid == 0,
-        "{keyfile} has mode {:o} uid {} (NM ignores it unless root 0600)",
-        stat.mode,
-        stat.uid
-    );
-    let text = b.state.text(keyfile).unwrap_or_default();
-    ensure!(
-        text.contains(&format!("address1={}/24", node.address)),
-        "{keyfile} does not carry {}:\n{text}",
-        node.address
-    );
-    machine_id(&b.state)?;
-    for kind in ["ed25519", "ecdsa", "rsa"] {
-        for suffix in ["", ".pub"] {
-            let name = format!("ssh_host_{kind}_key{suffix}");
-            ensure!(
-                b.state.ssh_keys.contains(&name),
-                "SSH host key {name} missing (have {:?})",
-                b.state.ssh_keys
-            );
-        }
-        let key = b
-            .state
-            .stat(&format!("/etc/ssh/ssh_host_{kind}_key"))
-            .ok_or_else(|| anyhow!("no {kind} key"))?;
-        ensure!(
-            key.mode == 0o600 && key.size > 0,
-            "{kind} host key mode {:o} size {}",
-            key.mode,
-            key.size
-        );
-    }
-    // The disk is GROW bytes larger than the image; growpart may keep a
-    // few sectors free at the end.
-    ensure!(
-        b.state.disk_len - b.state.root_end < (1 << 20),
-        "root partition ends at {} but the disk has {} bytes: not grown",
-        b.state.root_end,
-        b.state.disk_len
-    );
-    Ok(())
-}
-
-/// No "Failed to start" on the console except for `allowed` units, and
-/// `systemctl --failed` lists exactly `failed`.
-fn assert_failed_units(b: &Booted, failed: &[&str]) -> Result<()> {
-    let mut units = b.report.failed_units();
-    units.sort();
-    let mut want: Vec<String> = failed.iter().map(|s| (*s).to_owned()).collect();
-    want.sort();
-    ensure!(
-        units == want,
-        "systemctl --failed lists {units:?}, expected {want:?}:\n{}",
-        b.report.section("failed").unwrap_or_default()
-    );
-    Ok(())
 }
 
 #[test]
@@ -893,79 +784,6 @@ fn config_check_catches_planted_faults() -> Result<()> {
     Ok(())
 }
 
-/// Puts a Swarm join token on a board's boot partition, as a user would.
-fn give_token(overlay: &Overlay, key: &str, token: &str) -> Result<()> {
-    overlay.write_boot_files(&[(
-        "pibake-secrets.toml",
-        format!("{key} = \"{token}\"\n").as_bytes(),
-    )])?;
-    Ok(())
-}
-
-/// A [`Probe::Member`]'s `joined` section: its local Swarm node state.
-fn check_joined(state: &str, host: &str) -> Result<()> {
-    ensure!(
-        state.trim() == "active",
-        "{host} did not join the swarm: its local node state is {:?}",
-        state.trim()
-    );
-    Ok(())
-}
-
-/// Waits for a [`Probe::Member`] to have joined (or given up), and fails at
-/// once unless it is in the swarm (rather than in a manager's long wait).
-fn wait_joined(vm: &mut Vm, host: &str) -> Result<()> {
-    let state = vm.wait_probe_section("joined", BOOT_TIMEOUT)?;
-    check_joined(&state, host).with_context(|| format!("console: {}", vm.console_path().display()))
-}
-
-/// The agent's Swarm step on `host` is done.
-fn ensure_swarm_done(report: &pibake_qemu::probe::Report, host: &str) -> Result<()> {
-    let swarm = report
-        .step("swarm")
-        .ok_or_else(|| anyhow!("no swarm step on {host}"))?;
-    ensure!(swarm.state == "done", "{host} swarm step: {swarm:?}");
-    Ok(())
-}
-
-/// Every host is listed Ready in `docker node ls` output.
-fn ensure_ready(nodes: &str, hosts: &[&str]) -> Result<()> {
-    for host in hosts {
-        ensure!(
-            nodes
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(*host) && l.contains("Ready")),
-            "{host} not Ready; docker node ls on master1:\n{nodes}"
-        );
-    }
-    Ok(())
-}
-
-/// Waits (bounded) until the VIP answers a ping from the test's namespace.
-/// keepalived takes it a few advert intervals after its track script first
-/// succeeds (FACTS.md: about 3.5 s at 1 s), and the script runs `docker
-/// info`, slow under TCG: this can be well after the swarm is up.
-fn wait_for_vip(lab: &Lab) -> Result<()> {
-    let limit = Duration::from_secs(180);
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if lab.ns.ping(VIP, Duration::from_secs(2))? {
-            return Ok(());
-        }
-    }
-    Err(anyhow!("VIP {VIP} does not answer within {limit:?}"))
-}
-
-/// The MAC the test namespace resolved `addr` to, if any.
-fn neighbour_mac(lab: &Lab, addr: std::net::Ipv4Addr) -> Result<Option<String>> {
-    let out = lab.ns.ip(&["neigh", "show", &addr.to_string()])?;
-    Ok(out
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .map(str::to_owned))
-}
-
 /// The Swarm tests' checks on planted listings: a node Down (what a VM that
 /// powered off too early leaves), a node missing, a member that did not join.
 #[test]
@@ -993,201 +811,6 @@ fn swarm_checks_catch_planted_faults() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The three-VM lab: master1 initializes the Swarm and takes the VIP,
-/// master2 (a manager, the VIP's standby) and worker1 join through it, then
-/// master1's plug is pulled and the VIP must answer from master2. master1's
-/// own boot is checked here as a one-VM test would (identity, VIP, Swarm,
-/// keepalived, no failed unit), and worker1's secrets as a member's.
-#[test]
-fn vip_moves_to_master2_when_master1_dies() -> Result<()> {
-    let _serial = serial();
-    timed("vip_moves_to_master2_when_master1_dies", || {
-        let dir = workdir("failover")?;
-        // The masters are pc-efi (x86-64) machines booted through OVMF and
-        // their own systemd-boot; the worker an arm64 Pi 5.
-        let mboot = pc_efi_boot("master")?;
-        let wboot = boot_files("worker", &dir)?;
-        let mtable = node_table("master")?;
-        let wtable = node_table("worker")?;
-        let image = role_image("master")?;
-        let m1overlay = Overlay::create(&image, &dir, "master1", GROW)?;
-        let m2overlay = Overlay::create(&image, &dir, "master2", GROW)?;
-        let woverlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
-        let lab = Lab::new(&dir, true)?;
-        let wait = Duration::from_secs(15 * 60);
-        let mut master1 = lab.start_vm(
-            "failover-master1",
-            &mboot,
-            &m1overlay,
-            MASTER1,
-            Some(Probe::SwarmManager {
-                nodes: 3,
-                wait,
-                hold: true,
-            }),
-        )?;
-        eprintln!(
-            "master1: qemu-system-x86_64 under {} ({})",
-            master1.accel().name(),
-            pibake_qemu::pc::x86_accel().why
-        );
-        // The operator reads the join tokens from master1 ...
-        let token = master1.wait_probe_section("token", BOOT_TIMEOUT)?;
-        let mtoken = master1.wait_probe_section("mtoken", BOOT_TIMEOUT)?;
-        let (token, mtoken) = (token.trim(), mtoken.trim());
-        ensure!(
-            token.starts_with("SWMTKN-") && mtoken.starts_with("SWMTKN-") && token != mtoken,
-            "no join tokens from master1: {token:?} {mtoken:?}"
-        );
-        wait_for_vip(&lab)?;
-        // ... and puts them on the boards' boot partitions. Managers join
-        // through the VIP too (cluster.toml: join = "vip").
-        give_token(&m2overlay, "swarm_manager_token", mtoken)?;
-        give_token(&woverlay, "swarm_worker_token", token)?;
-        // Joins in order, each awaited on what master1 lists: master2, then
-        // worker1. Nobody powers off before master1 has listed all three
-        // Ready.
-        let mut master2 = lab.start_vm(
-            "failover-master2",
-            &mboot,
-            &m2overlay,
-            MASTER2,
-            Some(Probe::Standby { vip: VIP, wait }),
-        )?;
-        master2.wait_probe_section("standby", BOOT_TIMEOUT)?;
-        let ready = master1.wait_probe_section("ready2", wait)?;
-        ensure_ready(&ready, &["master1", "master2"])?;
-        let mut worker = lab.start_vm(
-            "failover-worker1",
-            &wboot,
-            &woverlay,
-            WORKER1,
-            Some(Probe::Member),
-        )?;
-        wait_joined(&mut worker, "worker1")?;
-        // All three Ready in one listing (the one that ended master1's
-        // wait). A later listing may show a node Down for a heartbeat or two
-        // while three emulated VMs share two cores.
-        let ready = master1.wait_probe_section("ready3", wait)?;
-        ensure_ready(&ready, &["master1", "master2", "worker1"])?;
-        let nodes = master1.wait_probe_section("nodes", wait)?;
-        eprintln!("docker node ls on master1 (all Ready):\n{ready}\nthen:\n{nodes}");
-        worker.go()?;
-        let wreport = worker.wait_report(BOOT_TIMEOUT)?;
-        ensure_swarm_done(&wreport, "worker1")?;
-        ensure!(
-            !worker.console().contains(token),
-            "the join token appears on worker1's console"
-        );
-        ensure!(
-            wreport.failed_units().is_empty(),
-            "worker1 failed units: {:?}",
-            wreport.failed_units()
-        );
-        worker.wait_exit(POWEROFF_TIMEOUT)?;
-        drop(worker);
-        let m1report = master1.wait_report(BOOT_TIMEOUT)?;
-        ensure!(
-            lab.ns.ping(VIP, Duration::from_secs(2))?
-                && neighbour_mac(&lab, VIP)?.as_deref() == Some(MASTER1.mac),
-            "the VIP is not on master1 before the failure: {:?}",
-            neighbour_mac(&lab, VIP)?
-        );
-
-        // Pull master1's plug; the VIP must answer from master2 within 10 s.
-        master1.kill();
-        let killed = Instant::now();
-        master2.go()?;
-        let mut answered = None;
-        while killed.elapsed() < Duration::from_secs(60) {
-            if lab.ns.ping(VIP, Duration::from_secs(1))?
-                && neighbour_mac(&lab, VIP)?.as_deref() == Some(MASTER2.mac)
-            {
-                answered = Some(killed.elapsed());
-                break;
-            }
-        }
-        let answered = answered.ok_or_else(|| anyhow!("no VIP answer from master2 within 60 s"))?;
-        eprintln!("FAILOVER VIP answered from master2 {answered:.1?} after master1 died");
-        ensure!(
-            answered <= Duration::from_secs(10),
-            "the VIP answered from master2 only after {answered:.1?} (goal: 10 s)"
-        );
-        let vip = master2.wait_probe_section("vip", BOOT_TIMEOUT)?;
-        ensure!(
-            vip.contains("Entering MASTER STATE"),
-            "master2's keepalived did not enter MASTER:\n{vip}"
-        );
-        let m2report = master2.wait_report(BOOT_TIMEOUT)?;
-        master2.wait_exit(POWEROFF_TIMEOUT)?;
-        ensure!(
-            m2report.addresses("eth0").contains(&VIP.to_string()),
-            "VIP not on master2's eth0: {:?}",
-            m2report.addresses("eth0")
-        );
-        ensure_swarm_done(&m2report, "master2")?;
-        // One Swarm of two architectures: the Mac Mini masters and the Pi.
-        let arches = [&m1report, &m2report, &wreport].map(|r| r.arch().unwrap_or_default());
-        eprintln!(
-            "architectures: master1 {}, master2 {}, worker1 {}",
-            arches[0], arches[1], arches[2]
-        );
-        ensure!(
-            arches == ["x86_64", "x86_64", "aarch64"],
-            "master1, master2, worker1 run {arches:?}, not x86_64, x86_64, aarch64"
-        );
-        let m1console = master1.console();
-        drop((master1, master2));
-        let m1 = Booted {
-            report: m1report,
-            console: m1console,
-            state: read_state(&m1overlay, "failover-master1", &mtable, "master1")?,
-        };
-        assert_master1(&m1)?;
-        // The secret moved off the FAT into a root-only file.
-        let wstate = read_state(&woverlay, "failover-worker1", &wtable, "worker1")?;
-        ensure!(
-            !wstate
-                .boot_names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case("pibake-secrets.toml")),
-            "pibake-secrets.toml is still on worker1's boot partition"
-        );
-        let secrets = wstate
-            .stat("/etc/pibake/secrets")
-            .ok_or_else(|| anyhow!("no /etc/pibake/secrets on worker1"))?;
-        ensure!(
-            secrets.mode == 0o600 && secrets.uid == 0,
-            "worker1's secrets mode {:o}",
-            secrets.mode
-        );
-        Ok(())
-    })
-    .context("three-VM failover")
-}
-
-/// master1, the first manager and the VIP's first holder, as its report
-/// (taken before its plug was pulled) and its disk show it.
-fn assert_master1(b: &Booted) -> Result<()> {
-    assert_identity(b, "master1", "MAC address")?;
-    assert_personalized(b, MASTER1)?;
-    let addrs = b.report.addresses("eth0");
-    ensure!(
-        addrs.iter().any(|a| *a == VIP.to_string()),
-        "VIP {VIP} not on master1's eth0: {addrs:?}"
-    );
-    ensure_swarm_done(&b.report, "master1")?;
-    let keepalived = b
-        .state
-        .text("/etc/keepalived/keepalived.conf")
-        .ok_or_else(|| anyhow!("no keepalived.conf installed on master1"))?;
-    ensure!(
-        keepalived.contains("priority 150"),
-        "keepalived.conf of master1:\n{keepalived}"
-    );
-    assert_failed_units(b, &[])
 }
 
 #[test]

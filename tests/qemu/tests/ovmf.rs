@@ -416,6 +416,7 @@ fn ovmf_boots_an_esp_and_systemd_boot_appends_the_smbios_arguments() -> Result<(
         probe: None,
         kernel_args: vec![marker.clone()],
         log_dir: dir.clone(),
+        gps: None,
     })?;
     let accel = x86_accel();
     eprintln!("accelerator: {} ({})", vm.accel().name(), accel.why);

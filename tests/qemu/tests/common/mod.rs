@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod checks;
+pub mod swarm;
+
 use anyhow::{anyhow, bail, Context, Result};
 use pibake_firstboot::table::NodeTable;
 use pibake_qemu::disk::{RawDisk, Stat};
@@ -132,6 +135,20 @@ impl Lab {
         self.start_vm_args(name, boot, disk, node, probe, Vec::new())
     }
 
+    /// [`Lab::start_vm`] of the GPS node, its UART fed by the emulated
+    /// receiver at `gps` ([`pibake_qemu::gps::Feed::base`]).
+    pub fn start_gps_vm(
+        &self,
+        name: &str,
+        boot: &BootFiles,
+        disk: &Overlay,
+        node: Node,
+        probe: Probe,
+        gps: &Path,
+    ) -> Result<Vm> {
+        self.start(name, boot, disk, node, Some(probe), Vec::new(), Some(gps))
+    }
+
     /// [`Lab::start_vm`] with more (test-only) kernel arguments.
     pub fn start_vm_args<'b>(
         &self,
@@ -141,6 +158,20 @@ impl Lab {
         node: Node,
         probe: Option<Probe>,
         kernel_args: Vec<String>,
+    ) -> Result<Vm> {
+        self.start(name, boot, disk, node, probe, kernel_args, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start<'b>(
+        &self,
+        name: &str,
+        boot: impl Into<Boot<'b>>,
+        disk: &Overlay,
+        node: Node,
+        probe: Option<Probe>,
+        kernel_args: Vec<String>,
+        gps: Option<&Path>,
     ) -> Result<Vm> {
         Ok(Vm::start(VmSpec {
             name: name.to_owned(),
@@ -152,6 +183,7 @@ impl Lab {
             probe,
             kernel_args,
             log_dir: self.dir.clone(),
+            gps,
         })?)
     }
 }
@@ -331,6 +363,7 @@ pub fn boot_once<'b>(
         probe: Some(Probe::Report),
         kernel_args: opts.kernel_args.clone(),
         log_dir: dir.to_owned(),
+        gps: None,
     })?;
     vm.wait_for(MULTI_USER, BOOT_TIMEOUT)?;
     let to_multi_user = start.elapsed();
@@ -410,4 +443,12 @@ pub fn machine_id(state: &AgentState) -> Result<String> {
         bail!("/etc/machine-id is {id:?}, not a fresh 32-hex-digit id");
     }
     Ok(id)
+}
+
+/// Runs `f`, printing its wall time (`TIMING <name>: <s> s`).
+pub fn timed<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f();
+    eprintln!("TIMING {name}: {:.0} s", start.elapsed().as_secs_f64());
+    out
 }

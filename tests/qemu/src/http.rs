@@ -1,0 +1,219 @@
+//! HTTP GETs from the test's network, as a user's browser on the lab's
+//! segment would make them: one now ([`get`]), or a steady series in the
+//! background ([`Poller`]) whose answers tell how long a service was away
+//! while a master died ([`Summary`]). Each GET is `curl` inside the
+//! namespace, with a 1 s bound.
+
+use crate::net::NetNs;
+use crate::tool::{self, CURL};
+use crate::{HarnessError, Result};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One GET: the page, or why there was none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// When it was sent, from the poller's start.
+    pub at: Duration,
+    pub answer: std::result::Result<String, String>,
+}
+
+fn curl(ns_name: &str, url: &str) -> Result<Command> {
+    CURL.require()?;
+    let mut cmd = tool::IP.command()?;
+    cmd.args(["netns", "exec", ns_name, CURL.name])
+        .args(["-sS", "--max-time", "1", url])
+        .stdin(Stdio::null());
+    Ok(cmd)
+}
+
+fn get_in(ns_name: &str, url: &str) -> Result<std::result::Result<String, String>> {
+    let mut cmd = curl(ns_name, url)?;
+    let command = tool::describe(&cmd);
+    let out = cmd
+        .output()
+        .map_err(|source| HarnessError::Spawn { command, source })?;
+    Ok(if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })
+}
+
+/// One GET of `url` from inside `ns`.
+pub fn get(ns: &NetNs, url: &str) -> Result<std::result::Result<String, String>> {
+    get_in(ns.name(), url)
+}
+
+/// GETs of one URL every `interval`, in a thread, until [`Poller::stop`].
+#[derive(Debug)]
+pub struct Poller {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Vec<Sample>>>>,
+}
+
+impl Poller {
+    pub fn start(ns: &NetNs, url: &str, interval: Duration) -> Result<Self> {
+        curl(ns.name(), url)?;
+        let (name, url) = (ns.name().to_owned(), url.to_owned());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let start = Instant::now();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let at = start.elapsed();
+                samples.push(Sample {
+                    at,
+                    answer: get_in(&name, &url)?,
+                });
+                if let Some(rest) = (at + interval).checked_sub(start.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            Ok(samples)
+        });
+        Ok(Poller {
+            start,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Time since the poller started (the scale of [`Sample::at`]).
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Stops and returns every GET made.
+    pub fn stop(mut self) -> Result<Vec<Sample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(samples)) => samples,
+            _ => Err(HarnessError::Invalid("the HTTP poller panicked".to_owned())),
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a series of GETs saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub answered: usize,
+    pub failed: usize,
+    /// The longest time between two answered GETs (from the first sample
+    /// when the series began with failures, to the last one when it ended
+    /// with them).
+    pub longest_gap: Duration,
+    /// Answers by the node the page names (one of `nodes`), or `?` for a
+    /// page that names none of them.
+    pub by_node: BTreeMap<String, usize>,
+    /// The first failure's reason, if any.
+    pub first_failure: Option<String>,
+}
+
+/// Sums up `samples`; a page is credited to the first of `nodes` it names.
+pub fn summarize(samples: &[Sample], nodes: &[&str]) -> Summary {
+    let mut by_node = BTreeMap::new();
+    let (mut answered, mut failed, mut first_failure) = (0, 0, None);
+    let mut last_ok = samples.first().map(|s| s.at);
+    let mut longest_gap = Duration::ZERO;
+    for s in samples {
+        match &s.answer {
+            Ok(page) => {
+                answered += 1;
+                let node = nodes.iter().find(|n| names(page, n)).unwrap_or(&"?");
+                *by_node.entry((*node).to_owned()).or_insert(0) += 1;
+                if let Some(prev) = last_ok {
+                    longest_gap = longest_gap.max(s.at.saturating_sub(prev));
+                }
+                last_ok = Some(s.at);
+            }
+            Err(why) => {
+                failed += 1;
+                first_failure.get_or_insert_with(|| why.clone());
+            }
+        }
+    }
+    if let (Some(prev), Some(last)) = (last_ok, samples.last()) {
+        longest_gap = longest_gap.max(last.at.saturating_sub(prev));
+    }
+    Summary {
+        answered,
+        failed,
+        longest_gap,
+        by_node,
+        first_failure,
+    }
+}
+
+/// Whether `page` names `node` as a word (worker1 is not worker10).
+fn names(page: &str, node: &str) -> bool {
+    page.match_indices(node).any(|(i, _)| {
+        let after = page[i + node.len()..].chars().next();
+        let before = page[..i].chars().next_back();
+        !after.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !before.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(ms: u64, answer: std::result::Result<&str, &str>) -> Sample {
+        Sample {
+            at: Duration::from_millis(ms),
+            answer: answer.map(str::to_owned).map_err(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn gaps_failures_and_nodes_are_counted() {
+        let nodes = ["worker1", "worker2", "worker10"];
+        let samples = [
+            s(0, Ok("<h1>worker1</h1>")),
+            s(250, Ok("<h1>worker2</h1>")),
+            s(500, Err("timeout")),
+            s(750, Err("refused")),
+            s(1000, Ok("<h1>worker10</h1>")),
+            s(1250, Ok("hello")),
+        ];
+        let sum = summarize(&samples, &nodes);
+        assert_eq!((sum.answered, sum.failed), (4, 2));
+        assert_eq!(sum.longest_gap, Duration::from_millis(750));
+        assert_eq!(sum.by_node.get("worker1"), Some(&1));
+        assert_eq!(sum.by_node.get("worker10"), Some(&1));
+        assert_eq!(sum.by_node.get("?"), Some(&1));
+        assert_eq!(sum.first_failure.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn a_series_that_ends_failing_counts_its_tail_as_a_gap() {
+        let samples = [s(0, Ok("worker1")), s(400, Err("x")), s(3000, Err("x"))];
+        let sum = summarize(&samples, &["worker1"]);
+        assert_eq!(sum.longest_gap, Duration::from_millis(3000));
+        let none = summarize(&[s(0, Err("x")), s(900, Err("x"))], &["worker1"]);
+        assert_eq!(
+            (none.answered, none.longest_gap),
+            (0, Duration::from_millis(900))
+        );
+    }
+}

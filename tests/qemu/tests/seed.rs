@@ -1,0 +1,744 @@
+//! The seed's lab end to end, as its user sees it, in one scenario of five
+//! VMs (booted once, then again), because every part needs the ones before:
+//!
+//! 1. **An isolated lab timed by GPS.** No time server and no route out of
+//!    the test network: aux1's UART is fed by an emulated receiver
+//!    ([`pibake_qemu::gps`]) for a time days away from the host's clock;
+//!    aux1's own gpsd and chrony take it, and the masters and workers pass
+//!    their clock gate from aux1 alone (their clocks end at the GPS time).
+//! 2. **The Swarm through the VIP**: master1 (x86-64, pc-efi) initializes
+//!    it and takes the VIP; master2 (its standby) and worker1, worker2
+//!    (arm64 Pi 5) join through the VIP.
+//! 3. **The web stack through the VIP while a master dies**: GETs on
+//!    http://192.168.188.2/ are answered by both workers; master1's plug is
+//!    pulled while the GETs go on, the VIP moves to master2 and the page
+//!    still comes from the workers (the routing mesh serves without a
+//!    Swarm leader).
+//! 4. **The button**: QEMU's power button on every running VM at once; each
+//!    powers off cleanly (root file system clean, no journal to replay).
+//! 5. **Power on again**: all five at once (aux1 now with its join token,
+//!    as its user would add it): the cluster comes back by itself (clock
+//!    gate from aux1, five nodes Ready, the page on the VIP) and no
+//!    first-boot step that was done runs again.
+//!
+//! Needs what tests/lab.rs needs, and curl.
+
+mod common;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use common::swarm::*;
+use common::*;
+use pibake_firstboot::table::NodeTable;
+use pibake_qemu::gps::{Feed, GpsClock};
+use pibake_qemu::http::{self, Poller, Summary};
+use pibake_qemu::images::role_image;
+use pibake_qemu::overlay::Overlay;
+use pibake_qemu::probe::{Probe, Report, StepStatus};
+use pibake_qemu::vm::{Boot, Vm};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// GPS time minus host time: 3 days, 4 h, 5 min, 6 s. A node whose clock
+/// came from anywhere but the GPS chain is days off.
+const GPS_AHEAD: i64 = 3 * 86_400 + 4 * 3_600 + 5 * 60 + 6;
+/// When the emulated receiver sends second S (see [`pibake_qemu::gps`]).
+const NMEA_LAG: Duration = Duration::from_millis(500);
+/// The seed's web service, through the VIP.
+const WEB: &str = "http://192.168.188.2/";
+/// How long a node may take from the button to QEMU's exit (TCG, five VMs
+/// on two cores; a board takes seconds).
+const BUTTON_BOUND: Duration = Duration::from_secs(240);
+/// The longest the web page may be away while the VIP moves.
+const GAP_GOAL: Duration = Duration::from_secs(20);
+
+/// One VM of the scenario: its node, disk and boot.
+struct Member<'a> {
+    node: Node,
+    overlay: &'a Overlay,
+    boot: Boot<'a>,
+    table: &'a NodeTable,
+}
+
+fn host_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A running VM and the host time it started at.
+struct Running {
+    node: Node,
+    vm: Vm,
+    started_at: f64,
+}
+
+fn start(
+    lab: &Lab,
+    m: &Member<'_>,
+    round: u32,
+    probe: Probe,
+    gps: Option<&Feed>,
+) -> Result<Running> {
+    let name = format!("seed{round}-{}", m.node.name);
+    let started_at = host_now();
+    let vm = match (gps, m.boot) {
+        (Some(feed), Boot::ArmVirt(boot)) => {
+            lab.start_gps_vm(&name, boot, m.overlay, m.node, probe, feed.base())?
+        }
+        (Some(_), Boot::PcEfi(_)) => return Err(anyhow!("{name}: GPS on a pc-efi VM")),
+        (None, boot) => lab.start_vm(&name, boot, m.overlay, m.node, Some(probe))?,
+    };
+    Ok(Running {
+        node: m.node,
+        vm,
+        started_at,
+    })
+}
+
+#[test]
+fn the_isolated_lab_end_to_end() -> Result<()> {
+    let _serial = serial();
+    timed("the_isolated_lab_end_to_end", || {
+        let dir = workdir("seed")?;
+        let mboot = pc_efi_boot("master")?;
+        let wboot = boot_files("worker", &dir)?;
+        let aboot = boot_files("aux", &dir)?;
+        let (mtable, wtable, atable) = (node_table("master")?, node_table("worker")?, node_table("aux")?);
+        let disk = |role: &str, node: Node| Overlay::create(&role_image(role)?, &dir, node.name, GROW);
+        let disks = [
+            disk("aux", AUX1)?,
+            disk("master", MASTER1)?,
+            disk("master", MASTER2)?,
+            disk("worker", WORKER1)?,
+            disk("worker", WORKER2)?,
+        ];
+        let [aux1, master1, master2, worker1, worker2] = [
+            Member { node: AUX1, overlay: &disks[0], boot: (&aboot).into(), table: &atable },
+            Member { node: MASTER1, overlay: &disks[1], boot: (&mboot).into(), table: &mtable },
+            Member { node: MASTER2, overlay: &disks[2], boot: (&mboot).into(), table: &mtable },
+            Member { node: WORKER1, overlay: &disks[3], boot: (&wboot).into(), table: &wtable },
+            Member { node: WORKER2, overlay: &disks[4], boot: (&wboot).into(), table: &wtable },
+        ];
+        let lab = Lab::new(&dir, false)?;
+        ensure_isolated(&lab)?;
+        let gps_dir = tempfile::Builder::new().prefix("pibake-gps-").tempdir()?;
+        let clock = GpsClock { offset_secs: GPS_AHEAD };
+        let feed = Feed::start(&gps_dir.path().join("gps"), clock, NMEA_LAG)?;
+        eprintln!(
+            "GPS TIME chosen: host + {GPS_AHEAD} s (3 d 4 h 5 min 6 s), sentences {NMEA_LAG:?} after each second"
+        );
+
+        let first = first_power_on(&lab, &feed, [&aux1, &master1, &master2, &worker1, &worker2])?;
+        let FirstBoot { mut running, worker_token, reports } = first;
+        check_time_chain(&lab, clock, &reports, &running)?;
+        check_first_boot(&reports)?;
+        web_through_a_failover(&lab, &mut running)?;
+        let offs = press_the_button(&mut running, "first")?;
+        eprintln!("POWER-OFF after the button (first round): {offs}");
+        drop(running);
+        // master1 lost power (its plug was pulled): its disk is read as its
+        // next boot sees it; the others must be clean.
+        let mut journals = BTreeMap::new();
+        for m in [&aux1, &master1, &master2, &worker1, &worker2] {
+            let label = format!("seed1-{}", m.node.name);
+            let disk = m.overlay.disk(&label)?;
+            if m.node.name != MASTER1.name {
+                disk.root_clean()
+                    .with_context(|| format!("{} after the button", m.node.name))?;
+            }
+            let state = AgentState::read(&disk, m.table, m.node.name)?;
+            std::fs::remove_file(disk.path())?;
+            if m.node.name == MASTER1.name {
+                assert_master1(&Booted {
+                    report: reports[MASTER1.name].clone(),
+                    console: String::new(),
+                    state: state.clone(),
+                })?;
+            }
+            journals.insert(m.node.name, state);
+        }
+        assert_secrets_moved(&journals[WORKER1.name], WORKER1.name)?;
+        eprintln!("root file systems clean after the button: aux1, master2, worker1, worker2 (e2fsck -fn, no journal recovery)");
+
+        // aux1's user puts its join token on its card, as for the others.
+        give_token(aux1.overlay, "swarm_worker_token", &worker_token)?;
+        let second = second_power_on(&lab, &feed, [&aux1, &master1, &master2, &worker1, &worker2], &reports)?;
+        let mut running = second;
+        let offs = press_the_button(&mut running, "second")?;
+        eprintln!("POWER-OFF after the button (second round): {offs}");
+        drop(running);
+        for m in [&aux1, &master1, &master2, &worker1, &worker2] {
+            let disk = m.overlay.disk(&format!("seed2-{}", m.node.name))?;
+            disk.root_clean()
+                .with_context(|| format!("{} after the second button press", m.node.name))?;
+            let state = AgentState::read(&disk, m.table, m.node.name)?;
+            std::fs::remove_file(disk.path())?;
+            ensure_no_step_rerun(&journals[m.node.name], &state, m.node.name)?;
+        }
+        drop(feed);
+        Ok(())
+    })
+    .context("the isolated lab end to end")
+}
+
+/// The test network is the whole world: no default route out of it (the
+/// nodes' gateway, 192.168.188.1, is the test's own address and forwards
+/// nothing), and no time server on it but what aux1 serves.
+fn ensure_isolated(lab: &Lab) -> Result<()> {
+    let routes = lab.ns.ip(&["route", "show", "default"])?;
+    ensure!(
+        routes.trim().is_empty(),
+        "the test network has a route out: {routes}"
+    );
+    ensure!(
+        lab.time.is_none(),
+        "the test network has the harness's time server"
+    );
+    Ok(())
+}
+
+struct FirstBoot {
+    running: BTreeMap<&'static str, Running>,
+    /// master1's worker join token (aux1 gets it before the second boot).
+    worker_token: String,
+    reports: BTreeMap<&'static str, Report>,
+}
+
+/// aux1 and master1 first (aux1 is the only clock; master1's gate waits for
+/// it), then master2, then both workers with the tokens master1 gives.
+fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBoot> {
+    let [aux1, master1, master2, worker1, worker2] = m;
+    let wait = Duration::from_secs(20 * 60);
+    let mut aux = start(
+        lab,
+        aux1,
+        1,
+        Probe::Hold(Box::new(Probe::GpsServer { wait })),
+        Some(feed),
+    )?;
+    let mut m1 = start(
+        lab,
+        master1,
+        1,
+        Probe::SwarmManager {
+            nodes: 4,
+            wait,
+            hold: true,
+        },
+        None,
+    )?;
+    eprintln!(
+        "master1: qemu-system-x86_64 under {} ({})",
+        m1.vm.accel().name(),
+        pibake_qemu::pc::x86_accel().why
+    );
+    let gps = aux.vm.wait_probe_section("gps", BOOT_TIMEOUT)?;
+    check_gps_selected(&gps, feed)
+        .with_context(|| format!("aux1 console: {}", aux.vm.console_path().display()))?;
+    eprintln!(
+        "aux1 serves GPS time ({} seconds of NMEA sent):\n{gps}",
+        feed.seconds_sent()
+    );
+    let worker = m1
+        .vm
+        .wait_probe_section("token", BOOT_TIMEOUT)?
+        .trim()
+        .to_owned();
+    let manager = m1
+        .vm
+        .wait_probe_section("mtoken", BOOT_TIMEOUT)?
+        .trim()
+        .to_owned();
+    ensure!(
+        worker.starts_with("SWMTKN-") && manager.starts_with("SWMTKN-") && worker != manager,
+        "no join tokens from master1: {worker:?} {manager:?}"
+    );
+    wait_for_vip(lab)?;
+    give_token(master2.overlay, "swarm_manager_token", &manager)?;
+    give_token(worker1.overlay, "swarm_worker_token", &worker)?;
+    give_token(worker2.overlay, "swarm_worker_token", &worker)?;
+    let vip = Probe::Hold(Box::new(Probe::Standby { vip: VIP, wait }));
+    let mut m2 = start(lab, master2, 1, vip, None)?;
+    m2.vm.wait_probe_section("standby", BOOT_TIMEOUT)?;
+    ensure_ready(
+        &m1.vm.wait_probe_section("ready2", wait)?,
+        &["master1", "master2"],
+    )?;
+    let member = || Probe::Hold(Box::new(Probe::Member));
+    let mut w1 = start(lab, worker1, 1, member(), None)?;
+    let mut w2 = start(lab, worker2, 1, member(), None)?;
+    wait_joined(&mut w1.vm, "worker1")?;
+    wait_joined(&mut w2.vm, "worker2")?;
+    let ready = m1.vm.wait_probe_section("ready4", wait)?;
+    ensure_ready(&ready, &["master1", "master2", "worker1", "worker2"])?;
+    eprintln!("docker node ls on master1 (all Ready):\n{ready}");
+    let mut reports = BTreeMap::new();
+    for r in [&mut w1, &mut w2] {
+        r.vm.go()?;
+        reports.insert(r.node.name, r.vm.wait_report(BOOT_TIMEOUT)?);
+    }
+    reports.insert(AUX1.name, aux.vm.wait_report(BOOT_TIMEOUT)?);
+    reports.insert(MASTER1.name, m1.vm.wait_report(BOOT_TIMEOUT)?);
+    for (name, r) in &reports {
+        ensure!(
+            !r.section("status").unwrap_or_default().contains(&worker),
+            "{name}'s report shows the join token"
+        );
+    }
+    let running = [aux, m1, m2, w1, w2]
+        .into_iter()
+        .map(|r| (r.node.name, r))
+        .collect();
+    Ok(FirstBoot {
+        running,
+        worker_token: worker,
+        reports,
+    })
+}
+
+/// chrony on aux1 selected the NMEA refclock (`#* NMEA`) and the feed has
+/// been sending.
+fn check_gps_selected(sources: &str, feed: &Feed) -> Result<()> {
+    ensure!(
+        feed.seconds_sent() > 0,
+        "the emulated receiver sent nothing (no reader on aux1's ttyAMA0)"
+    );
+    ensure!(
+        sources.lines().any(|l| l.starts_with("#* NMEA")),
+        "aux1's chrony did not select the NMEA refclock:\n{sources}"
+    );
+    Ok(())
+}
+
+/// Every node's clock is the GPS time: aux1's as measured from the test
+/// network by NTP, the others' through their chrony's verdict on aux1, and
+/// every clock days away from the host's (so it came from nowhere else).
+fn check_time_chain(
+    lab: &Lab,
+    clock: GpsClock,
+    reports: &BTreeMap<&'static str, Report>,
+    running: &BTreeMap<&'static str, Running>,
+) -> Result<()> {
+    // aux1's time minus host time is GPS_AHEAD plus aux1's error.
+    let measured = lab.ns.ntp_offset(AUX1.address.parse()?)?;
+    let aux_error = measured.abs() - clock.offset_secs as f64;
+    eprintln!(
+        "OFFSET aux1 from GPS time: {:+.3} s (NTP from the test network)",
+        aux_error
+    );
+    ensure!(
+        aux_error.abs() < 0.5,
+        "aux1 is {aux_error:+.3} s off the GPS time (NTP: {measured:+.3} s from the host)"
+    );
+    for (name, r) in reports {
+        let c = r.clock().ok_or_else(|| {
+            anyhow!(
+                "{name}: no clock reading in its report:\n{:?}",
+                r.section("clock")
+            )
+        })?;
+        let want = if *name == AUX1.name {
+            "NMEA"
+        } else {
+            AUX1.address
+        };
+        ensure!(
+            c.reference == want,
+            "{name}'s chrony follows {:?}, not {want}",
+            c.reference
+        );
+        // The report's host time is about when the VM started plus the
+        // guest's uptime (QEMU's start to the kernel's: seconds).
+        let host_at = running[name].started_at + c.uptime;
+        let ahead = c.unix - host_at;
+        ensure!(
+            (ahead - clock.offset_secs as f64).abs() < 300.0,
+            "{name}'s clock is {ahead:.0} s from the host's, not the GPS time's {GPS_AHEAD} s"
+        );
+        let total = c.system_offset + if *name == AUX1.name { 0.0 } else { aux_error };
+        eprintln!(
+            "OFFSET {name} from GPS time: {total:+.4} s (chrony: {:+.6} s from {}, root distance {:.4} s)",
+            c.system_offset, c.reference, c.root_distance
+        );
+        ensure!(
+            total.abs() < 0.5,
+            "{name} ends {total:+.3} s off the GPS time"
+        );
+    }
+    Ok(())
+}
+
+/// What the first boot must show on every node besides the Swarm: identity
+/// done, the clock verified, no failed unit (aux1: only its Swarm step,
+/// for want of a token).
+fn check_first_boot(reports: &BTreeMap<&'static str, Report>) -> Result<()> {
+    for (name, r) in reports {
+        let step = |s: &str| r.step(s).ok_or_else(|| anyhow!("{name}: no {s} step"));
+        ensure!(
+            step("identity")?.state == "done",
+            "{name} identity: {:?}",
+            step("identity")?
+        );
+        ensure!(
+            step("clock")?.state == "done",
+            "{name} clock: {:?}",
+            step("clock")?
+        );
+        let mut failed = r.failed_units();
+        failed.sort();
+        let allowed: &[&str] = if *name == AUX1.name {
+            &["pibake-swarm.service"]
+        } else {
+            &[]
+        };
+        ensure!(
+            failed == allowed,
+            "{name} failed units {failed:?}, expected {allowed:?}"
+        );
+    }
+    ensure_swarm_done(&reports[MASTER1.name], "master1")?;
+    let arches: Vec<String> = [MASTER1, WORKER1]
+        .iter()
+        .map(|n| reports[n.name].arch().unwrap_or_default())
+        .collect();
+    ensure!(
+        arches == ["x86_64", "aarch64"],
+        "master1, worker1 run {arches:?}"
+    );
+    Ok(())
+}
+
+/// GETs until both workers have answered (bounded: the stack's tasks start
+/// once the workers have loaded the preloaded image).
+fn wait_for_both_workers(lab: &Lab, limit: Duration) -> Result<Summary> {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let at = start.elapsed();
+        samples.push(http::Sample {
+            at,
+            answer: http::get(&lab.ns, WEB)?,
+        });
+        let sum = http::summarize(&samples, &["worker1", "worker2"]);
+        if sum.by_node.contains_key("worker1") && sum.by_node.contains_key("worker2") {
+            return Ok(sum);
+        }
+        if at > limit {
+            return Err(anyhow!(
+                "{WEB} not answered by both workers within {limit:?}: {sum:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The web page through the VIP, before and while master1 dies.
+fn web_through_a_failover(lab: &Lab, running: &mut BTreeMap<&'static str, Running>) -> Result<()> {
+    let before = wait_for_both_workers(lab, Duration::from_secs(10 * 60))?;
+    eprintln!("WEB {WEB} answered by both workers: {:?}", before.by_node);
+    ensure!(
+        neighbour_mac(lab, VIP)?.as_deref() == Some(MASTER1.mac),
+        "the VIP is not on master1 before the failure: {:?}",
+        neighbour_mac(lab, VIP)?
+    );
+    let poller = Poller::start(&lab.ns, WEB, Duration::from_millis(250))?;
+    std::thread::sleep(Duration::from_secs(10));
+    let killed_at = poller.elapsed();
+    let m1 = running
+        .get_mut(MASTER1.name)
+        .ok_or_else(|| anyhow!("no master1"))?;
+    m1.vm.kill();
+    let m2 = running
+        .get_mut(MASTER2.name)
+        .ok_or_else(|| anyhow!("no master2"))?;
+    m2.vm.go()?;
+    let killed = Instant::now();
+    let mut moved = None;
+    while killed.elapsed() < Duration::from_secs(60) {
+        if lab.ns.ping(VIP, Duration::from_secs(1))?
+            && neighbour_mac(lab, VIP)?.as_deref() == Some(MASTER2.mac)
+        {
+            moved = Some(killed.elapsed());
+            break;
+        }
+    }
+    let moved = moved.ok_or_else(|| anyhow!("no VIP answer from master2 within 60 s"))?;
+    eprintln!("FAILOVER VIP answered from master2 {moved:.1?} after master1 died");
+    ensure!(
+        moved <= Duration::from_secs(10),
+        "the VIP answered from master2 only after {moved:.1?} (goal: 10 s)"
+    );
+    std::thread::sleep(Duration::from_secs(30));
+    let samples = poller.stop()?;
+    let (pre, post): (Vec<_>, Vec<_>) = samples.into_iter().partition(|s| s.at < killed_at);
+    let nodes = ["worker1", "worker2", "master1", "master2", "aux1"];
+    let (pre, post) = (
+        http::summarize(&pre, &nodes),
+        http::summarize(&post, &nodes),
+    );
+    eprintln!(
+        "WEB while master1 died: before {} answered, {} failed; after {} answered, {} failed, longest gap {:.1?}, pages {:?}, first failure {:?}",
+        pre.answered, pre.failed, post.answered, post.failed, post.longest_gap, post.by_node, post.first_failure
+    );
+    check_failover_gets(&pre, &post)?;
+    let vip = m2.vm.wait_probe_section("vip", BOOT_TIMEOUT)?;
+    ensure!(
+        vip.contains("Entering MASTER STATE"),
+        "master2's keepalived did not enter MASTER:\n{vip}"
+    );
+    let report = m2.vm.wait_report(BOOT_TIMEOUT)?;
+    ensure!(
+        report.addresses("eth0").contains(&VIP.to_string()),
+        "VIP not on master2's eth0"
+    );
+    ensure_swarm_done(&report, "master2")?;
+    Ok(())
+}
+
+/// Before the kill every GET was answered; after it, pages still come from
+/// the workers only, with the longest gap within [`GAP_GOAL`].
+fn check_failover_gets(pre: &Summary, post: &Summary) -> Result<()> {
+    ensure!(
+        pre.failed == 0 && pre.answered > 0,
+        "GETs failed before master1 died: {pre:?}"
+    );
+    ensure!(
+        post.answered > 0,
+        "no GET was answered after master1 died: {post:?}"
+    );
+    let strays: Vec<&String> = post
+        .by_node
+        .keys()
+        .filter(|n| !n.starts_with("worker"))
+        .collect();
+    ensure!(
+        strays.is_empty(),
+        "pages not from a worker after the failover: {:?}",
+        post.by_node
+    );
+    ensure!(
+        post.longest_gap <= GAP_GOAL,
+        "the web page was away {:.1?} while the VIP moved (goal {GAP_GOAL:?})",
+        post.longest_gap
+    );
+    Ok(())
+}
+
+/// The power button on every running VM at once; each must power off
+/// within [`BUTTON_BOUND`]. Returns each node's time, for the log.
+fn press_the_button(running: &mut BTreeMap<&'static str, Running>, round: &str) -> Result<String> {
+    let live: Vec<&'static str> = running
+        .iter_mut()
+        .filter_map(|(name, r)| r.vm.is_running().then_some(*name))
+        .collect();
+    let pressed = Instant::now();
+    for name in &live {
+        running
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("{name}"))?
+            .vm
+            .power_button()?;
+    }
+    let mut times = Vec::new();
+    for name in &live {
+        let vm = &mut running.get_mut(name).ok_or_else(|| anyhow!("{name}"))?.vm;
+        let left = BUTTON_BOUND.saturating_sub(pressed.elapsed());
+        vm.wait_exit_for(&format!("power-off after the button ({round} round)"), left)?;
+        times.push(format!("{name} {:.0} s", pressed.elapsed().as_secs_f64()));
+    }
+    Ok(times.join(", "))
+}
+
+fn assert_secrets_moved(state: &AgentState, node: &str) -> Result<()> {
+    ensure!(
+        !state
+            .boot_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("pibake-secrets.toml")),
+        "pibake-secrets.toml is still on {node}'s boot partition"
+    );
+    let secrets = state
+        .stat("/etc/pibake/secrets")
+        .ok_or_else(|| anyhow!("no /etc/pibake/secrets on {node}"))?;
+    ensure!(
+        secrets.mode == 0o600 && secrets.uid == 0,
+        "{node}'s secrets mode {:o}",
+        secrets.mode
+    );
+    Ok(())
+}
+
+/// All five at once, as the whole cluster's power comes back: five nodes
+/// Ready on master1, the page on the VIP, each clock verified again in this
+/// boot from aux1.
+fn second_power_on(
+    lab: &Lab,
+    feed: &Feed,
+    m: [&Member<'_>; 5],
+    first: &BTreeMap<&'static str, Report>,
+) -> Result<BTreeMap<&'static str, Running>> {
+    let wait = Duration::from_secs(20 * 60);
+    let t0 = Instant::now();
+    let mut running = BTreeMap::new();
+    for member in m {
+        let probe = match member.node.name {
+            "master1" => Probe::SwarmManager {
+                nodes: 5,
+                wait,
+                hold: true,
+            },
+            "aux1" => Probe::Hold(Box::new(Probe::GpsServer { wait })),
+            _ => Probe::Hold(Box::new(Probe::Member)),
+        };
+        let gps = (member.node.name == AUX1.name).then_some(feed);
+        running.insert(member.node.name, start(lab, member, 2, probe, gps)?);
+    }
+    let m1 = &mut running
+        .get_mut(MASTER1.name)
+        .ok_or_else(|| anyhow!("master1"))?
+        .vm;
+    let ready = m1.wait_probe_section("ready5", wait)?;
+    ensure_ready(
+        &ready,
+        &["master1", "master2", "worker1", "worker2", "aux1"],
+    )?;
+    let back = wait_for_both_workers(lab, Duration::from_secs(10 * 60))?;
+    eprintln!(
+        "POWER-ON: the cluster is back {:.0} s after power-on (five nodes Ready, {WEB} answered by {:?}):\n{ready}",
+        t0.elapsed().as_secs_f64(),
+        back.by_node
+    );
+    let mut reports = BTreeMap::new();
+    for (name, r) in running.iter_mut() {
+        if *name != MASTER1.name && *name != AUX1.name {
+            r.vm.go()?;
+        }
+        reports.insert(*name, r.vm.wait_report(BOOT_TIMEOUT)?);
+    }
+    for (name, r) in &reports {
+        ensure!(
+            r.failed_units().is_empty(),
+            "{name} failed units after power-on: {:?}",
+            r.failed_units()
+        );
+        let before = &first.get(name);
+        ensure_steps_not_rerun(before.and_then(|b| b.status()), r.status(), name)?;
+    }
+    check_time_chain(lab, feed.clock(), &reports, &running)?;
+    Ok(running)
+}
+
+/// By the agent's status: what was done in the first boot is done at the
+/// same time (not re-run); the clock is verified in this boot.
+fn ensure_steps_not_rerun(
+    before: Option<Vec<StepStatus>>,
+    after: Option<Vec<StepStatus>>,
+    node: &str,
+) -> Result<()> {
+    let after = after.ok_or_else(|| anyhow!("{node}: no status after power-on"))?;
+    for s in &after {
+        ensure!(
+            s.state == "done",
+            "{node}'s {} step after power-on: {s:?}",
+            s.step
+        );
+    }
+    let Some(before) = before else { return Ok(()) };
+    for b in before
+        .iter()
+        .filter(|b| b.state == "done" && b.step != "clock")
+    {
+        let a = after.iter().find(|a| a.step == b.step);
+        ensure!(
+            a.is_some_and(|a| a.at == b.at && a.why == b.why),
+            "{node}'s {} step ran again at power-on: before {b:?}, after {a:?}",
+            b.step
+        );
+    }
+    Ok(())
+}
+
+/// The journal on the disk: every record of the first boot other than the
+/// clock's is byte for byte the same after the second.
+fn ensure_no_step_rerun(first: &AgentState, second: &AgentState, node: &str) -> Result<()> {
+    for path in JOURNAL.iter().filter(|p| !p.ends_with("clock.toml")) {
+        let (a, b) = (first.text(path), second.text(path));
+        if a.is_some() {
+            ensure!(a == b, "{node}: {path} changed at power-on (a step ran again):\nbefore {a:?}\nafter  {b:?}");
+        }
+    }
+    ensure!(
+        first.text("/var/lib/pibake/clock.toml") != second.text("/var/lib/pibake/clock.toml"),
+        "{node}: the clock was not verified again at power-on"
+    );
+    Ok(())
+}
+
+/// The checks of this scenario on planted data: each fails on what a broken
+/// lab would show.
+#[test]
+fn seed_checks_catch_planted_faults() -> Result<()> {
+    use pibake_qemu::http::Sample;
+    let ok = |ms: u64, page: &str| Sample {
+        at: Duration::from_millis(ms),
+        answer: Ok(page.to_owned()),
+    };
+    let err = |ms: u64| Sample {
+        at: Duration::from_millis(ms),
+        answer: Err("timeout".to_owned()),
+    };
+    let nodes = ["worker1", "worker2", "master1", "master2", "aux1"];
+    let pre = http::summarize(&[ok(0, "worker1"), ok(250, "worker2")], &nodes);
+    let good = http::summarize(&[ok(0, "worker1"), err(250), ok(3000, "worker2")], &nodes);
+    check_failover_gets(&pre, &good)?;
+    let long = http::summarize(&[ok(0, "worker1"), err(250), ok(25_000, "worker2")], &nodes);
+    let stray = http::summarize(&[ok(0, "worker1"), ok(250, "master2")], &nodes);
+    let dead = http::summarize(&[err(0), err(30_000)], &nodes);
+    let failing_before = http::summarize(&[ok(0, "worker1"), err(250)], &nodes);
+    for (what, pre, post) in [
+        ("a 25 s gap", &pre, &long),
+        ("a page from master2", &pre, &stray),
+        ("no answer after the kill", &pre, &dead),
+        ("failures before the kill", &failing_before, &good),
+    ] {
+        ensure!(
+            check_failover_gets(pre, post).is_err(),
+            "planted fault not caught: {what}"
+        );
+    }
+    // Steps: a re-run identity (another why) and a pending step after power-on.
+    let st = |step: &str, state: &str, why: &str| StepStatus {
+        step: step.to_owned(),
+        state: state.to_owned(),
+        at: Some(why.len() as u64),
+        why: why.to_owned(),
+        node: None,
+    };
+    let before = vec![
+        st("identity", "done", "MAC at 10"),
+        st("clock", "done", "boot a"),
+    ];
+    let after = vec![
+        st("identity", "done", "MAC at 10"),
+        st("clock", "done", "boot b"),
+    ];
+    ensure_steps_not_rerun(Some(before.clone()), Some(after), "w")?;
+    let rerun = vec![
+        st("identity", "done", "MAC at 99"),
+        st("clock", "done", "boot b"),
+    ];
+    ensure!(
+        ensure_steps_not_rerun(Some(before.clone()), Some(rerun), "w").is_err(),
+        "planted fault not caught: identity re-run"
+    );
+    let pending = vec![
+        st("identity", "done", "MAC at 10"),
+        st("clock", "failed", "no source"),
+    ];
+    ensure!(
+        ensure_steps_not_rerun(Some(before), Some(pending), "w").is_err(),
+        "planted fault not caught: clock failed"
+    );
+    Ok(())
+}
