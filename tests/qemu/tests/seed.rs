@@ -29,6 +29,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use common::swarm::*;
 use common::*;
 use pibake_firstboot::table::NodeTable;
+use pibake_qemu::disk::RawDisk;
 use pibake_qemu::gps::{Feed, GpsClock};
 use pibake_qemu::http::{self, Poller, Summary};
 use pibake_qemu::images::role_image;
@@ -133,7 +134,8 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
         let FirstBoot { mut running, worker_token, reports } = first;
         check_time_chain(&lab, clock, &reports, &running)?;
         check_first_boot(&reports)?;
-        web_through_a_failover(&lab, &mut running)?;
+        let m2report = web_through_a_failover(&lab, &mut running)?;
+        check_time_chain(&lab, clock, &BTreeMap::from([(MASTER2.name, m2report)]), &running)?;
         let offs = press_the_button(&mut running, "first")?;
         eprintln!("POWER-OFF after the button (first round): {offs}");
         drop(running);
@@ -142,20 +144,17 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
         let mut journals = BTreeMap::new();
         for m in [&aux1, &master1, &master2, &worker1, &worker2] {
             let label = format!("seed1-{}", m.node.name);
-            let disk = m.overlay.disk(&label)?;
-            if m.node.name != MASTER1.name {
-                disk.root_clean()
-                    .with_context(|| format!("{} after the button", m.node.name))?;
-            }
-            let state = AgentState::read(&disk, m.table, m.node.name)?;
-            std::fs::remove_file(disk.path())?;
-            if m.node.name == MASTER1.name {
+            let state = if m.node.name == MASTER1.name {
+                let state = read_state(m.overlay, &label, m.table, m.node.name)?;
                 assert_master1(&Booted {
                     report: reports[MASTER1.name].clone(),
                     console: String::new(),
                     state: state.clone(),
                 })?;
-            }
+                state
+            } else {
+                read_clean_state(m, &label).context("after the button")?
+            };
             journals.insert(m.node.name, state);
         }
         assert_secrets_moved(&journals[WORKER1.name], WORKER1.name)?;
@@ -169,11 +168,8 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
         eprintln!("POWER-OFF after the button (second round): {offs}");
         drop(running);
         for m in [&aux1, &master1, &master2, &worker1, &worker2] {
-            let disk = m.overlay.disk(&format!("seed2-{}", m.node.name))?;
-            disk.root_clean()
-                .with_context(|| format!("{} after the second button press", m.node.name))?;
-            let state = AgentState::read(&disk, m.table, m.node.name)?;
-            std::fs::remove_file(disk.path())?;
+            let state = read_clean_state(m, &format!("seed2-{}", m.node.name))
+                .context("after the second button press")?;
             ensure_no_step_rerun(&journals[m.node.name], &state, m.node.name)?;
         }
         drop(feed);
@@ -434,7 +430,10 @@ fn wait_for_both_workers(lab: &Lab, limit: Duration) -> Result<Summary> {
 }
 
 /// The web page through the VIP, before and while master1 dies.
-fn web_through_a_failover(lab: &Lab, running: &mut BTreeMap<&'static str, Running>) -> Result<()> {
+fn web_through_a_failover(
+    lab: &Lab,
+    running: &mut BTreeMap<&'static str, Running>,
+) -> Result<Report> {
     let before = wait_for_both_workers(lab, Duration::from_secs(10 * 60))?;
     eprintln!("WEB {WEB} answered by both workers: {:?}", before.by_node);
     ensure!(
@@ -493,7 +492,7 @@ fn web_through_a_failover(lab: &Lab, running: &mut BTreeMap<&'static str, Runnin
         "VIP not on master2's eth0"
     );
     ensure_swarm_done(&report, "master2")?;
-    Ok(())
+    Ok(report)
 }
 
 /// Before the kill every GET was answered; after it, pages still come from
@@ -548,6 +547,20 @@ fn press_the_button(running: &mut BTreeMap<&'static str, Running>, round: &str) 
         times.push(format!("{name} {:.0} s", pressed.elapsed().as_secs_f64()));
     }
     Ok(times.join(", "))
+}
+
+/// The agent's state on a disk that must have been shut down cleanly: its
+/// root file system is checked before anything replays a journal.
+fn read_clean_state(m: &Member<'_>, label: &str) -> Result<AgentState> {
+    let raw = m.overlay.snapshot(label)?;
+    let disk = RawDisk::open(&raw)?;
+    let state = disk
+        .root_clean()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| AgentState::read(&disk, m.table, m.node.name))
+        .with_context(|| format!("{}'s disk", m.node.name));
+    std::fs::remove_file(&raw)?;
+    state
 }
 
 fn assert_secrets_moved(state: &AgentState, node: &str) -> Result<()> {
