@@ -90,6 +90,31 @@ impl Diagnostic {
     pub fn field_display(&self) -> String {
         display_path(&self.field)
     }
+
+    /// The finding on one line, located in its file as it is on disk now:
+    /// `file:line:column: field: message; help`. For the errors of commands
+    /// that stop at the first (`build`), where there is no report to render.
+    pub fn one_line(&self) -> String {
+        let location = std::fs::read_to_string(&self.file)
+            .ok()
+            .map(|text| SourceFile::new(self.file.clone(), text))
+            .and_then(|source| {
+                let span = self.span.clone().or_else(|| source.locate(&self.field))?;
+                let (line, column) = source.line_col(span.start);
+                Some(format!("{}:{line}:{column}", self.file.display()))
+            })
+            .unwrap_or_else(|| self.file.display().to_string());
+        let help = self
+            .help
+            .as_ref()
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        format!(
+            "{location}: {}: {}{help}",
+            self.field_display(),
+            self.message
+        )
+    }
 }
 
 /// Writes a field path the way a user would type it in TOML.

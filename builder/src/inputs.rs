@@ -1,7 +1,9 @@
 //! The cluster's inputs: its lock request, the lock beside the cluster file,
-//! and the store the locked packages are fetched into.
+//! and the store the locked packages are fetched into (and the preloaded
+//! images' archives put into: [`crate::preload`]).
 
 use crate::model::{Cluster, HOST_SOURCE};
+use crate::preload::{self, PreloadError};
 use pibake_inputs::fetch::{self, FetchOptions, FetchReport};
 use pibake_inputs::lock::LockError;
 use pibake_inputs::resolve::{self, LockRequest, ResolveError};
@@ -26,6 +28,8 @@ pub enum InputsError {
     Store(#[source] StoreError),
     #[error("fetch")]
     Fetch(#[source] Box<fetch::FetchError>),
+    #[error(transparent)]
+    Preload(#[from] PreloadError),
 }
 
 /// Every package the cluster's images of `arch` install: the profiles'
@@ -145,8 +149,9 @@ pub fn lock_path(cluster: &Cluster) -> PathBuf {
 /// Keeps what an existing lock has right (each architecture's closure that
 /// covers its packages and was resolved against today's sources) and
 /// resolves the rest: a closure per architecture of the cluster's nodes, all
-/// of them with `update` or when the suite changed. Writes the lock when a
-/// closure changed or one is no longer needed.
+/// of them with `update` or when the suite changed; pins each preloaded
+/// image's archive as it is now. Writes the lock when a closure or a pin
+/// changed or one is no longer needed.
 pub fn lock(cluster: &Cluster, store: &Store, update: bool) -> Result<LockOutcome, InputsError> {
     lock_with_host(cluster, store, update, host_debian_source)
 }
@@ -191,6 +196,7 @@ pub fn lock_with_host(
             lock.set_closure(closure);
         }
     }
+    lock.set_images(preload::pin(cluster)?);
     if lock == before {
         return Ok(LockOutcome::Kept(lock));
     }
@@ -198,21 +204,42 @@ pub fn lock_with_host(
     Ok(LockOutcome::Written(lock))
 }
 
-/// One line about each closure: `arm64 412 packages (SOURCE_DATE_EPOCH 1764…)`.
+/// [`lock`] without the network: the closures must still serve the cluster
+/// (else the error says which is stale); the archives' pins are taken again
+/// (they are local files).
+pub fn lock_offline(cluster: &Cluster, store: &Store) -> Result<LockOutcome, InputsError> {
+    let path = lock_path(cluster);
+    let lock = Lock::read(&path).map_err(InputsError::Lock)?;
+    for arch in cluster.arches() {
+        if let Some(problem) = closure_problem(cluster, &lock, arch, &path) {
+            return Err(InputsError::Lock(problem));
+        }
+    }
+    // No closure is stale, so no source is asked for.
+    lock_with_host(cluster, store, false, |_| {
+        Err(InputsError::Lock(LockError::Invalid {
+            path: Some(path.clone()),
+            what: "--offline: a closure would need resolving".to_owned(),
+        }))
+    })
+}
+
+/// One line about each closure and image: `arm64 412 packages (SOURCE_DATE_EPOCH 1764…)`,
+/// `image web (arm64, 1993216 bytes)`.
 pub fn describe_lock(lock: &Lock) -> String {
-    let closures: Vec<String> = lock
-        .closures
+    let closures = lock.closures.iter().map(|c| {
+        format!(
+            "{} {} packages (SOURCE_DATE_EPOCH {})",
+            c.arch,
+            c.packages.len(),
+            c.source_date_epoch
+        )
+    });
+    let images = lock
+        .images
         .iter()
-        .map(|c| {
-            format!(
-                "{} {} packages (SOURCE_DATE_EPOCH {})",
-                c.arch,
-                c.packages.len(),
-                c.source_date_epoch
-            )
-        })
-        .collect();
-    closures.join(", ")
+        .map(|i| format!("image {} ({}, {} bytes)", i.name, i.architecture, i.size));
+    closures.chain(images).collect::<Vec<_>>().join(", ")
 }
 
 /// Why the lock's closure of `arch` cannot serve the cluster, if it cannot.
@@ -230,7 +257,8 @@ fn closure_problem(cluster: &Cluster, lock: &Lock, arch: &str, path: &Path) -> O
 }
 
 /// Reads the lock and checks it has a closure for each architecture of the
-/// cluster that covers its packages and was resolved against their sources.
+/// cluster that covers its packages and was resolved against their sources,
+/// and a pin of each preloaded image's archive.
 pub fn read_lock(cluster: &Cluster) -> Result<Lock, InputsError> {
     let path = lock_path(cluster);
     let lock = Lock::read(&path).map_err(InputsError::Lock)?;
@@ -239,10 +267,13 @@ pub fn read_lock(cluster: &Cluster) -> Result<Lock, InputsError> {
             return Err(InputsError::Lock(problem));
         }
     }
+    preload::check_locked(cluster, &lock, &path)?;
     Ok(lock)
 }
 
-/// Fetches what the lock needs and the store lacks.
+/// Fetches what the lock needs and the store lacks: the packages from the
+/// mirrors, the archives from their files (refused, located, when one changed
+/// since the lock).
 pub fn fetch(
     cluster: &Cluster,
     lock: &Lock,
@@ -260,8 +291,18 @@ pub fn fetch(
         progress,
         ..FetchOptions::default()
     };
-    let report = fetch::fetch(lock, &sources, store, &options)
+    // The archives first: a changed one is refused whether or not the
+    // network is there.
+    let archives = preload::store(cluster, lock, store)?;
+    let mut report = fetch::fetch(lock, &sources, store, &options)
         .map_err(|e| InputsError::Fetch(Box::new(e)))?;
+    report.present += cluster.swarm.images.len() - archives.len();
+    report.bytes += archives
+        .iter()
+        .filter_map(|e| lock.images.iter().find(|i| i.sha256 == e.sha256()))
+        .map(|i| i.size)
+        .sum::<u64>();
+    report.fetched.extend(archives);
     let entries = lock.entry_names().map_err(InputsError::Lock)?;
     store
         .add_root(&format!("lock-{}", cluster.name), &entries)

@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod model;
 pub mod picture;
 pub mod plan;
+pub mod preload;
 pub mod render;
 pub mod rootfs;
 pub mod spec;

@@ -24,6 +24,9 @@ pub struct LockInfo {
     /// Per architecture, what its closure gives the stages built from it;
     /// empty when there is no readable lock.
     pub closures: BTreeMap<String, ClosureInfo>,
+    /// The pins of the preloaded images' archives, by name (what the images
+    /// that carry one name it by); empty when there is no readable lock.
+    pub images: BTreeMap<String, pibake_inputs::lock::LockedImage>,
 }
 
 /// One architecture's closure, as the plan hashes it.
@@ -74,16 +77,23 @@ impl LockInfo {
                     .map(|c| Ok((c.arch.clone(), ClosureInfo::of(c)?)))
                     .collect::<Result<_, HashError>>()
                     .map_err(std::io::Error::other)?;
+                let images = lock
+                    .iter()
+                    .flat_map(|lock| &lock.images)
+                    .map(|i| (i.name.clone(), i.clone()))
+                    .collect();
                 Ok(LockInfo {
                     path,
                     digest: Some(InputHash::of_bytes(&bytes)),
                     closures,
+                    images,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LockInfo {
                 path,
                 digest: None,
                 closures: BTreeMap::new(),
+                images: BTreeMap::new(),
             }),
             Err(e) => Err(e),
         }
@@ -160,6 +170,8 @@ pub enum PlanError {
     },
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error(transparent)]
+    Preload(#[from] crate::preload::PreloadError),
 }
 
 /// Plans the images of a cluster.
@@ -196,6 +208,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
         let epoch = lock.source_date_epoch(arch);
         let rootfs_id = rootfs_id(cluster, role_name);
         let rootfs_hash = rootfs[&rootfs_id].input_hash;
+        let archives = crate::preload::archives_of(cluster, role_name, &lock.images)?;
         let groups: Vec<(String, Option<String>, Vec<_>)> =
             if selection.per_node || !selection.nodes.is_empty() {
                 nodes
@@ -222,6 +235,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
                 role: role_name,
                 nodes: members.clone(),
                 build_epoch: epoch,
+                archives: archives.clone(),
             };
             let rendered =
                 render::render_image(cluster, &scope).map_err(|source| PlanError::Render {

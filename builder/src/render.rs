@@ -11,11 +11,16 @@
 //!
 //! After the overlays, an image of a Swarm manager gets the `stacks` layer
 //! (the compose files of `[swarm.stacks]` as `/etc/pibake/stacks/<name>.yml`,
-//! 0644, their names in the node table's `swarm.stacks`); every image ends
-//! with the `node-table` layer.
+//! 0644, their names in the node table's `swarm.stacks`, those naming a
+//! preloaded image also in `swarm.preloaded_stacks`); an image that carries
+//! preloaded images (the plan's [`ImageScope::archives`]) the `images` layer
+//! (each archive as `/var/lib/pibake/images/<name>.tar`, 0644, a store entry
+//! named by its sha256, their names in `swarm.images`); every image ends with
+//! the `node-table` layer.
 
 use crate::hash::{HashError, InputHash};
 use crate::model::{Cluster, Ipv4Net, Node, Platform, Stack};
+use crate::preload;
 use pibake_firstboot::table::{self, NodeEntry, NodeFile, NodeTable, SwarmRole};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,6 +46,13 @@ pub enum EntryKind {
     /// it is UTF-8, else as hex.
     File(#[serde(with = "content")] Vec<u8>),
     Symlink(String),
+    /// A file whose bytes are a store entry, named by it (`<sha256>-<name>`, so the
+    /// spec's hash covers them), read from the store by `build`: an input too large to
+    /// travel in the spec (a preloaded image's archive).
+    Stored {
+        entry: String,
+        size: u64,
+    },
 }
 
 /// A file's bytes in the spec: `{"text": "..."}` or `{"hex": "..."}`.
@@ -139,6 +151,18 @@ pub struct ImageScope<'a> {
     /// The nodes this image may become (one for a per-node image).
     pub nodes: Vec<&'a Node>,
     pub build_epoch: u64,
+    /// The preloaded images' archives the image carries (the plan picks them
+    /// by the preload rule and names each by its lock pin), by name.
+    pub archives: Vec<PreloadArchive>,
+}
+
+/// A preloaded image's archive in an image: its name and its store entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreloadArchive {
+    pub name: String,
+    /// `<sha256>-oci-<name>.tar`.
+    pub entry: String,
+    pub size: u64,
 }
 
 /// Renders the overlays of the image's role profile and its node table.
@@ -222,6 +246,25 @@ pub fn render_image(
                 .collect(),
         });
     }
+    if !scope.archives.is_empty() {
+        layers.push(Layer {
+            overlay: "images".into(),
+            entries: scope
+                .archives
+                .iter()
+                .map(|archive| LayerEntry {
+                    path: table::image_path(&archive.name),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    kind: EntryKind::Stored {
+                        entry: archive.entry.clone(),
+                        size: archive.size,
+                    },
+                })
+                .collect(),
+        });
+    }
     let node_table = node_table(cluster, scope, node_files, &stacks);
     let table_text = node_table.to_toml().map_err(RenderError::Table)?;
     layers.push(Layer {
@@ -297,6 +340,12 @@ fn node_table(
             join: cluster.swarm_join_addresses(),
             wait_seconds: cluster.swarm.join_wait_seconds,
             stacks: stacks.iter().map(|s| s.name.clone()).collect(),
+            preloaded_stacks: stacks
+                .iter()
+                .filter(|s| preload::names_preloaded_image(cluster, s))
+                .map(|s| s.name.clone())
+                .collect(),
+            images: scope.archives.iter().map(|a| a.name.clone()).collect(),
         },
         nodes,
     }

@@ -110,6 +110,59 @@ rules! {
     stack_compose_file_without_services: "stack-no-services", true, "has no top-level `services`";
     stack_name_not_a_label: "stack-bad-name", true, "stack name `Web_App` has '_'";
     stack_unknown_key: "stack-unknown-key", true, "did you mean `compose`?";
+    image_archive_passes: "image-valid", false, "0 error(s), 0 warning(s)";
+    image_archive_missing: "image-missing-file", true, "swarm.images.web.archive: cannot read the archive `oci/missing.tar`: no such file";
+    image_archive_is_a_directory: "image-directory", true, "cannot read the archive `oci`: it is a directory";
+    image_archive_empty_path: "image-no-archive", true, "swarm.images.web.archive: no archive";
+    image_not_an_archive: "image-not-an-archive", true, "`oci/not-an-archive.tar` is not an image archive: not a tar archive";
+    image_for_no_image_of_the_cluster: "image-wrong-arch", true, "its image is linux/amd64 (amd64), the roles that run Docker are arm64 (aux), arm64 (master), arm64 (worker)";
+    image_without_a_tag_is_a_warning: "image-untagged", false, "the archive `oci/untagged-arm64.tar` gives its image no tag";
+    image_name_not_a_label: "image-bad-name", true, "image name `Web_App` has '_'";
+    image_unknown_key: "image-unknown-key", true, "did you mean `archive`?";
+}
+
+/// The check fixtures' archives are what the OCI writer makes (rewritten with
+/// `PIBAKE_BLESS=1`), so they are the format pibake reads, not hand-made.
+#[test]
+fn fixture_archives_are_the_writers() {
+    for (file, arch, tags) in [
+        ("web-arm64.tar", "arm64", &["localhost/fixture/web:1"][..]),
+        ("web-amd64.tar", "amd64", &["localhost/fixture/web:1"][..]),
+        ("untagged-arm64.tar", "arm64", &[][..]),
+    ] {
+        common::golden_bytes(
+            &Path::new("tests/fixtures/check/oci").join(file),
+            &common::fixture_archive(arch, tags),
+        );
+    }
+}
+
+/// A valid archive is in the model with its architecture and tags, as read
+/// from it.
+#[test]
+fn an_image_carries_its_architecture_and_tags() {
+    common::enter_workspace();
+    let checked =
+        model::load(Path::new("tests/fixtures/check/image-valid.toml")).expect("readable");
+    let cluster = checked.cluster.expect("valid");
+    let web = &cluster.swarm.images["web"];
+    assert_eq!(
+        (
+            web.arch.as_str(),
+            web.platform.as_str(),
+            web.archive.as_str()
+        ),
+        ("arm64", "linux/arm64", "oci/web-arm64.tar")
+    );
+    assert_eq!(web.tags, ["localhost/fixture/web:1"]);
+    assert_eq!(
+        web.path,
+        Path::new("tests/fixtures/check/oci/web-arm64.tar")
+    );
+    // Every role of the fixture runs Docker on arm64: all carry it.
+    for role in ["aux", "master", "worker"] {
+        assert_eq!(cluster.images_of_role(role).len(), 1, "{role}");
+    }
 }
 
 /// A valid stack is in the model with the compose file's text, as checked.

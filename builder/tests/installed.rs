@@ -8,7 +8,7 @@ use pibake::data::{self, DataDir, DataOrigin};
 use pibake::model;
 use pibake::plan::{self, LockInfo, Plan, Selection};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Every input hash of a plan, by what it names (no paths).
@@ -41,16 +41,6 @@ fn plan_of(cluster_file: &Path, data: &DataDir, selection: &Selection) -> Value 
     serde_json::to_value(&plan).expect("json")
 }
 
-/// A copy of the reference lab (cluster file and lock) in `dir`.
-fn copy_lab(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    for entry in std::fs::read_dir(common::workspace_root().join("examples/lab")).expect("lab") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
-    dir.join("cluster.toml")
-}
-
 /// The library-level half, fast: the embedded data gives the checkout's
 /// input hashes, for role and per-node images (no host path reaches a hash).
 #[test]
@@ -65,7 +55,7 @@ fn embedded_data_plans_like_the_checkout() {
         path: root.clone(),
         origin: DataOrigin::ClusterTree,
     };
-    let copy = copy_lab(&tmp.path().join("lab"));
+    let copy = common::copy_lab(&tmp.path().join("lab"));
     for selection in [
         Selection::default(),
         Selection {
@@ -150,7 +140,7 @@ fn installed_binary_checks_and_plans_the_lab_outside_the_checkout() {
     let bin = install_root.join("bin/pibake");
     assert!(bin.is_file(), "{} missing", bin.display());
 
-    let lab = copy_lab(&tmp.path().join("lab"));
+    let lab = common::copy_lab(&tmp.path().join("lab"));
     let lab_dir = lab.parent().expect("lab dir").to_path_buf();
     let store = tmp.path().join("store");
     let hide = can_hide();

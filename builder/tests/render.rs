@@ -55,6 +55,7 @@ fn rendered_files(image: &str, spec: &ImageSpec) -> BTreeMap<String, String> {
         let text = match &entry.kind {
             EntryKind::File(bytes) => String::from_utf8_lossy(bytes).into_owned(),
             EntryKind::Symlink(target) => format!("symlink -> {target}\n"),
+            EntryKind::Stored { entry, size } => format!("store entry {entry} ({size} bytes)\n"),
         };
         out.insert(
             format!("{image}/image/{}", entry.path),
@@ -802,6 +803,7 @@ fn readme_documents_the_template_context() {
         role: "master",
         nodes: nodes.clone(),
         build_epoch: 0,
+        archives: vec![],
     };
     let json = pibake::render::context_json(&cluster, &scope, Some(nodes[0])).expect("context");
     let mut seen = BTreeSet::new();
@@ -894,7 +896,9 @@ fn the_lab_plans_one_rootfs_per_architecture() {
 /// part of the spec, so of the input hash. The other images do not change.
 #[test]
 fn stacks_go_into_the_manager_images_only() {
-    let cluster = lab();
+    // The lab without its own stack, and then with this one.
+    let mut cluster = lab();
+    cluster.swarm.stacks.clear();
     let lock = LockInfo::read(Path::new("examples/lab/cluster.toml")).expect("lock info");
     let mut with = cluster.clone();
     let web = "services:\n  web:\n    image: nginx:1.27\n";
@@ -904,6 +908,7 @@ fn stacks_go_into_the_manager_images_only() {
             name: "web".into(),
             compose: PathBuf::from("stacks/web.yml"),
             content: web.into(),
+            images: BTreeSet::from(["nginx:1.27".to_owned()]),
         },
     );
     let stack_file = "etc/pibake/stacks/web.yml";

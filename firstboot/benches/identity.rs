@@ -96,6 +96,8 @@ fn table() -> NodeTable {
             join: vec![[192, 168, 188, 10].into()],
             wait_seconds: 60,
             stacks: vec![],
+            preloaded_stacks: vec![],
+            images: vec![],
         },
         nodes,
     }

@@ -2,7 +2,7 @@
 //! `/var/lib/pibake`, written atomically, read by later steps and `status`.
 //!
 //! **Test-only hold.** With `pibake.test.hold_after=<step>` (`identity`,
-//! `clock`, `swarm` or `stacks`) on the kernel command line, the agent, once it has
+//! `clock`, `images`, `swarm` or `stacks`) on the kernel command line, the agent, once it has
 //! run and journaled that step, logs [`hold_marker`] and sleeps forever, so
 //! that a test harness can cut the power at exactly that point of first boot
 //! (the QEMU ring passes the parameter with `-append`; see
@@ -26,6 +26,10 @@ pub const JOURNAL_DIR: &str = "var/lib/pibake";
 pub enum Step {
     Identity,
     Clock,
+    /// Loading the image's preloaded container images: only where its image
+    /// carries some ([`crate::images`]), so not in [`Step::ALL`]. It runs
+    /// first in the swarm command, before [`Step::Swarm`].
+    Images,
     Swarm,
     /// Deploying the image's compose stacks: only on the node that
     /// initializes the swarm, and only when its image carries stacks
@@ -37,14 +41,21 @@ impl Step {
     /// The steps every node runs, in order.
     pub const ALL: [Step; 3] = [Step::Identity, Step::Clock, Step::Swarm];
 
-    /// Every step, in order: [`Step::ALL`], then the first manager's
-    /// [`Step::Stacks`].
-    pub const EVERY: [Step; 4] = [Step::Identity, Step::Clock, Step::Swarm, Step::Stacks];
+    /// Every step, in the order they run: [`Step::ALL`] with [`Step::Images`]
+    /// before the swarm step, then the first manager's [`Step::Stacks`].
+    pub const EVERY: [Step; 5] = [
+        Step::Identity,
+        Step::Clock,
+        Step::Images,
+        Step::Swarm,
+        Step::Stacks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Step::Identity => "identity",
             Step::Clock => "clock",
+            Step::Images => "images",
             Step::Swarm => "swarm",
             Step::Stacks => "stacks",
         }
@@ -85,6 +96,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record of a step that chooses no node and holds for every boot.
+    pub fn of(outcome: Outcome, at: u64, why: String) -> Self {
+        Record {
+            outcome,
+            at,
+            why,
+            node: None,
+            boot_id: None,
+        }
+    }
+
     /// Same result, ignoring when: rewriting it would change nothing.
     fn same_result(&self, other: &Record) -> bool {
         self.outcome == other.outcome

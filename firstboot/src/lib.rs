@@ -4,8 +4,9 @@
 //! very types, read by the agent on the board), the host-name rule of node
 //! names ([`hostname`], shared with `pibake check` and `pibake flash`) and the
 //! agent's steps:
-//! [`identity`], [`clock`], [`swarm`] (then, on the first manager,
-//! [`stacks`]), [`status`], each journaled under
+//! [`identity`], [`clock`], [`images`] (where the image carries preloaded
+//! container images), [`swarm`] (then, on the first manager, [`stacks`]),
+//! [`status`], each journaled under
 //! `/var/lib/pibake` ([`journal`]); and keepalived's track check
 //! ([`engine`], the Docker Engine API without the docker client). All system access goes through
 //! [`root::Root`] and the traits of [`system`] and [`clock`], so the steps run
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod growroot;
 pub mod hostname;
 pub mod identity;
+pub mod images;
 pub mod journal;
 pub mod root;
 pub mod secrets;

@@ -6,7 +6,9 @@ use pibake_firstboot::clock::{Chronyc, Timedatectl};
 use pibake_firstboot::journal::{self, Step};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{ProcessRunner, SystemClock};
-use pibake_firstboot::{clock, engine, error_chain, identity, stacks, status, swarm, Agent};
+use pibake_firstboot::{
+    clock, engine, error_chain, identity, images, stacks, status, swarm, Agent,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 #[command(
     name = "pibake-firstboot",
     version,
-    after_help = "Test only: with pibake.test.hold_after=<identity|clock|swarm|stacks> on the kernel \
+    after_help = "Test only: with pibake.test.hold_after=<identity|clock|images|swarm|stacks> on the kernel \
 command line, the agent holds (logs a marker and sleeps forever) once it has run and journaled \
 that step, so a test harness can cut the power there. Never set it on a board."
 )]
@@ -38,8 +40,9 @@ enum Command {
     Identity,
     /// Wait (bounded) for chrony to report a verified clock.
     Clock,
-    /// Initialize or join the Docker Swarm (needs identity and a verified clock); then, on the
-    /// node that initializes it, deploy the image's compose stacks once.
+    /// Load the image's preloaded container images (once); initialize or join the Docker
+    /// Swarm (needs identity and a verified clock); then, on the node that initializes it,
+    /// deploy the image's compose stacks once.
     Swarm,
     /// Exit 0 when this node is an active Swarm manager, 1 otherwise (keepalived's track
     /// script: it asks the Docker daemon's socket itself, in milliseconds).
@@ -100,7 +103,7 @@ fn test_hold(agent: &Agent<'_>, step: Step) {
         }
         Ok(_) => {}
         Err(value) => log::warn!(
-            "ignoring {}{value}: not a step (identity, clock, swarm, stacks)",
+            "ignoring {}{value}: not a step (identity, clock, images, swarm, stacks)",
             journal::HOLD_KEY
         ),
     }
@@ -140,18 +143,26 @@ fn main() -> ExitCode {
             ok
         }
         Command::Swarm => {
-            let ok = swarm::run(&agent).is_ok();
+            // Preloaded images first, so that the node's tasks and the
+            // first manager's stacks find them (the images module's docs);
+            // a failed load is journaled and does not stop the swarm step.
+            let loaded = images::run(&agent);
+            if !matches!(loaded, Ok(images::Loaded::NotHere)) {
+                test_hold(&agent, Step::Images);
+            }
+            let joined = swarm::run(&agent).is_ok();
             test_hold(&agent, Step::Swarm);
             // The first manager's stacks, once the swarm exists (the stacks
             // module's docs); a failed deploy is journaled, and retried by
             // the next run.
-            ok && {
+            let deployed = joined && {
                 let deployed = stacks::run(&agent);
                 if !matches!(deployed, Ok(stacks::Deployed::NotHere)) {
                     test_hold(&agent, Step::Stacks);
                 }
                 deployed.is_ok()
-            }
+            };
+            loaded.is_ok() && deployed
         }
         Command::SwarmManagerCheck => {
             // keepalived's `timeout 10` bounds the whole script; answer before it.

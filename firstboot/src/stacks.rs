@@ -19,6 +19,16 @@
 //! deploy the power cut before the journal recorded it). A failed deploy is
 //! journaled with docker's reason and shown by `status`; the other stacks
 //! are still deployed.
+//!
+//! **Preloaded images are not resolved.** A stack that names a preloaded
+//! image (the node table's `swarm.preloaded_stacks`) is deployed with
+//! `--resolve-image never`. By default the deploy asks the image's registry
+//! for the digest of each tag and pins the services to it: in an isolated lab
+//! there is no registry (the deploy waits on DNS and then warns), and where
+//! one answers, a tag such as `web:1` resolves to whatever Docker Hub has
+//! under it, and every node would then try to pull that image instead of
+//! running the one it loaded ([`crate::images`]). Never resolving leaves the
+//! tag as written, which each node finds among its loaded images.
 
 use crate::hostname::NodeName;
 use crate::journal::{Journal, JournalError, Outcome, Record, Step};
@@ -65,6 +75,11 @@ pub enum Deployed {
 /// The stacks this node deploys: the table's, on the node that initializes
 /// the swarm (by the identity journal's node); empty elsewhere.
 pub fn stacks_here(root: &Root) -> Result<Vec<String>, StacksError> {
+    Ok(here(root)?.0)
+}
+
+/// [`stacks_here`], and those of them that name a preloaded image.
+fn here(root: &Root) -> Result<(Vec<String>, Vec<String>), StacksError> {
     let journal = Journal::new(root);
     let node = match journal.read(Step::Identity)? {
         Some(Record {
@@ -81,9 +96,9 @@ pub fn stacks_here(root: &Root) -> Result<Vec<String>, StacksError> {
         .get(&node)
         .ok_or_else(|| StacksError::UnknownNode(node.clone()))?;
     if entry.swarm_role != SwarmRole::Init {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    Ok(table.swarm.stacks)
+    Ok((table.swarm.stacks, table.swarm.preloaded_stacks))
 }
 
 /// Runs the stacks step (after the swarm step of the same run succeeded) and
@@ -92,7 +107,7 @@ pub fn run(agent: &Agent<'_>) -> Result<Deployed, StacksError> {
     let journal = Journal::new(&agent.root);
     // A node whose identity or table is not usable deploys nothing and
     // journals nothing: the swarm step has failed on the same cause.
-    let stacks = stacks_here(&agent.root)?;
+    let (stacks, preloaded) = here(&agent.root)?;
     if stacks.is_empty() {
         return Ok(Deployed::NotHere);
     }
@@ -104,7 +119,7 @@ pub fn run(agent: &Agent<'_>) -> Result<Deployed, StacksError> {
         log::info!("stacks: deployed in an earlier run");
         return Ok(Deployed::AlreadyDone);
     }
-    let result = deploy(agent, &journal, &stacks);
+    let result = deploy(agent, &journal, &stacks, &preloaded);
     let (outcome, why) = match &result {
         Ok(names) => (Outcome::Done, format!("deployed {}", names.join(", "))),
         Err(StacksError::Deploy { failed, deployed }) if !deployed.is_empty() => (
@@ -119,13 +134,7 @@ pub fn run(agent: &Agent<'_>) -> Result<Deployed, StacksError> {
     }
     journal.record(
         Step::Stacks,
-        &Record {
-            outcome,
-            at: unix_seconds(agent.clock.now()),
-            why,
-            node: None,
-            boot_id: None,
-        },
+        &Record::of(outcome, unix_seconds(agent.clock.now()), why),
     )?;
     result.map(Deployed::Now)
 }
@@ -134,6 +143,7 @@ fn deploy(
     agent: &Agent<'_>,
     journal: &Journal,
     stacks: &[String],
+    preloaded: &[String],
 ) -> Result<Vec<String>, StacksError> {
     match journal.read(Step::Swarm)? {
         Some(r) if r.outcome == Outcome::Done => {}
@@ -148,29 +158,18 @@ fn deploy(
     let mut failed = Vec::new();
     for name in stacks {
         let file = agent.root.at(&stack_path(name));
-        let cmd = Cmd::new("docker")
+        let mut cmd = Cmd::new("docker")
             .arg("stack")
             .arg("deploy")
             .arg("--compose-file")
-            .arg(file.display().to_string())
-            .arg(name.as_str());
+            .arg(file.display().to_string());
+        if preloaded.contains(name) {
+            cmd = cmd.arg("--resolve-image").arg("never");
+        }
+        let cmd = cmd.arg(name.as_str());
         match run_logged(agent.runner, &cmd) {
             Ok(out) if out.success() => deployed.push(name.clone()),
-            Ok(out) => {
-                // One line, for the journal and `status`.
-                let reason: Vec<&str> = out
-                    .stderr
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .collect();
-                let reason = if reason.is_empty() {
-                    format!("`{cmd}` exited with {:?}", out.code)
-                } else {
-                    reason.join(" ")
-                };
-                failed.push(format!("stack {name}: {reason}"));
-            }
+            Ok(out) => failed.push(format!("stack {name}: {}", out.reason(&cmd))),
             Err(e) => failed.push(format!("stack {name}: {}", error_chain(&e))),
         }
     }

@@ -27,14 +27,14 @@ pub struct StepStatus {
     pub node: Option<String>,
 }
 
-/// Reads the state of every step from the journal: the steps every node
-/// runs, then `stacks` where it applies ([`shows_stacks`]).
+/// Reads the state of every step from the journal, in the order they run:
+/// the steps every node runs, `images` and `stacks` where they apply
+/// ([`shows`]).
 pub fn status(root: &Root) -> Vec<StepStatus> {
     let journal = Journal::new(root);
-    let stacks = shows_stacks(root, &journal).then_some(Step::Stacks);
-    Step::ALL
+    Step::EVERY
         .into_iter()
-        .chain(stacks)
+        .filter(|&step| Step::ALL.contains(&step) || shows(root, &journal, step))
         .map(|step| match journal.read(step) {
             Ok(Some(r)) => StepStatus {
                 step,
@@ -67,12 +67,17 @@ pub fn status(root: &Root) -> Vec<StepStatus> {
         .collect()
 }
 
-/// Whether `status` lists the stacks step: once it is journaled, and while
-/// it is pending on the node that deploys stacks (by the identity journal's
-/// node and the node table); never on the other nodes.
-fn shows_stacks(root: &Root, journal: &Journal) -> bool {
-    !matches!(journal.read(Step::Stacks), Ok(None))
-        || crate::stacks::stacks_here(root).is_ok_and(|s| !s.is_empty())
+/// Whether `status` lists a step not every node runs: once it is journaled,
+/// and while it is pending where it applies (`stacks` on the node that
+/// deploys stacks, by the identity journal's node and the node table;
+/// `images` on the nodes of an image that carries some); never elsewhere.
+fn shows(root: &Root, journal: &Journal, step: Step) -> bool {
+    let applies = match step {
+        Step::Stacks => crate::stacks::stacks_here(root).is_ok_and(|s| !s.is_empty()),
+        Step::Images => crate::images::images_here(root).is_ok_and(|s| !s.is_empty()),
+        _ => true,
+    };
+    applies || !matches!(journal.read(step), Ok(None))
 }
 
 /// Human-readable table.

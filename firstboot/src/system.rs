@@ -153,6 +153,22 @@ impl Output {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
+
+    /// Why `cmd` failed, on one line (for the journal and `status`): its
+    /// stderr's non-empty lines, else its exit code.
+    pub fn reason(&self, cmd: &Cmd) -> String {
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            format!("`{cmd}` exited with {:?}", self.code)
+        } else {
+            lines.join(" ")
+        }
+    }
 }
 
 /// Runs external commands.

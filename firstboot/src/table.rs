@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-/// Version of the table format; bumped on any incompatible change.
+/// Version of the table format; bumped on any incompatible change (new keys
+/// that may be left out, as `swarm.stacks` and `swarm.images`, are not: a
+/// table and its agent ship in the same image).
 pub const TABLE_FORMAT: u32 = 1;
 
 /// Where the table lives in an image, relative to the root.
@@ -24,6 +26,16 @@ pub const STACKS_DIR: &str = "etc/pibake/stacks";
 /// (`etc/pibake/stacks/<name>.yml`).
 pub fn stack_path(name: &str) -> String {
     format!("{STACKS_DIR}/{name}.yml")
+}
+
+/// Where the archives of [`Swarm::images`] live in an image, relative to the
+/// root.
+pub const IMAGES_DIR: &str = "var/lib/pibake/images";
+
+/// The archive of preloaded image `name` in an image, relative to the root
+/// (`var/lib/pibake/images/<name>.tar`).
+pub fn image_path(name: &str) -> String {
+    format!("{IMAGES_DIR}/{name}.tar")
 }
 
 /// The node table of one image.
@@ -109,6 +121,18 @@ pub struct Swarm {
     /// stacks is the same text as before stacks existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stacks: Vec<String>,
+    /// The stacks of [`Swarm::stacks`] whose services name a preloaded
+    /// image: deployed with `--resolve-image never`, since the image is the
+    /// loaded archive, not whatever a registry has under its tag (in an
+    /// isolated lab there is no registry to ask). Empty, left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preloaded_stacks: Vec<String>,
+    /// Preloaded container images this image carries, by name, each at
+    /// [`image_path`] (the images of the roles that run Docker on the
+    /// archive's architecture): every node of the image `docker load`s them
+    /// before its stacks are deployed. Empty, left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// Managers may boot well after the workers (a power cut restores them all
@@ -178,6 +202,8 @@ mod tests {
                 join: vec![Ipv4Addr::new(192, 168, 188, 2)],
                 wait_seconds: 900,
                 stacks: stacks.iter().map(|s| (*s).to_owned()).collect(),
+                preloaded_stacks: vec![],
+                images: vec![],
             },
             nodes: BTreeMap::from([(
                 "master1".to_owned(),
@@ -219,5 +245,29 @@ mod tests {
     #[test]
     fn stack_files_live_under_etc_pibake_stacks() {
         assert_eq!(stack_path("web"), "etc/pibake/stacks/web.yml");
+        assert_eq!(image_path("web"), "var/lib/pibake/images/web.tar");
+    }
+
+    #[test]
+    fn images_and_preloaded_stacks_round_trip_and_are_left_out_when_empty() -> Result<(), TableError>
+    {
+        let mut with = table(&["web"]);
+        with.swarm.preloaded_stacks = vec!["web".into()];
+        with.swarm.images = vec!["web".into()];
+        let text = with.to_toml()?;
+        assert!(
+            text.contains("stacks = [\"web\"]\npreloaded_stacks = [\"web\"]\nimages = [\"web\"]\n"),
+            "{text}"
+        );
+        assert_eq!(NodeTable::from_toml(&text)?, with);
+        let text = table(&["web"]).to_toml()?;
+        assert!(
+            !text.contains("images") && !text.contains("preloaded"),
+            "{text}"
+        );
+        // Unknown keys are refused.
+        let typo = text.replace("stacks =", "image = [\"web\"]\nstacks =");
+        assert!(NodeTable::from_toml(&typo).is_err());
+        Ok(())
     }
 }

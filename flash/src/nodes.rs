@@ -620,6 +620,8 @@ mod tests {
                 join: vec![],
                 wait_seconds: 1,
                 stacks: vec![],
+                preloaded_stacks: vec![],
+                images: vec![],
             },
             nodes: nodes
                 .iter()

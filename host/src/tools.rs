@@ -224,6 +224,12 @@ pub const TABLE: &[Requirement] = &[
         "the tests read, write and make FAT partitions without mounts (flash, the ring's ESP fixture)",
     ),
     row(
+        "skopeo",
+        &["skopeo"],
+        Need::Test,
+        "the tests read the lab's web image archive as docker-archive and oci-archive",
+    ),
+    row(
         "dpkg-dev",
         &["dpkg-scanpackages"],
         Need::Test,

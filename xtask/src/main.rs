@@ -1,4 +1,4 @@
-//! Developer automation: `cargo xtask setup | lab | test | agent`.
+//! Developer automation: `cargo xtask setup | lab | test | agent | web-image`.
 //!
 //! The README's two commands are `cargo xtask lab` (build the reference lab
 //! into images/) and `cargo xtask test` (the whole suite, which `.ci/run`
@@ -20,6 +20,7 @@ fn main() {
         Some("lab") => lab(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("fresh-root") => fresh::fresh_root(),
+        Some("web-image") => web_image(),
         // Both paths on stdout, the aarch64 one last (`cargo xtask agent |
         // tail -n 1` is the boards' agent).
         Some("agent") => agent::build_agents(&workspace_root()).and_then(|agents| {
@@ -30,7 +31,7 @@ fn main() {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  fresh-root  setup and a tiny build inside a freshly bootstrapped Debian 12 root (part of test)\n  agent   build the first-boot agent for aarch64 and x86_64 (prints both paths, aarch64 last)"
+                "usage: cargo xtask <command>\n\n  setup   install what pibake needs on this Debian host (apt, binfmt)\n  lab     build the reference lab (examples/lab) into images/\n  test    run the whole test suite (what CI runs)\n  fresh-root  setup and a tiny build inside a freshly bootstrapped Debian 12 root (part of test)\n  agent   build the first-boot agent for aarch64 and x86_64 (prints both paths, aarch64 last)\n  web-image  make the lab's web server archive (examples/lab/oci/web-arm64.tar; part of lab and test)"
             );
             std::process::exit(2);
         }
@@ -93,6 +94,30 @@ fn pibake(args: &[&str]) -> anyhow::Result<()> {
     run("cargo", &full)
 }
 
+/// The lab's preloaded web server image: `[swarm.images.web]` of
+/// examples/lab/cluster.toml, which the lab's lock pins.
+const LAB_WEB_ARCHIVE: &str = "examples/lab/oci/web-arm64.tar";
+
+/// Makes the lab's web server archive (pibake-webimage: busybox httpd from
+/// Debian's busybox-static, the .deb pinned, the archive reproducible). A
+/// crate of its own rather than xtask code: it needs pibake's store, fetch and
+/// tar writer, and xtask stays a quick build of std and pibake-host.
+fn web_image() -> anyhow::Result<()> {
+    run(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "pibake-webimage",
+            "--",
+            "--out",
+            LAB_WEB_ARCHIVE,
+        ],
+    )
+}
+
 /// Builds the reference lab's images into images/ (extra arguments go to
 /// `pibake build`, e.g. `--per-node`).
 fn lab(args: &[String]) -> anyhow::Result<()> {
@@ -104,6 +129,8 @@ fn lab(args: &[String]) -> anyhow::Result<()> {
 fn build_lab(agents: &agent::Agents, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     let config = "examples/lab/cluster.toml";
+    // Before check: the cluster file names the archive, and the lock pins it.
+    web_image()?;
     pibake(&["check", "-c", config])?;
     // Keeps the committed lock (checking it covers the profiles).
     pibake(&["lock", "-c", config])?;
@@ -121,6 +148,17 @@ fn build_lab(agents: &agent::Agents, args: &[String]) -> anyhow::Result<()> {
     pibake(&build)?;
     eprintln!("lab: images built in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The `[[image]]` tables of the lab's lock (the archives' pins), as text.
+fn lab_image_pins() -> anyhow::Result<String> {
+    let path = workspace_root().join("examples/lab/pibake.lock");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .find("[[image]]")
+        .map(|at| text[at..].to_owned())
+        .unwrap_or_default())
 }
 
 /// The lab's kernel package in the store that holds the base DTBs the overlay
@@ -200,7 +238,16 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // The lab's inputs: its kernel package gives the base DTBs the overlay
     // tests apply pibake's .dtbo files to.
     let config = "examples/lab/cluster.toml";
+    web_image()?;
+    let pinned = lab_image_pins()?;
     pibake(&["lock", "-c", config])?;
+    if lab_image_pins()? != pinned {
+        bail!(
+            "{LAB_WEB_ARCHIVE} is not the archive examples/lab/pibake.lock pinned: \
+             pibake-webimage's output changed (`pibake lock` pinned it again; \
+             if on purpose, review and commit the lock)\nwas:\n{pinned}"
+        );
+    }
     pibake(&["fetch", "-c", config])?;
     let kernel_deb = lab_kernel_deb()?;
     let kernel_deb = kernel_deb.to_string_lossy().into_owned();

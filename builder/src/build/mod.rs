@@ -276,6 +276,7 @@ pub fn build(
         }
         let bar = progress(opts.progress, format!("image {}: assembling", spec.name));
         let inputs = Inputs {
+            store,
             rootfs_tar: &rootfs_tars[&spec.rootfs.id],
             dtbos: &dtbos,
             agent,
@@ -365,6 +366,8 @@ fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
 
 /// What an image is built from besides its spec, all covered by the build's input hash.
 struct Inputs<'a> {
+    /// Where the spec's stored entries are (a preloaded image's archive).
+    store: &'a Store,
     rootfs_tar: &'a Path,
     dtbos: &'a [PathBuf],
     /// The agent of the image's rootfs architecture.
@@ -394,7 +397,7 @@ fn build_image(
                 source: Box::new(source),
             }
         })?;
-    layers::apply_rendered(&mut rootfs, name, &spec.layers)?;
+    layers::apply_rendered(&mut rootfs, name, &spec.layers, inputs.store)?;
     layers::apply_agent_and_dtbos(&mut rootfs, name, inputs.agent, inputs.dtbos)?;
     services::apply(&mut rootfs, name, &spec.services)?;
     let boot = if spec.boot.is_efi() {

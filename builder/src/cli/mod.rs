@@ -194,8 +194,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let store = inputs::open_store(store_dir.as_deref())?;
             let outcome = if offline {
-                // Resolving a stale closure needs the archive: say what is stale.
-                LockOutcome::Kept(inputs::read_lock(&model)?)
+                // Resolving a stale closure needs the archive: say what is
+                // stale; the archives' pins need no network.
+                inputs::lock_offline(&model, &store)?
             } else {
                 inputs::lock(&model, &store, update)?
             };

@@ -282,6 +282,52 @@ pub struct Swarm {
     /// Compose stacks, by name: carried by the managers' images, deployed by
     /// the first manager once the swarm exists.
     pub stacks: BTreeMap<String, Stack>,
+    /// Preloaded container images, by name: carried by the images of the
+    /// roles that run Docker on their architecture ([`carries`]), loaded by
+    /// the agent before any stack is deployed.
+    pub images: BTreeMap<String, PreloadImage>,
+}
+
+/// `[swarm.images.<name>]`: an OCI archive (`docker save`'s format), read
+/// and checked by `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreloadImage {
+    /// Its name (a lower-case label): the archive's file in the images and
+    /// its entry in the lock.
+    pub name: String,
+    /// The archive as the cluster file names it (what the lock records).
+    pub archive: String,
+    /// The archive, as found from the cluster file.
+    pub path: PathBuf,
+    /// The Debian architecture of its image, from the archive's config.
+    pub arch: String,
+    /// Its platform as the archive names it (`linux/arm64`), for messages.
+    pub platform: String,
+    /// The tags `docker load` gives it, sorted.
+    pub tags: Vec<String>,
+}
+
+/// The Debian package of the Docker engine: a role whose profile installs
+/// it runs containers.
+pub const DOCKER_ENGINE: &str = "docker.io";
+/// The overlay of Swarm nodes (the engine's daemon.json, the agent's step).
+pub const SWARM_OVERLAY: &str = "swarm";
+
+impl Profile {
+    /// Whether images of this profile run a Docker engine: they install
+    /// docker.io or carry the swarm overlay.
+    pub fn runs_docker(&self) -> bool {
+        self.packages.contains(DOCKER_ENGINE) || self.overlays.iter().any(|o| o == SWARM_OVERLAY)
+    }
+}
+
+/// The preload rule: the images of a role carry a preloaded archive when the
+/// role runs Docker and its nodes' architecture (`role_arch`) is the
+/// archive's. Every such image, not only those a stack places tasks on:
+/// placement is the compose file's, which pibake does not interpret, and a
+/// node without the image could not run a task the Swarm gives it.
+pub fn carries(profile: &Profile, role_arch: Option<&str>, image_arch: &str) -> bool {
+    profile.runs_docker() && role_arch == Some(image_arch)
 }
 
 /// `[swarm.stacks.<name>]`: a compose file, read and checked by `check`.
@@ -293,6 +339,8 @@ pub struct Stack {
     pub compose: PathBuf,
     /// The compose file's text as checked: what the managers' images carry.
     pub content: String,
+    /// The images its services name (`services.<name>.image`), as written.
+    pub images: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +377,19 @@ impl Cluster {
     /// Nodes of one role, by name.
     pub fn nodes_of_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.nodes.values().filter(move |n| n.role == role)
+    }
+
+    /// The preloaded images that `role`'s images carry ([`carries`]), by name.
+    pub fn images_of_role(&self, role: &str) -> Vec<&PreloadImage> {
+        let Some(r) = self.roles.get(role) else {
+            return Vec::new();
+        };
+        let arch = self.role_arch(role);
+        self.swarm
+            .images
+            .values()
+            .filter(|image| carries(&r.profile, arch, &image.arch))
+            .collect()
     }
 
     /// The GPS node, if the cluster has one.

@@ -233,6 +233,17 @@ pub struct RawSwarm {
     /// (`[swarm.stacks.<name>]`).
     #[serde(default)]
     pub stacks: BTreeMap<String, RawStack>,
+    /// Container images preloaded into the images that run Docker, by name
+    /// (`[swarm.images.<name>]`).
+    #[serde(default)]
+    pub images: BTreeMap<String, RawPreloadImage>,
+}
+
+/// `[swarm.images.<name>]`: a container image for a lab without a registry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawPreloadImage {
+    /// A `docker save`-style OCI archive, relative to the cluster file's directory.
+    pub archive: String,
 }
 
 /// `[swarm.stacks.<name>]`: one stack of services on the Swarm.

@@ -17,7 +17,7 @@
 
 use super::validate::{distance, valid_timezone};
 use super::{Checked, Cluster};
-use crate::diag::{Diagnostic, FieldPath, SourceFile};
+use crate::diag::{Diagnostic, FieldPath};
 use pibake_inputs::lock::LockedPackage;
 use pibake_inputs::{Lock, Store};
 use std::collections::BTreeSet;
@@ -399,21 +399,7 @@ pub fn verify_timezone(
     if !d.is_error() {
         return Ok(());
     }
-    let location = std::fs::read_to_string(&cluster.file)
-        .ok()
-        .map(|text| SourceFile::new(cluster.file.clone(), text))
-        .and_then(|source| {
-            let span = source.locate(&d.field)?;
-            let (line, column) = source.line_col(span.start);
-            Some(format!("{}:{line}:{column}", cluster.file.display()))
-        })
-        .unwrap_or_else(|| cluster.file.display().to_string());
-    Err(TimezoneError::Unknown(format!(
-        "{location}: {}: {}; {}",
-        d.field_display(),
-        d.message,
-        d.help.unwrap_or_default()
-    )))
+    Err(TimezoneError::Unknown(d.one_line()))
 }
 
 #[cfg(test)]

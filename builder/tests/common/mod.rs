@@ -49,6 +49,92 @@ pub fn golden(path: &Path, actual: &str) {
     }
 }
 
+/// A copy of the reference lab in `dir` (cluster file, lock, the stack's
+/// compose file, the preloaded image's archive); returns its cluster file.
+pub fn copy_lab(dir: &Path) -> PathBuf {
+    copy_tree(&workspace_root().join("examples/lab"), dir);
+    dir.join("cluster.toml")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("readable") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// [`golden`] for bytes: compares `actual` with the file, or rewrites it when
+/// `PIBAKE_BLESS=1`.
+pub fn golden_bytes(path: &Path, actual: &[u8]) {
+    let path = workspace_root().join(path);
+    if std::env::var_os("PIBAKE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("golden has a parent")).expect("mkdir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|_| {
+        panic!(
+            "golden file {} is missing; run with PIBAKE_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs from what was generated (PIBAKE_BLESS=1 rewrites it on purpose)",
+        path.display()
+    );
+}
+
+/// A small image archive of `arch` (Go's name) with `tags`, as `docker save`
+/// lays it out: one layer holding `hello.txt` (the check fixtures' archives).
+pub fn fixture_archive(arch: &str, tags: &[&str]) -> Vec<u8> {
+    use pibake_image::oci::{write_archive, ImageToWrite, Platform, RuntimeConfig};
+    use pibake_image::tar::{Rootfs, SourceDateEpoch};
+    use pibake_image::{Content, Entry, EntryPath, Layer};
+    let epoch = SourceDateEpoch(1_700_000_000);
+    let mut tree = Rootfs::empty();
+    tree.apply_layer(&Layer {
+        name: "fixture".into(),
+        entries: vec![Entry::file(
+            EntryPath::new("hello.txt").expect("path"),
+            Content::bytes("hello\n"),
+            0o644,
+        )],
+    });
+    let mut layer = Vec::new();
+    tree.write_tar(&mut layer, epoch).expect("layer");
+    let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+    let mut out = Vec::new();
+    write_archive(
+        &mut out,
+        &ImageToWrite {
+            platform: Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: None,
+            },
+            runtime: RuntimeConfig {
+                entrypoint: vec!["/bin/true".into()],
+                env: vec![],
+                exposed_ports: vec![],
+                working_dir: "/".into(),
+            },
+            layers: &[layer],
+            tags: &tags,
+            epoch,
+            created_by: "pibake's check fixtures",
+        },
+    )
+    .expect("archive");
+    out
+}
+
 /// Fails on a golden file in `dir` (workspace-relative; with `recursive`,
 /// its subdirectories too) that is not in `generated`, the set of goldens
 /// the tests compare: a golden no test generates any more is stale and

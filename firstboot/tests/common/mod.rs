@@ -138,6 +138,8 @@ pub fn lab_table() -> NodeTable {
             join: vec![[192, 168, 188, 10].into(), [192, 168, 188, 11].into()],
             wait_seconds: 60,
             stacks: vec![],
+            preloaded_stacks: vec![],
+            images: vec![],
         },
         nodes,
     }
@@ -323,6 +325,13 @@ pub struct Board {
     pub deploy_answers: RefCell<VecDeque<(i32, String)>>,
     /// The stacks deployed on the swarm, by name (a deploy again is harmless).
     pub stacks: RefCell<std::collections::BTreeSet<String>>,
+    /// The stacks deployed with `--resolve-image never`, by name.
+    pub unresolved: RefCell<std::collections::BTreeSet<String>>,
+    /// Answers of successive `docker load` calls (exit code, stderr); when
+    /// empty, loading an existing archive succeeds.
+    pub load_answers: RefCell<VecDeque<(i32, String)>>,
+    /// The images the engine holds, by tag (loading again only tags again).
+    pub images: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Board {
@@ -336,6 +345,9 @@ impl Default for Board {
             ntp_synchronized: Cell::default(),
             deploy_answers: RefCell::default(),
             stacks: RefCell::default(),
+            unresolved: RefCell::default(),
+            load_answers: RefCell::default(),
+            images: RefCell::default(),
         }
     }
 }
@@ -459,35 +471,72 @@ impl CommandRunner for FakeRunner {
                     }
                 }
             }
-            ["docker", "stack", "deploy", "--compose-file", file, name] => {
-                let fail = |stderr: String| Output {
-                    code: Some(1),
-                    stdout: String::new(),
-                    stderr,
-                };
-                if let Some((code, stderr)) = self.board.deploy_answers.borrow_mut().pop_front() {
+            ["docker", "load", "--input", archive] => {
+                if let Some((code, stderr)) = self.board.load_answers.borrow_mut().pop_front() {
                     Output {
                         code: Some(code),
                         stdout: String::new(),
                         stderr,
                     }
-                } else if self.board.swarm_state.borrow().as_str() != "active" {
-                    fail("this node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again\n".to_owned())
-                } else if !Path::new(file).is_file() {
-                    fail(format!("open {file}: no such file or directory\n"))
+                } else if !Path::new(archive).is_file() {
+                    Output {
+                        code: Some(1),
+                        stdout: String::new(),
+                        stderr: format!("open {archive}: no such file or directory\n"),
+                    }
                 } else {
-                    self.board.stacks.borrow_mut().insert((*name).to_owned());
-                    ok(&format!(
-                        "Creating network {name}_default\nCreating service {name}_web\n"
-                    ))
+                    // The fake's archives hold the image `localhost/<stem>:1`.
+                    let stem = Path::new(archive)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let tag = format!("localhost/{stem}:1");
+                    self.board.images.borrow_mut().insert(tag.clone());
+                    ok(&format!("Loaded image: {tag}\n"))
                 }
             }
+            ["docker", "stack", "deploy", "--compose-file", file, "--resolve-image", "never", name] =>
+            {
+                self.board
+                    .unresolved
+                    .borrow_mut()
+                    .insert((*name).to_owned());
+                self.deploy(file, name)
+            }
+            ["docker", "stack", "deploy", "--compose-file", file, name] => self.deploy(file, name),
             _ => Output {
                 code: Some(127),
                 stdout: String::new(),
                 stderr: format!("fake runner does not know {}", argv.join(" ")),
             },
         })
+    }
+}
+
+impl FakeRunner {
+    /// A `docker stack deploy` of `file` as stack `name`.
+    fn deploy(&self, file: &str, name: &str) -> Output {
+        let fail = |stderr: String| Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr,
+        };
+        if let Some((code, stderr)) = self.board.deploy_answers.borrow_mut().pop_front() {
+            Output {
+                code: Some(code),
+                stdout: String::new(),
+                stderr,
+            }
+        } else if self.board.swarm_state.borrow().as_str() != "active" {
+            fail("this node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again\n".to_owned())
+        } else if !Path::new(file).is_file() {
+            fail(format!("open {file}: no such file or directory\n"))
+        } else {
+            self.board.stacks.borrow_mut().insert(name.to_owned());
+            ok(&format!(
+                "Creating network {name}_default\nCreating service {name}_web\n"
+            ))
+        }
     }
 }
 

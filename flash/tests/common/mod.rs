@@ -225,6 +225,8 @@ pub fn node_table(role: &str, nodes: &[&str]) -> String {
             join: vec![std::net::Ipv4Addr::new(192, 168, 188, 10)],
             wait_seconds: 900,
             stacks: vec![],
+            preloaded_stacks: vec![],
+            images: vec![],
         },
         nodes: nodes
             .iter()

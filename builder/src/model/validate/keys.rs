@@ -265,6 +265,7 @@ mod tests {
                 "nodes.*",
                 "roles.*",
                 "swarm",
+                "swarm.images.*",
                 "swarm.stacks.*",
                 "time",
                 "time.gate",
@@ -280,6 +281,8 @@ mod tests {
         assert_eq!(keys(&schema, &["vip", "holders"]), Vec::<&str>::new());
         assert!(keys(&schema, &["swarm"]).contains(&"stacks"));
         assert_eq!(keys(&schema, &["swarm", "stacks", "web"]), ["compose"]);
+        assert!(keys(&schema, &["swarm"]).contains(&"images"));
+        assert_eq!(keys(&schema, &["swarm", "images", "web"]), ["archive"]);
     }
 
     #[test]
@@ -386,6 +389,8 @@ node = "n"
 managers = ["n"]
 [swarm.stacks.web]
 compose = "stacks/web.yml"
+[swarm.images.web]
+archive = "oci/web-arm64.tar"
 "#;
         assert_schema_covers::<RawCluster>(full, true);
         let lab = std::fs::read_to_string(dir.join("examples/lab/cluster.toml")).expect("lab");

@@ -6,7 +6,7 @@
 //! file and runs the tables' checks in order. Each table has its own module:
 //! `cluster` ([cluster]), `network`, `profiles` (roles and the profiles they
 //! name), `sources` (a profile's `[[sources]]`), `nodes`, `vip`, `time`,
-//! `swarm`, `button` and `image`. The keys each table may hold come from the
+//! `swarm` (with `images`, its `[swarm.images]`), `button` and `image`. The keys each table may hold come from the
 //! raw types themselves (`keys`). Checks of what pibake renders from the
 //! model (config.txt lines) run on the built model, in the boot module
 //! (`boot::lint`), so that the model does not depend on it.
@@ -14,6 +14,7 @@
 mod button;
 mod cluster;
 mod image;
+mod images;
 mod kernel;
 mod keys;
 mod network;
@@ -261,7 +262,7 @@ impl Validator<'_> {
         let nodes = self.nodes(subnet, &roles, network.as_ref());
         let vip = self.vip(subnet, &nodes, network.as_ref());
         let time = self.time(&nodes);
-        let swarm = self.swarm(&nodes);
+        let swarm = self.swarm(&nodes, &roles);
         let button = self.button();
         let image = self.image();
 

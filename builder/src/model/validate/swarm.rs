@@ -1,47 +1,86 @@
 //! `[swarm]`: the managers (the first initializes the swarm), where
-//! workers join, and the compose stacks deployed on it.
+//! workers join, and the compose stacks deployed on it (its preloaded
+//! images are `images`').
 
 use super::{p, Validator};
-use crate::model::{JoinVia, Node, Stack, Swarm};
+use crate::model::{JoinVia, Node, Role, Stack, Swarm};
 use pibake_firstboot::hostname::{NodeName, Problem};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl Validator<'_> {
-    pub(super) fn swarm(&mut self, nodes: &BTreeMap<String, Node>) -> Option<Swarm> {
+    pub(super) fn swarm(
+        &mut self,
+        nodes: &BTreeMap<String, Node>,
+        roles: &BTreeMap<String, Role>,
+    ) -> Option<Swarm> {
         let raw = &self.raw.swarm;
         self.managers(nodes);
         let join = self.join();
         let stacks = self.stacks();
+        let images = self.images(nodes, roles);
         Some(Swarm {
             managers: raw.managers.clone(),
             join,
             join_wait_seconds: raw.join_wait_seconds,
             stacks,
+            images,
         })
+    }
+
+    /// Whether `name` of `[swarm.<table>.<name>]` is a lower-case label;
+    /// else an error whose help says what the name is used for (`uses`).
+    pub(super) fn swarm_label(&mut self, table: &str, name: &str, uses: &str) -> bool {
+        let Err(e) = name.parse::<NodeName>() else {
+            return true;
+        };
+        let problem = match e.problem {
+            Problem::UpperCase => "has upper-case letters".to_owned(),
+            other => other.to_string(),
+        };
+        let what = table.trim_end_matches('s');
+        self.error(
+            p(&["swarm", table, name]),
+            format!("{what} name `{name}` {problem}"),
+            format!(
+                "rename the {what} `{}`: {uses}: {}",
+                e.suggestion(),
+                pibake_firstboot::hostname::RULE
+            ),
+        );
+        false
+    }
+
+    /// The directory paths of the cluster file are relative to.
+    pub(super) fn base_dir(&self) -> PathBuf {
+        self.file.parent().unwrap_or(Path::new("")).to_path_buf()
+    }
+
+    /// The help of a file that is not where a path of the cluster file says.
+    pub(super) fn relative_path_help(&self) -> String {
+        let base = self.base_dir();
+        format!(
+            "the path is relative to the cluster file's directory ({}); put the file there or fix the path",
+            if base.as_os_str().is_empty() {
+                ".".to_owned()
+            } else {
+                super::shown(&base)
+            }
+        )
     }
 
     /// `[swarm.stacks.<name>]`: each name a lower-case label (it names the
     /// stack on the Swarm and its file in the image), each compose file
     /// readable, YAML, with a top-level `services` mapping.
     fn stacks(&mut self) -> BTreeMap<String, Stack> {
-        let base = self.file.parent().unwrap_or(Path::new("")).to_path_buf();
+        let base = self.base_dir();
         let mut stacks = BTreeMap::new();
         for (name, raw) in &self.raw.swarm.stacks {
-            if let Err(e) = name.parse::<NodeName>() {
-                let problem = match e.problem {
-                    Problem::UpperCase => "has upper-case letters".to_owned(),
-                    other => other.to_string(),
-                };
-                self.error(
-                    p(&["swarm", "stacks", name]),
-                    format!("stack name `{name}` {problem}"),
-                    format!(
-                        "rename the stack `{}`: it names the stack on the Swarm (its services are `<stack>_<service>`) and its file in the image, /etc/pibake/stacks/<name>.yml: {}",
-                        e.suggestion(),
-                        pibake_firstboot::hostname::RULE
-                    ),
-                );
+            if !self.swarm_label(
+                "stacks",
+                name,
+                "it names the stack on the Swarm (its services are `<stack>_<service>`) and its file in the image, /etc/pibake/stacks/<name>.yml",
+            ) {
                 continue;
             }
             let field = p(&["swarm", "stacks", name, "compose"]);
@@ -58,17 +97,11 @@ impl Validator<'_> {
             let content = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
                 Err(e) => {
+                    let help = self.relative_path_help();
                     self.error(
                         field,
                         format!("cannot read the compose file `{shown}`: {}", io_reason(&e)),
-                        format!(
-                            "the path is relative to the cluster file's directory ({}); put the file there or fix the path",
-                            if base.as_os_str().is_empty() {
-                                ".".to_owned()
-                            } else {
-                                super::shown(&base)
-                            }
-                        ),
+                        help,
                     );
                     continue;
                 }
@@ -81,8 +114,10 @@ impl Validator<'_> {
                 );
                 continue;
             };
-            if let Err(problem) = compose_problem(&content) {
-                let (message, help) = match problem {
+            let images = match compose_images(&content) {
+                Ok(images) => images,
+                Err(problem) => {
+                    let (message, help) = match problem {
                     ComposeProblem::Yaml(e) => (
                         format!("the compose file `{shown}` is not valid YAML: {e}"),
                         "fix the YAML at the place named (docker stack deploy reads it as a compose file)",
@@ -96,15 +131,17 @@ impl Validator<'_> {
                         "write `services:` as a mapping of service names to their settings",
                     ),
                 };
-                self.error(field, message, help);
-                continue;
-            }
+                    self.error(field, message, help);
+                    continue;
+                }
+            };
             stacks.insert(
                 name.clone(),
                 Stack {
                     name: name.clone(),
                     compose: path,
                     content,
+                    images,
                 },
             );
         }
@@ -184,18 +221,24 @@ enum ComposeProblem {
     ServicesNotMapping,
 }
 
-/// Whether `text` is YAML (one document) with a top-level `services` mapping.
-fn compose_problem(text: &str) -> Result<(), ComposeProblem> {
+/// The images a compose file's services name (`services.<name>.image`),
+/// when `text` is YAML (one document) with a top-level `services` mapping.
+fn compose_images(text: &str) -> Result<BTreeSet<String>, ComposeProblem> {
     let value: yaml_serde::Value = yaml_serde::from_str(text).map_err(ComposeProblem::Yaml)?;
-    match value.get("services") {
-        None => Err(ComposeProblem::NoServices),
-        Some(services) if services.is_mapping() => Ok(()),
-        Some(_) => Err(ComposeProblem::ServicesNotMapping),
-    }
+    let services = match value.get("services") {
+        None => return Err(ComposeProblem::NoServices),
+        Some(yaml_serde::Value::Mapping(services)) => services,
+        Some(_) => return Err(ComposeProblem::ServicesNotMapping),
+    };
+    Ok(services
+        .values()
+        .filter_map(|service| service.get("image")?.as_str())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// An I/O error's reason without the OS error number (stable in reports).
-fn io_reason(e: &std::io::Error) -> String {
+pub(super) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_owned(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
@@ -210,30 +253,33 @@ mod tests {
 
     #[test]
     fn compose_files_need_a_services_mapping() {
-        assert!(compose_problem("services:\n  web:\n    image: nginx\n").is_ok());
-        assert!(compose_problem("services: {}\n").is_ok());
+        assert_eq!(
+            compose_images("services:\n  web:\n    image: nginx\n  db:\n    build: .\n").ok(),
+            Some(BTreeSet::from(["nginx".to_owned()]))
+        );
+        assert_eq!(compose_images("services: {}\n").ok(), Some(BTreeSet::new()));
         assert!(matches!(
-            compose_problem("version: \"3.8\"\n"),
+            compose_images("version: \"3.8\"\n"),
             Err(ComposeProblem::NoServices)
         ));
         assert!(matches!(
-            compose_problem("- services\n"),
+            compose_images("- services\n"),
             Err(ComposeProblem::NoServices)
         ));
         assert!(matches!(
-            compose_problem(""),
+            compose_images(""),
             Err(ComposeProblem::NoServices)
         ));
         assert!(matches!(
-            compose_problem("services:\n  - web\n"),
+            compose_images("services:\n  - web\n"),
             Err(ComposeProblem::ServicesNotMapping)
         ));
         assert!(matches!(
-            compose_problem("services:\n  web: [\n"),
+            compose_images("services:\n  web: [\n"),
             Err(ComposeProblem::Yaml(_))
         ));
         assert!(matches!(
-            compose_problem("services: {}\n---\nservices: {}\n"),
+            compose_images("services: {}\n---\nservices: {}\n"),
             Err(ComposeProblem::Yaml(_))
         ));
     }
