@@ -283,7 +283,7 @@ pub const TABLE: &[Requirement] = &[
         "curl",
         &["curl"],
         Need::Test,
-        "the ring's HTTP GETs of the lab's web page through the VIP",
+        "the ring's HTTP GETs of the lab's web page through the VIP; the fetch benchmark's reference downloader",
     ),
     row(
         "systemd",
@@ -330,12 +330,6 @@ pub const TABLE: &[Requirement] = &[
         &["ping"],
         Need::Test,
         "the ring checks the VIP answers",
-    ),
-    row(
-        "curl",
-        &["curl"],
-        Need::Test,
-        "the fetch benchmark's reference downloader",
     ),
     row(
         "python3",
