@@ -231,53 +231,55 @@ pub fn render_image(
         }
     }
     let stacks = stacks_of(cluster, scope);
-    if !stacks.is_empty() {
-        layers.push(Layer {
-            overlay: "stacks".into(),
-            entries: stacks
-                .iter()
-                .map(|stack| LayerEntry {
-                    path: table::stack_path(&stack.name),
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    kind: EntryKind::File(stack.content.clone().into_bytes()),
-                })
-                .collect(),
-        });
-    }
-    if !scope.archives.is_empty() {
-        layers.push(Layer {
-            overlay: "images".into(),
-            entries: scope
-                .archives
-                .iter()
-                .map(|archive| LayerEntry {
-                    path: table::image_path(&archive.name),
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    kind: EntryKind::Stored {
-                        entry: archive.entry.clone(),
-                        size: archive.size,
-                    },
-                })
-                .collect(),
-        });
-    }
+    layers.extend(generated_layer(
+        "stacks",
+        stacks.iter().map(|stack| {
+            let content = stack.content.clone().into_bytes();
+            (table::stack_path(&stack.name), EntryKind::File(content))
+        }),
+    ));
+    layers.extend(generated_layer(
+        "images",
+        scope.archives.iter().map(|archive| {
+            let stored = EntryKind::Stored {
+                entry: archive.entry.clone(),
+                size: archive.size,
+            };
+            (table::image_path(&archive.name), stored)
+        }),
+    ));
     let node_table = node_table(cluster, scope, node_files, &stacks);
     let table_text = node_table.to_toml().map_err(RenderError::Table)?;
-    layers.push(Layer {
-        overlay: "node-table".into(),
-        entries: vec![LayerEntry {
-            path: table::TABLE_PATH.into(),
+    layers.extend(generated_layer(
+        "node-table",
+        [(
+            table::TABLE_PATH.into(),
+            EntryKind::File(table_text.into_bytes()),
+        )],
+    ));
+    Ok(RenderedImage { layers, node_table })
+}
+
+/// A layer of files pibake writes itself (not an overlay's), root-owned,
+/// 0644, in the given order; none without files.
+fn generated_layer(
+    name: &str,
+    files: impl IntoIterator<Item = (String, EntryKind)>,
+) -> Option<Layer> {
+    let entries: Vec<LayerEntry> = files
+        .into_iter()
+        .map(|(path, kind)| LayerEntry {
+            path,
             mode: 0o644,
             uid: 0,
             gid: 0,
-            kind: EntryKind::File(table_text.into_bytes()),
-        }],
-    });
-    Ok(RenderedImage { layers, node_table })
+            kind,
+        })
+        .collect();
+    (!entries.is_empty()).then(|| Layer {
+        overlay: name.to_owned(),
+        entries,
+    })
 }
 
 /// The compose stacks an image carries, by name: every `[swarm.stacks]`

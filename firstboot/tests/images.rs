@@ -8,14 +8,13 @@
 mod common;
 
 use common::*;
-use pibake_firstboot::images::{self, Loaded};
-use pibake_firstboot::journal::{Journal, Outcome, Record, Step};
+use pibake_firstboot::images::Loaded;
+use pibake_firstboot::journal::{Journal, Outcome, Step};
 use pibake_firstboot::root::Root;
-use pibake_firstboot::stacks::{self, Deployed};
+use pibake_firstboot::stacks::Deployed;
 use pibake_firstboot::status::{self, State};
-use pibake_firstboot::swarm::{self, Joined};
+use pibake_firstboot::swarm::Joined;
 use pibake_firstboot::table::{image_path, stack_path};
-use pibake_firstboot::{identity, Agent};
 use std::rc::Rc;
 
 /// A card of an image that carries the archives `names` (files where the
@@ -43,47 +42,8 @@ fn ready(
             format!("services:\n  {name}:\n    image: localhost/{name}:1\n"),
         );
     }
-    let runner = FakeRunner::new(&root, board.clone());
-    identity::run(&Agent {
-        root: root.clone(),
-        clock: &FakeClock::at(NOW),
-        runner: &runner,
-    })?;
-    Journal::new(&root).record(
-        Step::Clock,
-        &Record {
-            outcome: Outcome::Done,
-            at: NOW,
-            why: "synchronized".into(),
-            node: None,
-            boot_id: Some("0b7c3e2a-0000-4000-8000-000000000001".into()),
-        },
-    )?;
-    *board.swarm_state.borrow_mut() = "inactive".into();
+    ready_for_swarm(&root, board)?;
     Ok(root)
-}
-
-type Ran = (
-    Result<Loaded, images::ImagesError>,
-    Result<Joined, swarm::SwarmError>,
-    Option<Result<Deployed, stacks::StacksError>>,
-    FakeRunner,
-);
-
-/// What `pibake-firstboot swarm` runs: the images step, the swarm step, then
-/// the stacks step when the swarm step succeeded.
-fn swarm_command(root: &Root, board: &Rc<Board>) -> Ran {
-    let runner = FakeRunner::new(root, board.clone());
-    let clock = FakeClock::at(NOW);
-    let agent = Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    };
-    let loaded = images::run(&agent);
-    let joined = swarm::run(&agent);
-    let deployed = joined.is_ok().then(|| stacks::run(&agent));
-    (loaded, joined, deployed, runner)
 }
 
 fn load_of(root: &Root, name: &str) -> String {

@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use pibake_firstboot::journal::{Journal, Outcome, Record, Step};
+use pibake_firstboot::journal::{Journal, Outcome, Step};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::stacks::{self, Deployed};
 use pibake_firstboot::status::{self, State};
-use pibake_firstboot::swarm::{self, Joined};
+use pibake_firstboot::swarm::Joined;
 use pibake_firstboot::table::stack_path;
 use pibake_firstboot::{identity, Agent};
 use std::rc::Rc;
@@ -31,46 +31,8 @@ fn ready(dir: &std::path::Path, serial: &str, board: &Rc<Board>) -> anyhow::Resu
             format!("services:\n  {name}:\n    image: {name}:1\n"),
         );
     }
-    let runner = FakeRunner::new(&root, board.clone());
-    identity::run(&Agent {
-        root: root.clone(),
-        clock: &FakeClock::at(NOW),
-        runner: &runner,
-    })?;
-    Journal::new(&root).record(
-        Step::Clock,
-        &Record {
-            outcome: Outcome::Done,
-            at: NOW,
-            why: "synchronized".into(),
-            node: None,
-            boot_id: Some("0b7c3e2a-0000-4000-8000-000000000001".into()),
-        },
-    )?;
-    *board.swarm_state.borrow_mut() = "inactive".into();
+    ready_for_swarm(&root, board)?;
     Ok(root)
-}
-
-/// What `pibake-firstboot swarm` runs: the swarm step, then the stacks step
-/// when it succeeded.
-fn swarm_command(
-    root: &Root,
-    board: &Rc<Board>,
-) -> (
-    Result<Joined, swarm::SwarmError>,
-    Option<Result<Deployed, stacks::StacksError>>,
-    FakeRunner,
-) {
-    let runner = FakeRunner::new(root, board.clone());
-    let clock = FakeClock::at(NOW);
-    let agent = Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    };
-    let joined = swarm::run(&agent);
-    let deployed = joined.is_ok().then(|| stacks::run(&agent));
-    (joined, deployed, runner)
 }
 
 fn deploys(runner: &FakeRunner) -> Vec<String> {
@@ -93,7 +55,7 @@ fn first_manager_deploys_each_stack_once_the_swarm_exists() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     let board = Rc::new(Board::default());
     let root = ready(dir.path(), "10000000aaaa0011", &board)?;
-    let (joined, deployed, runner) = swarm_command(&root, &board);
+    let (_, joined, deployed, runner) = swarm_command(&root, &board);
     assert_eq!(joined?, Joined::Initialized);
     assert_eq!(
         deployed.expect("the swarm step succeeded")?,
@@ -129,10 +91,10 @@ fn the_next_boot_deploys_nothing_again() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let board = Rc::new(Board::default());
     let root = ready(dir.path(), "10000000aaaa0011", &board)?;
-    let (_, deployed, _) = swarm_command(&root, &board);
+    let (_, _, deployed, _) = swarm_command(&root, &board);
     assert!(matches!(deployed, Some(Ok(Deployed::Now(_)))));
     let before = snapshot_with_mtimes(dir.path());
-    let (joined, deployed, runner) = swarm_command(&root, &board);
+    let (_, joined, deployed, runner) = swarm_command(&root, &board);
     assert_eq!(joined?, Joined::AlreadyActive);
     assert_eq!(deployed.expect("ran")?, Deployed::AlreadyDone);
     assert!(deploys(&runner).is_empty(), "{:?}", runner.programs());
@@ -149,7 +111,7 @@ fn other_managers_and_workers_deploy_nothing() -> anyhow::Result<()> {
         // Their images carry the table's stacks too (the second manager's
         // files): the table is the image's, not the node's.
         assert_eq!(stacks::stacks_here(&root)?, Vec::<String>::new());
-        let (joined, deployed, runner) = swarm_command(&root, &board);
+        let (_, joined, deployed, runner) = swarm_command(&root, &board);
         assert!(matches!(joined?, Joined::Joined { .. }));
         assert_eq!(deployed.expect("ran")?, Deployed::NotHere);
         assert!(deploys(&runner).is_empty(), "{:?}", runner.programs());
@@ -199,7 +161,7 @@ fn a_failed_deploy_is_reported_and_retried_by_the_next_run() -> anyhow::Result<(
         1,
         "failed to create service db_db: Error response from daemon:\n  rpc error: code = InvalidArgument desc = port 5432 is already in use\n".into(),
     ));
-    let (joined, deployed, runner) = swarm_command(&root, &board);
+    let (_, joined, deployed, runner) = swarm_command(&root, &board);
     assert_eq!(joined?, Joined::Initialized);
     let err = deployed.expect("ran").expect_err("db failed");
     assert!(
@@ -231,7 +193,7 @@ fn a_failed_deploy_is_reported_and_retried_by_the_next_run() -> anyhow::Result<(
     );
 
     // The next boot: the swarm is there, both stacks are deployed again.
-    let (joined, deployed, runner) = swarm_command(&root, &board);
+    let (_, joined, deployed, runner) = swarm_command(&root, &board);
     assert_eq!(joined?, Joined::AlreadyActive);
     assert_eq!(
         deployed.expect("ran")?,
@@ -280,7 +242,7 @@ fn a_bad_stack_name_in_the_table_runs_nothing() -> anyhow::Result<()> {
     let mut table = lab_table();
     table.swarm.stacks = vec!["web".into(), "--prune".into()];
     write_table(&root, &table);
-    let (joined, deployed, runner) = swarm_command(&root, &board);
+    let (_, joined, deployed, runner) = swarm_command(&root, &board);
     joined?;
     let err = deployed.expect("ran").expect_err("bad name");
     assert!(err.to_string().contains("\"--prune\""), "{err}");

@@ -46,23 +46,7 @@ fn logs() -> Vec<String> {
 fn ready(dir: &std::path::Path, serial: &str, board: &Rc<Board>) -> anyhow::Result<Root> {
     capture_logs();
     let root = card(dir, serial, "02:00:00:00:00:99");
-    let runner = FakeRunner::new(&root, board.clone());
-    identity::run(&Agent {
-        root: root.clone(),
-        clock: &FakeClock::at(NOW),
-        runner: &runner,
-    })?;
-    Journal::new(&root).record(
-        Step::Clock,
-        &Record {
-            outcome: Outcome::Done,
-            at: NOW,
-            why: "synchronized".into(),
-            node: None,
-            boot_id: Some("0b7c3e2a-0000-4000-8000-000000000001".into()),
-        },
-    )?;
-    *board.swarm_state.borrow_mut() = "inactive".into();
+    ready_for_swarm(&root, board)?;
     Ok(root)
 }
 

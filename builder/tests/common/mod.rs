@@ -29,24 +29,44 @@ pub const SBOM_GOLDEN: &str = "tests/golden/sbom/fixture.spdx.json";
 /// Compares `actual` with the golden file, or rewrites it when
 /// `PIBAKE_BLESS=1` (to change a golden on purpose, then review the diff).
 pub fn golden(path: &Path, actual: &str) {
-    let path = workspace_root().join(path);
-    if std::env::var_os("PIBAKE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().expect("golden has a parent")).expect("mkdir");
-        std::fs::write(&path, actual).expect("write golden");
+    let Some(expected) = expected_or_bless(path, actual.as_bytes()) else {
         return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "golden file {} is missing; run with PIBAKE_BLESS=1 to create it",
-            path.display()
-        )
-    });
+    };
+    let expected = String::from_utf8_lossy(&expected);
     if expected != actual {
         panic!(
             "{} differs from what was generated (PIBAKE_BLESS=1 rewrites it on purpose)\n--- expected\n{expected}\n--- actual\n{actual}",
             path.display()
         );
     }
+}
+
+/// [`golden`] for bytes.
+pub fn golden_bytes(path: &Path, actual: &[u8]) {
+    if let Some(expected) = expected_or_bless(path, actual) {
+        assert!(
+            expected == actual,
+            "{} differs from what was generated (PIBAKE_BLESS=1 rewrites it on purpose)",
+            path.display()
+        );
+    }
+}
+
+/// The golden file's bytes; `None` when `PIBAKE_BLESS=1` had it rewritten
+/// with `actual`.
+fn expected_or_bless(path: &Path, actual: &[u8]) -> Option<Vec<u8>> {
+    let path = workspace_root().join(path);
+    if std::env::var_os("PIBAKE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("golden has a parent")).expect("mkdir");
+        std::fs::write(&path, actual).expect("write golden");
+        return None;
+    }
+    Some(std::fs::read(&path).unwrap_or_else(|_| {
+        panic!(
+            "golden file {} is missing; run with PIBAKE_BLESS=1 to create it",
+            path.display()
+        )
+    }))
 }
 
 /// A copy of the reference lab in `dir` (cluster file, lock, the stack's
@@ -67,28 +87,6 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
-}
-
-/// [`golden`] for bytes: compares `actual` with the file, or rewrites it when
-/// `PIBAKE_BLESS=1`.
-pub fn golden_bytes(path: &Path, actual: &[u8]) {
-    let path = workspace_root().join(path);
-    if std::env::var_os("PIBAKE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().expect("golden has a parent")).expect("mkdir");
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read(&path).unwrap_or_else(|_| {
-        panic!(
-            "golden file {} is missing; run with PIBAKE_BLESS=1 to create it",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "{} differs from what was generated (PIBAKE_BLESS=1 rewrites it on purpose)",
-        path.display()
-    );
 }
 
 /// A small image archive of `arch` (Go's name) with `tags`, as `docker save`

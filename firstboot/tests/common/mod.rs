@@ -155,6 +155,55 @@ pub fn write_table(root: &Root, table: &NodeTable) {
     write(root, TABLE_PATH, table.to_toml().expect("table encodes"));
 }
 
+pub type Ran = (
+    Result<pibake_firstboot::images::Loaded, pibake_firstboot::images::ImagesError>,
+    Result<pibake_firstboot::swarm::Joined, pibake_firstboot::swarm::SwarmError>,
+    Option<Result<pibake_firstboot::stacks::Deployed, pibake_firstboot::stacks::StacksError>>,
+    FakeRunner,
+);
+
+/// What `pibake-firstboot swarm` runs (as its main does): the images step, the swarm step, then
+/// the stacks step when the swarm step succeeded.
+pub fn swarm_command(root: &Root, board: &Rc<Board>) -> Ran {
+    let runner = FakeRunner::new(root, board.clone());
+    let clock = FakeClock::at(NOW);
+    let agent = pibake_firstboot::Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    };
+    let loaded = pibake_firstboot::images::run(&agent);
+    let joined = pibake_firstboot::swarm::run(&agent);
+    let deployed = joined
+        .is_ok()
+        .then(|| pibake_firstboot::stacks::run(&agent));
+    (loaded, joined, deployed, runner)
+}
+
+/// Where the swarm step starts: `root` personalized by identity (as the node
+/// its table gives its serial or MAC), its clock verified in this boot, its
+/// docker outside any swarm.
+pub fn ready_for_swarm(root: &Root, board: &Rc<Board>) -> anyhow::Result<()> {
+    let runner = FakeRunner::new(root, board.clone());
+    pibake_firstboot::identity::run(&pibake_firstboot::Agent {
+        root: root.clone(),
+        clock: &FakeClock::at(NOW),
+        runner: &runner,
+    })?;
+    pibake_firstboot::journal::Journal::new(root).record(
+        pibake_firstboot::journal::Step::Clock,
+        &pibake_firstboot::journal::Record {
+            outcome: pibake_firstboot::journal::Outcome::Done,
+            at: NOW,
+            why: "synchronized".into(),
+            node: None,
+            boot_id: Some("0b7c3e2a-0000-4000-8000-000000000001".into()),
+        },
+    )?;
+    *board.swarm_state.borrow_mut() = "inactive".into();
+    Ok(())
+}
+
 /// A root like a freshly flashed card in board `serial`/`mac`: table,
 /// kernel command line, device tree serial (NUL-terminated), MAC, /etc/ssh,
 /// root device information, secrets on the boot partition.
