@@ -192,8 +192,13 @@ fn default_max_root_distance_ms() -> u64 {
     500
 }
 
+/// 20 minutes: when the whole cluster is powered on at once, the others
+/// wait at their gate for the GPS node's first fix, and a receiver's cold
+/// start takes up to about 12.5 minutes (the almanac it downloads). A gate
+/// that gave up sooner would leave a master out of the Swarm until its next
+/// boot (the ring's seed scenario saw it at 180 s).
 fn default_wait_seconds() -> u64 {
-    180
+    1200
 }
 
 fn default_true() -> bool {
