@@ -1,10 +1,9 @@
 //! The lab's role images booted in QEMU: each role personalizes itself, the
 //! clock gate, power cuts in first boot (after each journaled step, held
 //! there by the agent's test-only `pibake.test.hold_after=`, and one at a
-//! random point of identity), a second boot, and the GPS node with no time
-//! source (its clock gate refuses, the Swarm step waits). The whole lab
-//! (five VMs: GPS time, the Swarm, the VIP's failover under HTTP load, the
-//! button) is tests/seed.rs.
+//! random point of identity), a second boot. The whole lab (five VMs: the
+//! GPS node and its time, the Swarm, the VIP's failover under HTTP load,
+//! the button) is tests/seed.rs.
 //!
 //! Needs the images (`cargo xtask lab`), root (network namespaces, taps),
 //! qemu-system-arm, qemu-utils, mtools, e2fsprogs, iproute2, chrony.
@@ -586,76 +585,6 @@ fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
             assert_completes_like_reference(r, &b, "after a power cut")
         },
     )
-}
-
-#[test]
-fn aux_boots_with_its_gps_pieces() -> Result<()> {
-    let _serial = serial();
-    timed("aux_boots_with_its_gps_pieces", || {
-        let dir = workdir("aux")?;
-        let boot = boot_files("aux", &dir)?;
-        let table = node_table("aux")?;
-        let overlay = Overlay::create(&role_image("aux")?, &dir, "aux1", GROW)?;
-        // aux1 is the time server itself: no other one on its segment.
-        let lab = Lab::new(&dir, false)?;
-        let b = boot_once(
-            &lab,
-            &boot,
-            &overlay,
-            AUX1,
-            &table,
-            "aux1",
-            "aux1",
-            &dir,
-            &BootOpts::default(),
-        )?;
-        assert_identity(&b, "aux1", "MAC address")?;
-        assert_personalized(&b, AUX1)?;
-        let chrony = b
-            .state
-            .text("/etc/chrony/chrony.conf")
-            .ok_or_else(|| anyhow!("no chrony.conf"))?;
-        for line in ["confdir /run/pibake/chrony", "allow 192.168.188.0/24"] {
-            ensure!(
-                chrony.contains(line),
-                "aux1 chrony.conf lacks {line:?}:\n{chrony}"
-            );
-        }
-        let nmea = b
-            .state
-            .text("/etc/pibake/chrony/nmea-only.conf")
-            .ok_or_else(|| anyhow!("no /etc/pibake/chrony/nmea-only.conf on aux1"))?;
-        ensure!(
-            nmea.contains("refclock SOCK") && !nmea.contains("noselect"),
-            "aux1's NMEA-only refclock:\n{nmea}"
-        );
-        // QEMU's virt board has no /dev/pps0 (no pps-gpio, no GPS): chrony
-        // must run without the PPS refclock instead of failing, and with no
-        // reference reachable the gate must refuse and the Swarm step wait.
-        ensure!(
-            b.console
-                .contains("no /dev/pps0, chrony runs without the PPS refclock: NMEA time alone"),
-            "chrony's PPS helper did not choose NMEA alone"
-        );
-        ensure!(
-            !b.console.contains("Could not open /dev/pps0"),
-            "chronyd still tried /dev/pps0"
-        );
-        assert_failed_units(&b, &["pibake-clock.service"])?;
-        let swarm = b
-            .report
-            .step("swarm")
-            .ok_or_else(|| anyhow!("no swarm step"))?;
-        ensure!(
-            swarm.state == "pending",
-            "swarm step ran without a verified clock: {swarm:?}"
-        );
-        ensure!(
-            b.state.files.get("/var/lib/pibake/swarm.toml") == Some(&None),
-            "swarm journal entry exists without a verified clock"
-        );
-        Ok(())
-    })
 }
 
 /// config.txt of `role` carries the button line on GPIO3, the GPS lines only

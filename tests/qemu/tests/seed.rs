@@ -138,6 +138,7 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
         check_time_chain(&lab, clock, &BTreeMap::from([(MASTER2.name, m2report)]), &running)?;
         let offs = press_the_button(&mut running, "first")?;
         eprintln!("POWER-OFF after the button (first round): {offs}");
+        let aux_console = running[AUX1.name].vm.console();
         drop(running);
         // master1 lost power (its plug was pulled): its disk is read as its
         // next boot sees it; the others must be clean.
@@ -158,6 +159,7 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
             journals.insert(m.node.name, state);
         }
         assert_secrets_moved(&journals[WORKER1.name], WORKER1.name)?;
+        assert_gps_pieces(&journals[AUX1.name], &aux_console)?;
         eprintln!("root file systems clean after the button: aux1, master2, worker1, worker2 (e2fsck -fn, no journal recovery)");
 
         // aux1's user puts its join token on its card, as for the others.
@@ -578,6 +580,38 @@ fn assert_secrets_moved(state: &AgentState, node: &str) -> Result<()> {
         secrets.mode == 0o600 && secrets.uid == 0,
         "{node}'s secrets mode {:o}",
         secrets.mode
+    );
+    Ok(())
+}
+
+/// aux1's GPS pieces on its disk and console: chrony serves the subnet
+/// from its confdir's refclock choice, and with QEMU's board having no
+/// /dev/pps0 the choice was NMEA alone (never the PPS device, which would
+/// keep chronyd from starting).
+fn assert_gps_pieces(state: &AgentState, console: &str) -> Result<()> {
+    let chrony = state
+        .text("/etc/chrony/chrony.conf")
+        .ok_or_else(|| anyhow!("no chrony.conf on aux1"))?;
+    for line in ["confdir /run/pibake/chrony", "allow 192.168.188.0/24"] {
+        ensure!(
+            chrony.contains(line),
+            "aux1 chrony.conf lacks {line:?}:\n{chrony}"
+        );
+    }
+    let nmea = state
+        .text("/etc/pibake/chrony/nmea-only.conf")
+        .ok_or_else(|| anyhow!("no /etc/pibake/chrony/nmea-only.conf on aux1"))?;
+    ensure!(
+        nmea.contains("refclock SOCK") && !nmea.contains("noselect"),
+        "aux1's NMEA-only refclock:\n{nmea}"
+    );
+    ensure!(
+        console.contains("no /dev/pps0, chrony runs without the PPS refclock: NMEA time alone"),
+        "chrony's PPS helper did not choose NMEA alone"
+    );
+    ensure!(
+        !console.contains("Could not open /dev/pps0"),
+        "chronyd still tried /dev/pps0"
     );
     Ok(())
 }
