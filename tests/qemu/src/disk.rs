@@ -1004,4 +1004,70 @@ mod tests {
         assert_eq!(&after[1 << 20..2 << 20], &p1[..]);
         assert!(!disk.replay_root_journal().expect("second replay"));
     }
+
+    /// A disk whose root is a fresh ext4 is clean; the same disk with the
+    /// root's superblock marked as needing recovery, or with a block
+    /// bitmap's bytes flipped, is not, and the error says which.
+    #[test]
+    fn root_clean_refuses_a_dirty_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("root.ext4");
+        let status = std::process::Command::new("mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-b",
+                "4096",
+                "-E",
+                "root_owner=0:0",
+            ])
+            .arg(&fs)
+            .arg("6M")
+            .env("E2FSPROGS_FAKE_TIME", "1")
+            .status()
+            .expect("mke2fs");
+        assert!(status.success());
+        let root = std::fs::read(&fs).unwrap();
+        let (start, len) = (9u64 << 20, 16u64 << 20);
+        let build = |root: &[u8], name: &str| {
+            let mut disk = std::io::Cursor::new(vec![0u8; len as usize]);
+            let entries = [
+                GptEntry {
+                    type_guid: Guid::ESP,
+                    unique: Guid([0x22; 16]),
+                    start: 1 << 20,
+                    size: 8 << 20,
+                    name: "esp",
+                },
+                GptEntry {
+                    type_guid: Guid([0x44; 16]),
+                    unique: Guid([0x11; 16]),
+                    start,
+                    size: 6 << 20,
+                    name: "root",
+                },
+            ];
+            write_gpt(&mut disk, len, Guid([0x33; 16]), &entries).unwrap();
+            let mut bytes = disk.into_inner();
+            bytes[start as usize..start as usize + root.len()].copy_from_slice(root);
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            RawDisk::open(&path).unwrap()
+        };
+        build(&root, "clean.img")
+            .root_clean()
+            .expect("a fresh ext4 is clean");
+        // s_feature_incompat (superblock offset 0x60) bit 0x4: needs_recovery.
+        let mut dirty = root.clone();
+        dirty[1024 + 0x60] |= 0x4;
+        let e = build(&dirty, "recover.img").root_clean().unwrap_err();
+        assert!(e.to_string().contains("journal recovery"), "{e}");
+        // The free blocks count of the superblock (0x0C) made wrong: e2fsck -f sees it.
+        let mut wrong = root.clone();
+        wrong[1024 + 0x0C] ^= 0x55;
+        let e = build(&wrong, "counts.img").root_clean().unwrap_err();
+        assert!(e.to_string().contains("e2fsck"), "{e}");
+    }
 }
