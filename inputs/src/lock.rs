@@ -262,7 +262,12 @@ impl Lock {
             }
         };
         lock.validate().map_err(invalid)?;
-        Ok(lock)
+        // In memory a lock is of the format this crate models, whichever
+        // older one its file had (`to_toml` picks the file's again).
+        Ok(Lock {
+            format: FORMAT,
+            ..lock
+        })
     }
 
     /// Reads and checks a lock file.
@@ -671,6 +676,10 @@ mod tests {
         let mut dropped = back.clone();
         dropped.set_images(Vec::new());
         assert_eq!(dropped.to_toml()?, before);
+        // A format-2 file reads as the lock this crate makes: equal to it.
+        let mut sorted = without.clone();
+        sorted.closures[0].packages.sort();
+        assert_eq!(Lock::parse(&before, Path::new("p"))?, sorted);
         Ok(())
     }
 
