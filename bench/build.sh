@@ -30,9 +30,13 @@ if [ "$skip_cold" != "--skip-cold" ]; then
   store=$work/store-cold
   "$pibake" --store "$store" fetch -c "$cfg" >/dev/null 2>&1
   mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-  pkgs() { python3 -c 'import tomllib,sys; l=tomllib.load(open(sys.argv[1],"rb")); print(",".join(sorted({p["name"] for c in l["closure"] if c["arch"]==sys.argv[2] for p in c["package"]})))' examples/lab/pibake.lock "$1"; }
+  # name=version of every locked package: the same set, the kernel's
+  # backports versions included (apt would otherwise mix them with trixie's
+  # linux-base and refuse).
+  pkgs() { python3 -c 'import tomllib,sys; l=tomllib.load(open(sys.argv[1],"rb")); print(",".join(sorted({p["name"]+"="+p["version"] for c in l["closure"] if c["arch"]==sys.argv[2] for p in c["package"]})))' examples/lab/pibake.lock "$1"; }
   plain() {
-    mmdebstrap --quiet --variant=essential --arch="$1" --include="$(pkgs "$1")" --components=main,non-free-firmware trixie "$work/plain-$1.tar" "deb $mirror trixie main non-free-firmware" "deb $mirror trixie-backports main non-free-firmware" >/dev/null 2>&1
+    mmdebstrap --quiet --variant=essential --arch="$1" --include="$(pkgs "$1")" --components=main,non-free-firmware trixie "$work/plain-$1.tar" "deb $mirror trixie main non-free-firmware" "deb $mirror trixie-backports main non-free-firmware" >"$work/plain-$1.log" 2>&1 \
+      || { echo "plain mmdebstrap ($1) failed:"; tail -20 "$work/plain-$1.log"; return 1; }
   }
   # Side by side, at once: pibake builds the arm64 rootfs (one mmdebstrap
   # under qemu-user, which keeps one core busy) and then the amd64 one

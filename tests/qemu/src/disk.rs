@@ -1010,7 +1010,7 @@ mod tests {
     /// bitmap's bytes flipped, is not, and the error says which.
     #[test]
     fn root_clean_refuses_a_dirty_root() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let fs = dir.path().join("root.ext4");
         let status = std::process::Command::new("mke2fs")
             .args([
@@ -1029,7 +1029,7 @@ mod tests {
             .status()
             .expect("mke2fs");
         assert!(status.success());
-        let root = std::fs::read(&fs).unwrap();
+        let root = std::fs::read(&fs).expect("test setup");
         let (start, len) = (9u64 << 20, 16u64 << 20);
         let build = |root: &[u8], name: &str| {
             let mut disk = std::io::Cursor::new(vec![0u8; len as usize]);
@@ -1049,12 +1049,12 @@ mod tests {
                     name: "root",
                 },
             ];
-            write_gpt(&mut disk, len, Guid([0x33; 16]), &entries).unwrap();
+            write_gpt(&mut disk, len, Guid([0x33; 16]), &entries).expect("test setup");
             let mut bytes = disk.into_inner();
             bytes[start as usize..start as usize + root.len()].copy_from_slice(root);
             let path = dir.path().join(name);
-            std::fs::write(&path, bytes).unwrap();
-            RawDisk::open(&path).unwrap()
+            std::fs::write(&path, bytes).expect("test setup");
+            RawDisk::open(&path).expect("test setup")
         };
         build(&root, "clean.img")
             .root_clean()
@@ -1062,12 +1062,16 @@ mod tests {
         // s_feature_incompat (superblock offset 0x60) bit 0x4: needs_recovery.
         let mut dirty = root.clone();
         dirty[1024 + 0x60] |= 0x4;
-        let e = build(&dirty, "recover.img").root_clean().unwrap_err();
+        let e = build(&dirty, "recover.img")
+            .root_clean()
+            .expect_err("must fail");
         assert!(e.to_string().contains("journal recovery"), "{e}");
         // The free blocks count of the superblock (0x0C) made wrong: e2fsck -f sees it.
         let mut wrong = root.clone();
         wrong[1024 + 0x0C] ^= 0x55;
-        let e = build(&wrong, "counts.img").root_clean().unwrap_err();
+        let e = build(&wrong, "counts.img")
+            .root_clean()
+            .expect_err("must fail");
         assert!(e.to_string().contains("e2fsck"), "{e}");
     }
 }

@@ -247,18 +247,22 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("$GPGGA,051742.00,"), "{}", lines[0]);
         assert!(lines[2].contains(",041226,"), "{}", lines[2]);
-        assert_eq!(rmc_time(lines[2]).unwrap(), t);
+        assert_eq!(rmc_time(lines[2]).expect("test setup"), t);
         // Every sentence's checksum holds.
         for l in &lines {
-            let (body, sum) = l[1..].split_once('*').unwrap();
-            assert_eq!(u8::from_str_radix(sum, 16).unwrap(), checksum(body), "{l}");
+            let (body, sum) = l[1..].split_once('*').expect("test setup");
+            assert_eq!(
+                u8::from_str_radix(sum, 16).expect("test setup"),
+                checksum(body),
+                "{l}"
+            );
         }
     }
 
     #[test]
     fn a_corrupt_sentence_is_refused() {
         let good = sentences(1_796_361_462);
-        let rmc = good.lines().nth(2).unwrap();
+        let rmc = good.lines().nth(2).expect("test setup");
         assert!(rmc_time(rmc).is_ok());
         let bad = rmc.replace(",A,", ",V,");
         assert!(rmc_time(&bad).is_err(), "a void fix was accepted");
@@ -268,7 +272,7 @@ mod tests {
 
     /// What QEMU reads: `<base>.in`, blocking.
     fn reader(feed: &Feed) -> File {
-        File::open(feed.base().with_extension("in")).unwrap()
+        File::open(feed.base().with_extension("in")).expect("test setup")
     }
 
     /// A reader gets one second's sentences about once a second,
@@ -276,17 +280,18 @@ mod tests {
     #[test]
     fn the_feed_sends_its_clock_once_a_second() {
         use std::io::{BufRead, BufReader};
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let clock = GpsClock {
             offset_secs: 3 * 86_400 + 12_345,
         };
-        let feed = Feed::start(&dir.path().join("gps"), clock, Duration::from_millis(500)).unwrap();
+        let feed = Feed::start(&dir.path().join("gps"), clock, Duration::from_millis(500))
+            .expect("test setup");
         let mut lines = BufReader::new(reader(&feed)).lines();
         let mut seconds = Vec::new();
         while seconds.len() < 3 {
-            let line = lines.next().unwrap().unwrap();
+            let line = lines.next().expect("test setup").expect("test setup");
             if line.starts_with("$GPRMC") {
-                let got = rmc_time(&line).unwrap();
+                let got = rmc_time(&line).expect("test setup");
                 let now = clock.now();
                 // Sent `lag` after its second: received between 0.4 and
                 // 1.5 s after it, however loaded the machine.
@@ -310,9 +315,10 @@ mod tests {
     #[test]
     fn an_unread_feed_queues_no_backlog() {
         use std::io::{BufRead, BufReader};
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test setup");
         let clock = GpsClock { offset_secs: 0 };
-        let feed = Feed::start(&dir.path().join("gps"), clock, Duration::from_millis(100)).unwrap();
+        let feed = Feed::start(&dir.path().join("gps"), clock, Duration::from_millis(100))
+            .expect("test setup");
         std::thread::sleep(Duration::from_millis(3500));
         assert!(
             feed.seconds_sent() <= 1,
@@ -322,9 +328,9 @@ mod tests {
         let mut lines = BufReader::new(reader(&feed)).lines();
         let mut ages = Vec::new();
         while ages.len() < 2 {
-            let line = lines.next().unwrap().unwrap();
+            let line = lines.next().expect("test setup").expect("test setup");
             if line.starts_with("$GPRMC") {
-                ages.push(clock.now() - rmc_time(&line).unwrap() as f64);
+                ages.push(clock.now() - rmc_time(&line).expect("test setup") as f64);
             }
         }
         assert!(

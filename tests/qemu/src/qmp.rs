@@ -74,11 +74,11 @@ mod tests {
         let mut ok = Cursor::new(
             "{\"event\": \"POWERDOWN\", \"timestamp\": {}}\n{\"return\": {}}\n".as_bytes(),
         );
-        await_return(&mut ok, p, "system_powerdown").unwrap();
+        await_return(&mut ok, p, "system_powerdown").expect("test setup");
         let mut err = Cursor::new(
             "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"nope\"}}\n".as_bytes(),
         );
-        let e = await_return(&mut err, p, "system_powerdwn").unwrap_err();
+        let e = await_return(&mut err, p, "system_powerdwn").expect_err("must fail");
         assert!(e.to_string().contains("CommandNotFound"), "{e}");
         let mut closed = Cursor::new(&b""[..]);
         assert!(await_return(&mut closed, p, "system_powerdown").is_err());
