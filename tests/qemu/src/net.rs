@@ -136,10 +136,19 @@ impl NetNs {
     /// inside the namespace by `chronyd -Q` (a client that only measures:
     /// the host clock is never touched) from four samples.
     pub fn ntp_offset(&self, server: Ipv4Addr) -> Result<f64> {
+        // chronyd removes its pidfile when it exits: a private one, never a
+        // shared path (`pidfile /dev/null` deleted the host's /dev/null).
+        let dir = tempfile::Builder::new()
+            .prefix("pibake-ntp-")
+            .tempdir()
+            .map_err(io_err("temporary directory"))?;
         let mut cmd = self.command(CHRONYD.name)?;
         cmd.args(["-Q", "-t", "60", "-u", "root"])
             .arg(format!("server {server} iburst maxsamples 4"))
-            .arg("pidfile /dev/null");
+            .arg(format!(
+                "pidfile {}",
+                dir.path().join("chronyd.pid").display()
+            ));
         let command = tool::describe(&cmd);
         let out = tool::run(&mut cmd)?;
         let text = format!(

@@ -232,7 +232,7 @@ fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBo
         pibake_qemu::pc::x86_accel().why
     );
     let gps = aux.vm.wait_probe_section("gps", BOOT_TIMEOUT)?;
-    check_gps_selected(&gps, feed)
+    check_gps_selected(&gps, feed.seconds_sent())
         .with_context(|| format!("aux1 console: {}", aux.vm.console_path().display()))?;
     eprintln!(
         "aux1 serves GPS time ({} seconds of NMEA sent):\n{gps}",
@@ -297,9 +297,9 @@ fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBo
 
 /// chrony on aux1 selected the NMEA refclock (`#* NMEA`) and the feed has
 /// been sending.
-fn check_gps_selected(sources: &str, feed: &Feed) -> Result<()> {
+fn check_gps_selected(sources: &str, seconds_sent: u64) -> Result<()> {
     ensure!(
-        feed.seconds_sent() > 0,
+        seconds_sent > 0,
         "the emulated receiver sent nothing (no reader on aux1's ttyAMA0)"
     );
     ensure!(
@@ -336,34 +336,48 @@ fn check_time_chain(
                 r.section("clock")
             )
         })?;
-        let want = if *name == AUX1.name {
-            "NMEA"
-        } else {
-            AUX1.address
-        };
-        ensure!(
-            c.reference == want,
-            "{name}'s chrony follows {:?}, not {want}",
-            c.reference
-        );
-        // The report's host time is about when the VM started plus the
-        // guest's uptime (QEMU's start to the kernel's: seconds).
-        let host_at = running[name].started_at + c.uptime;
-        let ahead = c.unix - host_at;
-        ensure!(
-            (ahead - clock.offset_secs as f64).abs() < 300.0,
-            "{name}'s clock is {ahead:.0} s from the host's, not the GPS time's {GPS_AHEAD} s"
-        );
-        let total = c.system_offset + if *name == AUX1.name { 0.0 } else { aux_error };
-        eprintln!(
-            "OFFSET {name} from GPS time: {total:+.4} s (chrony: {:+.6} s from {}, root distance {:.4} s)",
-            c.system_offset, c.reference, c.root_distance
-        );
-        ensure!(
-            total.abs() < 0.5,
-            "{name} ends {total:+.3} s off the GPS time"
-        );
+        check_node_clock(name, &c, running[name].started_at, clock, aux_error)?;
     }
+    Ok(())
+}
+
+/// One node's clock reading: its chrony follows aux1 (aux1's follows
+/// NMEA), its clock is the GPS time rather than the host's (the report's
+/// host time is about when the VM started plus the guest's uptime: QEMU's
+/// start to the kernel's is seconds), and its offset from the GPS time,
+/// through aux1's measured one, is within the clock gate's 0.5 s.
+fn check_node_clock(
+    name: &str,
+    c: &pibake_qemu::probe::Clock,
+    started_at: f64,
+    clock: GpsClock,
+    aux_error: f64,
+) -> Result<()> {
+    let want = if name == AUX1.name {
+        "NMEA"
+    } else {
+        AUX1.address
+    };
+    ensure!(
+        c.reference == want,
+        "{name}'s chrony follows {:?}, not {want}",
+        c.reference
+    );
+    let ahead = c.unix - (started_at + c.uptime);
+    ensure!(
+        (ahead - clock.offset_secs as f64).abs() < 300.0,
+        "{name}'s clock is {ahead:.0} s from the host's, not the GPS time's {} s",
+        clock.offset_secs
+    );
+    let total = c.system_offset + if name == AUX1.name { 0.0 } else { aux_error };
+    eprintln!(
+        "OFFSET {name} from GPS time: {total:+.4} s (chrony: {:+.6} s from {}, root distance {:.4} s)",
+        c.system_offset, c.reference, c.root_distance
+    );
+    ensure!(
+        total.abs() < 0.5,
+        "{name} ends {total:+.3} s off the GPS time"
+    );
     Ok(())
 }
 
@@ -751,6 +765,59 @@ fn seed_checks_catch_planted_faults() -> Result<()> {
     ] {
         ensure!(
             check_failover_gets(pre, post).is_err(),
+            "planted fault not caught: {what}"
+        );
+    }
+    // GPS: nothing sent (no reader on ttyAMA0), NMEA not selected, another
+    // source selected.
+    let selected =
+        "MS Name/IP address\n====\n#* NMEA    0   4    77    18  -2728us[  -13ms] +/-  105ms\n";
+    check_gps_selected(selected, 90)?;
+    ensure!(
+        check_gps_selected(selected, 0).is_err(),
+        "planted fault not caught: no NMEA sent"
+    );
+    for sources in [
+        selected.replace("#* NMEA", "#? NMEA"),
+        selected.replace("#* NMEA", "^* 10.0.0.1"),
+    ] {
+        ensure!(
+            check_gps_selected(&sources, 90).is_err(),
+            "planted fault not caught: {sources}"
+        );
+    }
+    // Clocks: aux1's reference, the GPS time, the offset.
+    let gps = GpsClock {
+        offset_secs: GPS_AHEAD,
+    };
+    let reading = pibake_qemu::probe::Clock {
+        unix: 1_000_000.0 + GPS_AHEAD as f64 + 40.0,
+        uptime: 40.0,
+        reference: AUX1.address.to_owned(),
+        system_offset: 0.001,
+        root_distance: 0.11,
+        leap: "Normal".to_owned(),
+    };
+    check_node_clock("worker1", &reading, 1_000_000.0, gps, -0.03)?;
+    let host_time = pibake_qemu::probe::Clock {
+        unix: 1_000_040.0,
+        ..reading.clone()
+    };
+    let other = pibake_qemu::probe::Clock {
+        reference: "192.168.188.1".to_owned(),
+        ..reading.clone()
+    };
+    let far = pibake_qemu::probe::Clock {
+        system_offset: 0.6,
+        ..reading.clone()
+    };
+    for (what, c) in [
+        ("the host's time", &host_time),
+        ("another server", &other),
+        ("0.6 s off", &far),
+    ] {
+        ensure!(
+            check_node_clock("worker1", c, 1_000_000.0, gps, -0.03).is_err(),
             "planted fault not caught: {what}"
         );
     }
