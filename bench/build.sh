@@ -35,7 +35,9 @@ if [ "$skip_cold" != "--skip-cold" ]; then
   # linux-base and refuse).
   pkgs() { python3 -c 'import tomllib,sys; l=tomllib.load(open(sys.argv[1],"rb")); print(",".join(sorted({p["name"]+"="+p["version"] for c in l["closure"] if c["arch"]==sys.argv[2] for p in c["package"]})))' examples/lab/pibake.lock "$1"; }
   plain() {
-    mmdebstrap --quiet --variant=essential --arch="$1" --include="$(pkgs "$1")" --components=main,non-free-firmware trixie "$work/plain-$1.tar" "deb $mirror trixie main non-free-firmware" "deb $mirror trixie-backports main non-free-firmware" >"$work/plain-$1.log" 2>&1 \
+    # APT::Sandbox::User root, as pibake's own mmdebstrap: run as root,
+    # mmdebstrap's apt otherwise found no gpgv to check the Release files.
+    mmdebstrap --quiet --aptopt='APT::Sandbox::User "root"' --variant=essential --arch="$1" --include="$(pkgs "$1")" --components=main,non-free-firmware trixie "$work/plain-$1.tar" "deb $mirror trixie main non-free-firmware" "deb $mirror trixie-backports main non-free-firmware" >"$work/plain-$1.log" 2>&1 \
       || { echo "plain mmdebstrap ($1) failed:"; tail -20 "$work/plain-$1.log"; return 1; }
   }
   # Side by side, at once: pibake builds the arm64 rootfs (one mmdebstrap
