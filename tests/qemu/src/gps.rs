@@ -11,7 +11,7 @@
 //!
 //! A real receiver sends the sentences of second S some 0.1-0.5 s after S
 //! (the image's NMEA refclock says `offset 0.5`, overlays/gps): the feed
-//! sends them [`Feed::lag`] after S, so that the GPS node's clock ends near
+//! sends them a lag (given to [`Feed::start`]) after S, so that the GPS node's clock ends near
 //! the feed's time rather than a constant half second off it.
 //!
 //! A UART keeps nothing for a reader that is not there: while the guest has
@@ -49,7 +49,8 @@ impl GpsClock {
     }
 }
 
-fn host_now() -> f64 {
+/// The host's clock, seconds since the epoch (fractional).
+pub fn host_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -62,7 +63,6 @@ fn host_now() -> f64 {
 pub struct Feed {
     base: PathBuf,
     clock: GpsClock,
-    lag: Duration,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -105,7 +105,6 @@ impl Feed {
         Ok(Feed {
             base: base.to_owned(),
             clock,
-            lag,
             stop,
             sent,
             thread: Some(thread),
@@ -119,11 +118,6 @@ impl Feed {
 
     pub fn clock(&self) -> GpsClock {
         self.clock
-    }
-
-    /// How long after its second a sentence goes out.
-    pub fn lag(&self) -> Duration {
-        self.lag
     }
 
     /// Seconds written so far.

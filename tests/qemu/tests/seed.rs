@@ -30,14 +30,14 @@ use common::swarm::*;
 use common::*;
 use pibake_firstboot::table::NodeTable;
 use pibake_qemu::disk::RawDisk;
-use pibake_qemu::gps::{Feed, GpsClock};
+use pibake_qemu::gps::{host_now, Feed, GpsClock};
 use pibake_qemu::http::{self, Poller, Summary};
 use pibake_qemu::images::role_image;
 use pibake_qemu::overlay::Overlay;
 use pibake_qemu::probe::{Probe, Report, StepStatus};
 use pibake_qemu::vm::{Boot, Vm};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// GPS time minus host time: 3 days, 4 h, 5 min, 6 s. A node whose clock
 /// came from anywhere but the GPS chain is days off.
@@ -58,13 +58,6 @@ struct Member<'a> {
     overlay: &'a Overlay,
     boot: Boot<'a>,
     table: &'a NodeTable,
-}
-
-fn host_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// A running VM and the host time it started at.
