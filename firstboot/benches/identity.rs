@@ -4,11 +4,12 @@
 //! stripped aarch64 binary when it has been cross-built (`build_agent` of
 //! xtask). Goals: identity < 50 ms, binary < 5 MiB. Prints figures only.
 
+use pibake_firstboot::bootfiles::{BootPartition, TABLE_FILE};
 use pibake_firstboot::identity;
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{Clock, Cmd, CommandRunner, Output};
 use pibake_firstboot::table::{
-    ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT, TABLE_PATH,
+    ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT,
 };
 use pibake_firstboot::Agent;
 use std::collections::BTreeMap;
@@ -110,7 +111,7 @@ fn card(dir: &Path, table_text: &str) -> std::io::Result<Root> {
         std::fs::create_dir_all(full.parent().unwrap_or(dir))?;
         std::fs::write(full, content)
     };
-    put(TABLE_PATH, table_text)?;
+    put(&BootPartition::PiFirmware.path_of(TABLE_FILE), table_text)?;
     put("proc/cmdline", "root=/dev/mmcblk0p2 rootwait\n")?;
     put("proc/device-tree/serial-number", "10000000aaaa001f\0")?;
     put("sys/class/net/eth0/address", "dc:a6:32:00:00:1f\n")?;

@@ -1,8 +1,11 @@
-//! The boot-partition files: one contract between `pibake flash` (which
-//! writes them into partition 1 of the card or disk, a FAT filesystem) and the
-//! agent (which reads them on the machine, where that partition is mounted).
-//! Defined here, next to the node table, so the two sides cannot name
-//! different files or look in different places.
+//! The boot-partition files: one contract between the host side, which puts
+//! them into partition 1 of the image, card or disk (a FAT filesystem), and
+//! the agent, which reads them on the machine, where that partition is
+//! mounted. The builder writes the node table ([`TABLE_FILE`]) into every
+//! image; `pibake flash` reads it from there (to refuse a `--node` the image
+//! does not serve) and writes the per-card [`NODE_FILE`] and
+//! [`SECRETS_FILE`]. Defined here, next to the node table, so the sides
+//! cannot name different files or look in different places.
 //!
 //! Where partition 1 is mounted depends on the kind of image
 //! ([`BootPartition`]): `/boot/firmware` on a Raspberry Pi (MBR, the
@@ -15,15 +18,16 @@
 //!
 //! Why this cannot be ambiguous on a pibake image: the image has exactly one
 //! FAT boot partition, its /etc/fstab mounts it on exactly one of the two
-//! directories (the builder's fstab stage), and `pibake flash` writes these
-//! files only into that partition. The other directory, where it exists at
-//! all, is a plain directory of the ext4 root (left by a package or an
-//! overlay) that nothing of pibake writes these names into. A file in both
-//! therefore means something other than pibake put one there; as the node
-//! file decides which node the machine becomes and the secrets file carries
-//! its join tokens, refusing is safer than either choice. [`BootPartition::ALL`]
-//! fixes the order the directories are looked in, which only decides the
-//! order they are named in messages.
+//! directories (the builder's fstab stage), and the builder and `pibake
+//! flash` write these files only into that partition. The other directory,
+//! where it exists at all, is a plain directory of the ext4 root (left by a
+//! package or an overlay) that nothing of pibake writes these names into. A
+//! file in both therefore means something other than pibake put one there; as
+//! the node file decides which node the machine becomes, the node table what
+//! each node is, and the secrets file carries its join tokens, refusing is
+//! safer than either choice. [`BootPartition::ALL`] fixes the order the
+//! directories are looked in, which only decides the order they are named in
+//! messages.
 
 use crate::root::Root;
 use std::io;
@@ -43,6 +47,11 @@ pub const BOOT_DIR: &str = PI_BOOT_DIR;
 pub const NODE_FILE: &str = "pibake-node.toml";
 /// Secrets for the agent to ingest (it moves them to 0600 files and wipes this copy).
 pub const SECRETS_FILE: &str = "pibake-secrets.toml";
+/// The node table ([`crate::table::NodeTable`]), written by the builder, read by the agent
+/// ([`crate::load_table`], never changed or wiped) and by `pibake flash --node`. It is on
+/// the boot partition, not in the root, so that a node's change rewrites only that small
+/// partition and the root file system is reused as bytes (issue 17).
+pub const TABLE_FILE: &str = "pibake-nodes.toml";
 
 /// The kind of boot partition an image has, which decides where the machine mounts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

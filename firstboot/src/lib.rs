@@ -1,7 +1,8 @@
 //! The first-boot agent of pibake images.
 //!
 //! The library holds the node-table format (written by the builder with these
-//! very types, read by the agent on the board), the host-name rule of node
+//! very types onto the image's boot partition, read by the agent on the board
+//! with [`load_table`]), the host-name rule of node
 //! names ([`hostname`], shared with `pibake check` and `pibake flash`) and the
 //! agent's steps:
 //! [`identity`], [`clock`], [`images`] (where the image carries preloaded
@@ -29,10 +30,11 @@ pub mod swarm;
 pub mod system;
 pub mod table;
 
+use bootfiles::{FindError, TABLE_FILE};
 use root::Root;
 use std::path::PathBuf;
 use system::{Clock, CommandRunner};
-use table::{NodeTable, TableError, TABLE_PATH};
+use table::{NodeTable, TableError};
 
 /// What every step works with.
 #[derive(Debug)]
@@ -44,6 +46,10 @@ pub struct Agent<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadTableError {
+    #[error("no node table: no {} (the builder puts it on the image's boot partition; is that partition mounted?)", bootfiles::places(TABLE_FILE))]
+    Missing,
+    #[error("cannot find the node table")]
+    Find(#[source] FindError),
     #[error("cannot read the node table {path}")]
     Read {
         path: PathBuf,
@@ -58,9 +64,15 @@ pub enum LoadTableError {
     },
 }
 
-/// Reads `/etc/pibake/nodes.toml` under the root.
+/// Reads the node table, [`TABLE_FILE`] on the boot partition: found by
+/// [`bootfiles::find`] in /boot/firmware or /boot/efi under the root (in both
+/// is an error). Only read: the file stays on the FAT for later boots, and
+/// there is no other place (an image's agent always ships with its table).
 pub fn load_table(root: &Root) -> Result<NodeTable, LoadTableError> {
-    let path = root.at(TABLE_PATH);
+    let path = bootfiles::find(root, TABLE_FILE)
+        .map_err(LoadTableError::Find)?
+        .ok_or(LoadTableError::Missing)?
+        .path;
     let text = std::fs::read_to_string(&path).map_err(|cause| LoadTableError::Read {
         path: path.clone(),
         cause,

@@ -1,7 +1,13 @@
 //! The node table: what an image knows about the nodes it may become.
 //!
-//! One definition, two users: the builder serializes it into
-//! `/etc/pibake/nodes.toml` of every image, the agent reads it at first boot.
+//! One definition, two users: the builder serializes it into every image as
+//! [`crate::bootfiles::TABLE_FILE`] (`pibake-nodes.toml`) on the FAT boot
+//! partition, mounted at /boot/firmware on a Pi and /boot/efi on pc-efi; the
+//! agent reads it from there ([`crate::load_table`]) on every boot and leaves
+//! it in place. It is not in the root file system, so that changing a node
+//! (an address, say) rewrites only that small partition, and the root ext4 of
+//! an earlier build is reused as bytes.
+//!
 //! Everything a node needs that can be rendered at build time is carried as
 //! ready files (checked by the real daemons in the builder's tests); the agent
 //! only chooses the node and installs its files.
@@ -14,9 +20,6 @@ use std::net::Ipv4Addr;
 /// that may be left out, as `swarm.stacks` and `swarm.images`, are not: a
 /// table and its agent ship in the same image).
 pub const TABLE_FORMAT: u32 = 1;
-
-/// Where the table lives in an image, relative to the root.
-pub const TABLE_PATH: &str = "etc/pibake/nodes.toml";
 
 /// Where the compose files of [`Swarm::stacks`] live in an image, relative
 /// to the root.

@@ -196,6 +196,108 @@ fn single_node_table_refuses_a_board_that_contradicts_it() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The node table is on the boot partition only: the root's old
+/// /etc/pibake/nodes.toml is no table, and a card without
+/// pibake-nodes.toml in /boot/firmware or /boot/efi fails, naming both.
+#[test]
+fn no_node_table_on_the_boot_partition_is_refused_naming_both_places() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    fs::remove_file(root.at("boot/firmware/pibake-nodes.toml"))?;
+    write(
+        &root,
+        "etc/pibake/nodes.toml",
+        lab_table().to_toml().expect("table encodes"),
+    );
+    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err("no table on the boot partition");
+    let text = pibake_firstboot::error_chain(&err);
+    assert!(
+        text.contains("no /boot/firmware/pibake-nodes.toml or /boot/efi/pibake-nodes.toml"),
+        "{text}"
+    );
+    assert!(!root.at("etc/hostname").exists());
+    assert!(root.at("boot/firmware/pibake-secrets.toml").exists());
+    assert!(runner.ran.borrow().is_empty());
+    let record = Journal::new(&root)
+        .read(Step::Identity)?
+        .expect("journaled");
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert!(record.why.contains("no node table"), "{}", record.why);
+    Ok(())
+}
+
+/// A table in both boot directories was not all put there by pibake: refused,
+/// as the node file is.
+#[test]
+fn node_table_in_both_boot_directories_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = card(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+    write_table_on(&root, BootPartition::Esp, &lab_table());
+    let err = load_table(&root).expect_err("ambiguous");
+    let text = pibake_firstboot::error_chain(&err);
+    for p in [
+        "boot/firmware/pibake-nodes.toml",
+        "boot/efi/pibake-nodes.toml",
+    ] {
+        assert!(text.contains(&root.at(p).display().to_string()), "{text}");
+    }
+    Ok(())
+}
+
+/// Identity reads the table and leaves it on the FAT as the builder wrote it
+/// (only the secrets copy is wiped), on a Pi card and on a pc-efi disk; a
+/// later boot reads it again.
+#[test]
+fn the_node_table_stays_on_the_boot_partition() -> anyhow::Result<()> {
+    type Make = fn(&std::path::Path, &str, &str) -> Root;
+    for (make, partition, disk) in [
+        (card as Make, BootPartition::PiFirmware, None),
+        (pc_disk as Make, BootPartition::Esp, Some("/dev/nvme0n1")),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let root = make(dir.path(), "10000000aaaa0021", "dc:a6:32:00:00:21");
+        let table = root.at(&partition.path_of(pibake_firstboot::bootfiles::TABLE_FILE));
+        let bytes = fs::read(&table)?;
+        let before = fs::metadata(&table)?;
+        for boot in 0..2 {
+            let board = disk.map_or_else(Board::default, Board::with_root_disk);
+            let runner = FakeRunner::new(&root, Rc::new(board));
+            let clock = FakeClock::at(NOW);
+            let choice = identity::run(&Agent {
+                root: root.clone(),
+                clock: &clock,
+                runner: &runner,
+            })?;
+            assert_eq!(choice.node, "w1", "{partition:?}, boot {boot}");
+            assert!(
+                fs::read(&table)? == bytes,
+                "{partition:?}, boot {boot}: the table changed"
+            );
+            let after = fs::metadata(&table)?;
+            assert_eq!(
+                (after.ino(), after.mode(), after.mtime(), after.mtime_nsec()),
+                (
+                    before.ino(),
+                    before.mode(),
+                    before.mtime(),
+                    before.mtime_nsec()
+                ),
+                "{partition:?}, boot {boot}: the table was rewritten"
+            );
+            let secrets = partition.path_of(pibake_firstboot::bootfiles::SECRETS_FILE);
+            assert!(!root.at(&secrets).exists(), "{partition:?}: secrets wiped");
+        }
+    }
+    Ok(())
+}
+
 fn personalize_w1(dir: &std::path::Path) -> anyhow::Result<(Root, FakeRunner)> {
     let root = card(dir, "10000000aaaa0021", "dc:a6:32:00:00:21");
     let runner = FakeRunner::new(&root, Rc::new(Board::default()));

@@ -104,3 +104,25 @@ fn units_order_identity_early_and_swarm_after_the_clock() -> anyhow::Result<()> 
     assert!(swarm.contains("Requires=docker.service pibake-clock.service"));
     Ok(())
 }
+
+/// Each unit runs only where the image has its node table, on the boot
+/// partition in either of its mount points (`|`: either triggers), the
+/// places the agent reads it from.
+#[test]
+fn units_are_conditioned_on_the_table_on_the_boot_partition() -> anyhow::Result<()> {
+    use pibake_firstboot::bootfiles::{BootPartition, TABLE_FILE};
+    let want: Vec<String> = BootPartition::ALL
+        .iter()
+        .map(|p| format!("ConditionPathExists=|/{}", p.path_of(TABLE_FILE)))
+        .collect();
+    for unit in UNITS {
+        let text = fs::read_to_string(overlay_units().join(unit))?;
+        let conditions: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("Condition"))
+            .collect();
+        assert_eq!(conditions, want, "{unit}");
+        assert!(!text.contains("/etc/pibake/nodes.toml"), "{unit}");
+    }
+    Ok(())
+}

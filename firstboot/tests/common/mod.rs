@@ -3,10 +3,11 @@
 //! plays ssh-keygen, growpart, resize2fs, chronyc, timedatectl and docker.
 #![allow(dead_code)]
 
+use pibake_firstboot::bootfiles::{self, BootPartition, TABLE_FILE};
 use pibake_firstboot::root::Root;
 use pibake_firstboot::system::{Clock, Cmd, CommandRunner, Output};
 use pibake_firstboot::table::{
-    ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT, TABLE_PATH,
+    ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -151,8 +152,24 @@ pub fn write(root: &Root, path: &str, content: impl AsRef<[u8]>) {
     fs::write(full, content).expect("write fixture");
 }
 
+/// Puts `table` where the builder does, on the boot partition: over the one the
+/// root already has ([`card`]'s in /boot/firmware, [`pc_disk`]'s in /boot/efi),
+/// else in /boot/firmware.
 pub fn write_table(root: &Root, table: &NodeTable) {
-    write(root, TABLE_PATH, table.to_toml().expect("table encodes"));
+    let partition = bootfiles::find(root, TABLE_FILE)
+        .expect("look for the table")
+        .map_or(BootPartition::PiFirmware, |found| found.partition);
+    write_table_on(root, partition, table);
+}
+
+/// Puts `table` on the boot partition `partition` (`boot/firmware/pibake-nodes.toml` or
+/// `boot/efi/pibake-nodes.toml` under the root).
+pub fn write_table_on(root: &Root, partition: BootPartition, table: &NodeTable) {
+    write(
+        root,
+        &partition.path_of(TABLE_FILE),
+        table.to_toml().expect("table encodes"),
+    );
 }
 
 pub type Ran = (
@@ -204,12 +221,13 @@ pub fn ready_for_swarm(root: &Root, board: &Rc<Board>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A root like a freshly flashed card in board `serial`/`mac`: table,
-/// kernel command line, device tree serial (NUL-terminated), MAC, /etc/ssh,
-/// root device information, secrets on the boot partition.
+/// A root like a freshly flashed card in board `serial`/`mac`: node table and
+/// secrets on the boot partition (/boot/firmware), kernel command line,
+/// device tree serial (NUL-terminated), MAC, /etc/ssh, root device
+/// information.
 pub fn card(dir: &Path, serial: &str, mac: &str) -> Root {
     let root = Root::new(dir);
-    common_root(&root, mac);
+    common_root(&root, mac, BootPartition::PiFirmware);
     write(
         &root,
         "proc/cmdline",
@@ -236,10 +254,11 @@ pub const PC_ROOT_PARTUUID: &str = "6b0c3f0e-1d2a-4c5b-8e9f-0a1b2c3d4e5f";
 /// A root like a pc-efi disk (GPT, ESP on /boot/efi) freshly written to an
 /// x86 machine with DMI serial `serial` and wired MAC `mac`: no device tree,
 /// the root on `/dev/nvme0n1p2` by GPT PARTUUID (with sysfs as the kernel has
-/// it), no /boot/firmware, systemd-boot and the secrets on the ESP.
+/// it), no /boot/firmware, systemd-boot, the node table and the secrets on
+/// the ESP.
 pub fn pc_disk(dir: &Path, serial: &str, mac: &str) -> Root {
     let root = Root::new(dir);
-    common_root(&root, mac);
+    common_root(&root, mac, BootPartition::Esp);
     write(
         &root,
         "proc/cmdline",
@@ -304,8 +323,8 @@ pub fn sys_block(root: &Root, parent: &str, disk: &str, part: &str, majmin: &str
     .expect("symlink");
 }
 
-fn common_root(root: &Root, mac: &str) {
-    write_table(root, &lab_table());
+fn common_root(root: &Root, mac: &str, boot: BootPartition) {
+    write_table_on(root, boot, &lab_table());
     write(root, "sys/class/net/eth0/address", format!("{mac}\n"));
     write(root, "etc/ssh/sshd_config", "# stock\n");
     write(root, "proc/sys/kernel/hostname", "localhost\n");
