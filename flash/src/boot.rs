@@ -13,8 +13,9 @@ use fatfs::{FileSystem, FsOptions};
 use pibake_image::table::{self, PartKind, ReadTableError};
 use pibake_image::window::Window;
 
-/// The boot-partition file names: the agent's contract (pibake_firstboot::bootfiles).
-pub use pibake_firstboot::bootfiles::{NODE_FILE, SECRETS_FILE};
+/// The boot-partition file names: the agent's contract (pibake_firstboot::bootfiles). flash
+/// writes the node and secrets files and reads the node table ([`crate::nodes`]).
+pub use pibake_firstboot::bootfiles::{NODE_FILE, SECRETS_FILE, TABLE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootFilesError {
@@ -121,7 +122,7 @@ pub fn write_boot_files(
 }
 
 /// A partition type as a message names it: `MBR type 0x83`, `GPT type <guid>`.
-fn describe(kind: &PartKind) -> String {
+pub(crate) fn describe(kind: &PartKind) -> String {
     match kind {
         PartKind::Mbr(t) => format!("MBR type 0x{t:02x}"),
         PartKind::Gpt(g) => format!("GPT type {g}"),

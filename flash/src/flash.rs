@@ -185,10 +185,9 @@ pub fn flash_with_hooks(
     let target = Target::inspect(&opts.target)?;
     // The node must be one the image serves; learnt from the image before anything is
     // written or asked.
-    let measured = match &opts.node {
-        Some(n) => nodes::check(&opts.image, n, &opts.target)?.measured,
-        None => None,
-    };
+    if let Some(n) = &opts.node {
+        nodes::check(&opts.image, n, &opts.target)?;
+    }
 
     let bmap_path = find_bmap(opts);
     let bmap = bmap_path.as_deref().map(Bmap::read).transpose()?;
@@ -207,9 +206,9 @@ pub fn flash_with_hooks(
             }
             b.image_size
         }
-        None => match (source::quick_size(&opts.image)?, measured) {
-            (Some(n), _) | (None, Some((n, _))) => n,
-            (None, None) => source::measure(&opts.image)?.0,
+        None => match source::quick_size(&opts.image)? {
+            Some(n) => n,
+            None => source::measure(&opts.image)?.0,
         },
     };
     if let TargetKind::BlockDevice { bytes, .. } = target.kind {

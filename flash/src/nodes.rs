@@ -1,56 +1,49 @@
 //! Which nodes an image serves, learnt before anything is written, so that `--node` can only
 //! name one of them.
 //!
-//! The truth is the image's own node table, `/etc/pibake/nodes.toml` in its ext4 root, parsed
-//! by the agent's own definition ([`pibake_firstboot::table::NodeTable`]). It is read with
-//! `debugfs` (e2fsprogs), never by mounting:
+//! The truth is the image's own node table, [`TABLE_FILE`] (`pibake-nodes.toml`) on its FAT
+//! boot partition (partition 1, of an MBR or a GPT: [`table::read_table`]), where the builder
+//! writes it and the agent reads it; parsed by the agent's own definition
+//! ([`pibake_firstboot::table::NodeTable`]). It is read with `fatfs`, never by mounting, and
+//! through a reader that refuses writes, so nothing of the image changes:
 //!
-//! - a raw `.img`: straight from the image file, at the root partition's offset;
-//! - a `.img.zst`: the manifest a build writes beside it (`<stem>.manifest.json`) lists the
-//!   served nodes, and is believed only when its `sha256` is the decoded image's (one decoding
-//!   pass, nothing written); otherwise the root partition is decoded into a sparse temp file
-//!   (in `$TMPDIR`, removed afterwards) and its table read from there.
+//! - a raw `.img`: straight from the image file, through a window at the boot partition's
+//!   offset (as [`crate::boot`] writes the node file);
+//! - a `.img.zst`: the stream is decoded only up to the end of the boot partition (which
+//!   starts a few MiB into the image and is a small part of it), the partition kept as a
+//!   sparse temp file (in `$TMPDIR`, removed afterwards) and read from there.
+//!
+//! The manifest a build writes beside an image (`<stem>.manifest.json`) lists the served nodes
+//! too, but is not asked about the image being flashed: believing it would take its `sha256`
+//! checked against the whole decoded image, more work than reading the table.
 //!
 //! A refusal names the image beside it that serves the node: sibling raw images are asked
-//! for their own tables, compressed ones for their manifests (a hint, not a decision).
+//! for their own tables, compressed ones for their manifests (a hint, not a decision; no
+//! sibling is decoded).
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use fatfs::{FileSystem, FsOptions};
 use pibake_firstboot::table::{NodeTable, TableError, TABLE_FORMAT};
 use pibake_image::manifest::Manifest;
 use pibake_image::table::{self, Partition, ReadTableError};
+use pibake_image::window::Window;
 
-use crate::boot::NodeName;
+pub use crate::boot::TABLE_FILE;
+use crate::boot::{self, NodeName};
 use crate::source::{self, ImageSource, SourceError};
 
-/// Where the node table lives in an image: firstboot's `TABLE_PATH`, absolute (a test keeps
-/// the two equal).
-pub const TABLE_PATH: &str = "/etc/pibake/nodes.toml";
-
-/// How the served nodes were learnt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Evidence {
-    /// The image's own node table.
-    Table,
-    /// The manifest beside a compressed image, whose sha256 is the decoded image's.
-    Manifest(PathBuf),
-}
-
-/// The nodes an image serves.
+/// The nodes an image serves, from its node table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
     pub image: PathBuf,
     /// The role the image was built for.
     pub role: String,
     pub nodes: BTreeSet<String>,
-    pub evidence: Evidence,
-    /// Decoded size and sha256, when learning the nodes took a whole decoding pass.
-    pub measured: Option<(u64, String)>,
 }
 
 /// What another image in the same folder serves.
@@ -68,25 +61,29 @@ pub enum Missing {
     Source(#[from] SourceError),
     #[error("its partition table cannot be read")]
     Table(#[source] ReadTableError),
-    #[error("it has no Linux root partition, so no {TABLE_PATH}")]
-    NoRoot,
-    #[error("it ends before the end of its root partition {number}")]
-    Short { number: u32 },
+    #[error("it has no FAT boot partition, so no {TABLE_FILE}")]
+    NoBoot,
     #[error(
-        "its root partition {number} is not ext4, so it has no {TABLE_PATH}: is it a pibake image?"
+        "its partition 1 is not FAT ({kind}), so it has no {TABLE_FILE}: is it a pibake image?"
     )]
-    NotExt4 { number: u32 },
-    #[error("its root filesystem has no {TABLE_PATH}: it is not a pibake image, or one built before images carried their node table")]
+    NotFat { kind: String },
+    #[error("it ends before the end of its boot partition {number}")]
+    Short { number: u32 },
+    #[error("its boot partition {number} is not a FAT filesystem, so it has no {TABLE_FILE}: is it a pibake image?")]
+    BadFat {
+        number: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("its boot partition has no {TABLE_FILE}: it is not a pibake image, or one built before the node table moved there from /etc/pibake/nodes.toml of the root (build it again)")]
     NoTable,
-    #[error("its {TABLE_PATH} is not a node table ({0})")]
+    #[error("its {TABLE_FILE} cannot be read")]
+    Read(#[source] io::Error),
+    #[error("its {TABLE_FILE} is not a node table ({0})")]
     BadTable(String),
-    #[error("its {TABLE_PATH} has format {found}; this pibake reads format {TABLE_FORMAT}")]
+    #[error("its {TABLE_FILE} has format {found}; this pibake reads format {TABLE_FORMAT}")]
     Format { found: u32 },
-    #[error("debugfs cannot be run (install e2fsprogs)")]
-    Tool(#[source] io::Error),
-    #[error("debugfs could not read {TABLE_PATH}: {0}")]
-    Debugfs(String),
-    #[error("its root partition could not be decoded into {dir} to read {TABLE_PATH} (set TMPDIR to a directory with room, or flash the raw .img)")]
+    #[error("its boot partition could not be decoded into {dir} to read {TABLE_FILE} (set TMPDIR to a directory with room, or flash the raw .img)")]
     Extract {
         dir: PathBuf,
         #[source]
@@ -218,38 +215,18 @@ pub fn check(image: &Path, node: &NodeName, target: &Path) -> Result<Served, Nod
     })
 }
 
-/// The nodes `image` (`.img` or `.img.zst`, told by content) serves.
+/// The nodes `image` (`.img` or `.img.zst`, told by content) serves, from its node table.
 pub fn served(image: &Path) -> Result<Served, Missing> {
-    if !source::is_zstd(image) {
-        let text = table_of_raw(image, true)?;
-        return served_from_text(image, &text);
-    }
-    let mpath = crate::diff::manifest_path(image);
-    if let Some(m) = ManifestNodes::read(&mpath) {
-        // Believed only if it describes these very bytes.
-        let (size, sha256) = source::measure(image)?;
-        if m.sha256 == sha256 {
-            return Ok(Served {
-                image: image.to_owned(),
-                role: m.role,
-                nodes: m.nodes.into_iter().collect(),
-                evidence: Evidence::Manifest(mpath),
-                measured: Some((size, sha256)),
-            });
-        }
-    }
-    let text = table_of_compressed(image)?;
-    served_from_text(image, &text)
-}
-
-fn served_from_text(image: &Path, text: &str) -> Result<Served, Missing> {
-    let (role, nodes) = parse_table(text)?;
+    let text = if source::is_zstd(image) {
+        table_of_compressed(image)?
+    } else {
+        table_of_raw(image)?
+    };
+    let (role, nodes) = parse_table(&text)?;
     Ok(Served {
         image: image.to_owned(),
         role,
         nodes,
-        evidence: Evidence::Table,
-        measured: None,
     })
 }
 
@@ -265,8 +242,6 @@ pub fn parse_table(text: &str) -> Result<(String, BTreeSet<String>), Missing> {
 
 /// The node list of a build's manifest (the one manifest type, `pibake_image::manifest`).
 struct ManifestNodes {
-    sha256: String,
-    role: String,
     nodes: Vec<String>,
 }
 
@@ -274,69 +249,50 @@ impl ManifestNodes {
     /// None when absent, unreadable or without a node list (older builds).
     fn read(path: &Path) -> Option<Self> {
         let m = Manifest::from_json(&std::fs::read(path).ok()?).ok()?;
-        Some(ManifestNodes {
-            nodes: m.nodes?,
-            sha256: m.sha256,
-            role: m.role,
-        })
+        Some(ManifestNodes { nodes: m.nodes? })
     }
 }
 
-/// The partition that holds the root: the first Linux one (a Pi image's partition 2).
-fn root_partition(t: &table::Table) -> Result<Partition, Missing> {
-    t.partitions()
+/// The boot partition: partition 1, FAT (a Pi's FAT32 in an MBR, the EFI system partition
+/// of a GPT), as [`crate::boot`] finds it to write the node file.
+fn boot_partition(t: &table::Table) -> Result<Partition, Missing> {
+    let p = t
+        .partitions()
         .iter()
-        .find(|p| p.kind.is_linux() && p.len > 0)
-        .cloned()
-        .ok_or(Missing::NoRoot)
+        .find(|p| p.number == 1 && p.len > 0)
+        .ok_or(Missing::NoBoot)?;
+    if !p.kind.is_fat() {
+        return Err(Missing::NotFat {
+            kind: boot::describe(&p.kind),
+        });
+    }
+    Ok(p.clone())
 }
 
-fn is_ext(superblock_area: &[u8]) -> bool {
-    // The superblock starts at byte 1024; its magic 0xef53 is at offset 56.
-    superblock_area.len() >= 1024 + 58 && superblock_area[1024 + 56..1024 + 58] == [0x53, 0xef]
-}
-
-/// The table of a raw image; `may_copy` allows reading through a temp copy of the root when
-/// debugfs cannot be pointed at the image itself.
-fn table_of_raw(image: &Path, may_copy: bool) -> Result<String, Missing> {
+/// The table of a raw image, read in place through a window over the boot partition.
+fn table_of_raw(image: &Path) -> Result<String, Missing> {
     let src = |source| {
         Missing::Source(SourceError::Io {
             path: image.to_owned(),
             source,
         })
     };
-    let mut f = File::open(image).map_err(src)?;
+    let f = File::open(image).map_err(src)?;
     let len = f.metadata().map_err(src)?.len();
-    let t = table::read_table(&mut f, len).map_err(Missing::Table)?;
-    let root = root_partition(&t)?;
-    if root.start + root.len > len {
+    let t = table::read_table(&mut &f, len).map_err(Missing::Table)?;
+    let boot = boot_partition(&t)?;
+    if boot.start + boot.len > len {
         return Err(Missing::Short {
-            number: root.number,
+            number: boot.number,
         });
     }
-    let mut sb = vec![0u8; 2048];
-    f.seek(SeekFrom::Start(root.start))
-        .and_then(|_| f.read_exact(&mut sb))
-        .map_err(src)?;
-    if !is_ext(&sb) {
-        return Err(Missing::NotExt4 {
-            number: root.number,
-        });
-    }
-    // debugfs's unix I/O manager takes options after a '?': a name holding one cannot be
-    // given with an offset, so such an image is read through a copy of its root.
-    if image.to_string_lossy().contains('?') {
-        return if may_copy {
-            table_of_compressed(image)
-        } else {
-            Err(Missing::Debugfs("a '?' in the file name".to_owned()))
-        };
-    }
-    read_with_debugfs(&format!("{}?offset={}", image.display(), root.start))
+    let win = Window::new(&f, boot.start, boot.len).map_err(src)?;
+    table_in_fat(win, boot.number)
 }
 
-/// Decodes the image up to the end of its root partition, keeping only the root, sparse, in a
-/// temp file; then reads the table from it.
+/// Decodes the image up to the end of its boot partition, keeping only that partition,
+/// sparse, in a temp file; then reads the table from it. The rest of the image (the root) is
+/// never decoded.
 fn table_of_compressed(image: &Path) -> Result<String, Missing> {
     let mut src = ImageSource::open(image)?;
     let mut head = vec![0u8; 1 << 20];
@@ -344,33 +300,32 @@ fn table_of_compressed(image: &Path) -> Result<String, Missing> {
     head.truncate(n);
     let t =
         table::read_table(&mut Cursor::new(&head), head.len() as u64).map_err(Missing::Table)?;
-    let root = root_partition(&t)?;
+    let boot = boot_partition(&t)?;
     let short = || Missing::Short {
-        number: root.number,
+        number: boot.number,
     };
     let dir = std::env::temp_dir();
     let ext = |source| Missing::Extract {
         dir: dir.clone(),
         source,
     };
-    let tmp = TempFile::create(&dir, "pibake-flash-root").map_err(ext)?;
-    let mut copy = RootCopy {
+    let tmp = TempFile::create(&dir, "pibake-flash-boot").map_err(ext)?;
+    let mut copy = SparseCopy {
         out: &tmp.file,
         at: 0,
-        superblock: Vec::with_capacity(2048),
     };
-    // What of the root the head already holds, then the rest of the stream.
-    let in_head = usize::try_from(root.start).map_or(&[][..], |s| head.get(s..).unwrap_or(&[]));
+    // What of the partition the head already holds, then the rest of the stream.
+    let in_head = usize::try_from(boot.start).map_or(&[][..], |s| head.get(s..).unwrap_or(&[]));
     let in_head = &in_head[..in_head
         .len()
-        .min(usize::try_from(root.len).unwrap_or(usize::MAX))];
+        .min(usize::try_from(boot.len).unwrap_or(usize::MAX))];
     copy.put(in_head).map_err(ext)?;
     let mut buf = vec![0u8; 1 << 20];
-    if !src.skip_to(root.start, &mut buf)? {
+    if !src.skip_to(boot.start + copy.at, &mut buf)? {
         return Err(short());
     }
-    while copy.at < root.len {
-        let want = usize::try_from(root.len - copy.at)
+    while copy.at < boot.len {
+        let want = usize::try_from(boot.len - copy.at)
             .unwrap_or(usize::MAX)
             .min(buf.len());
         let k = src.read_full(&mut buf[..want])?;
@@ -379,29 +334,64 @@ fn table_of_compressed(image: &Path) -> Result<String, Missing> {
         }
         copy.put(&buf[..k]).map_err(ext)?;
     }
-    if !is_ext(&copy.superblock) {
-        return Err(Missing::NotExt4 {
-            number: root.number,
-        });
-    }
-    tmp.file.set_len(root.len).map_err(ext)?;
-    read_with_debugfs(&tmp.path.to_string_lossy())
+    tmp.file.set_len(boot.len).map_err(ext)?;
+    let win = Window::new(&tmp.file, 0, boot.len).map_err(ext)?;
+    table_in_fat(win, boot.number)
 }
 
-/// Writes the root's non-zero 4 KiB blocks at their offsets (the copy stays sparse) and keeps
-/// the first 2 KiB to check the superblock.
-struct RootCopy<'a> {
+/// [`TABLE_FILE`] in the root directory of the FAT filesystem `part` (partition `number`,
+/// for messages), read through [`ReadOnly`].
+fn table_in_fat<T: Read + Seek>(part: T, number: u32) -> Result<String, Missing> {
+    let fs = FileSystem::new(ReadOnly(part), FsOptions::new())
+        .map_err(|source| Missing::BadFat { number, source })?;
+    let mut bytes = Vec::new();
+    match fs.root_dir().open_file(TABLE_FILE) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(Missing::Read)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Missing::NoTable),
+        Err(e) => return Err(Missing::Read(e)),
+    }
+    String::from_utf8(bytes).map_err(|_| Missing::BadTable("not UTF-8".to_owned()))
+}
+
+/// A reader that fails every write: `fatfs` wants a `Write` even to read, and reading the table
+/// must leave the image as it is (it writes nothing when it only reads, with access dates off,
+/// as in [`FsOptions::new`]; this makes sure).
+struct ReadOnly<T>(T);
+
+impl<T: Read> Read for ReadOnly<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<T: Seek> Seek for ReadOnly<T> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
+impl<T> Write for ReadOnly<T> {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the image is only read",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the partition's non-zero 4 KiB blocks at their offsets (the copy stays sparse).
+struct SparseCopy<'a> {
     out: &'a File,
     at: u64,
-    superblock: Vec<u8>,
 }
 
-impl RootCopy<'_> {
+impl SparseCopy<'_> {
     fn put(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if self.superblock.len() < 2048 {
-            let k = (2048 - self.superblock.len()).min(chunk.len());
-            self.superblock.extend_from_slice(&chunk[..k]);
-        }
         let mut w = self.out;
         for (i, blk) in chunk.chunks(4096).enumerate() {
             if blk.iter().any(|&b| b != 0) {
@@ -412,64 +402,6 @@ impl RootCopy<'_> {
         self.at += chunk.len() as u64;
         Ok(())
     }
-}
-
-fn debugfs(fs: &str, request: &str) -> Result<(bool, String, String), Missing> {
-    // A relative name starting with '-' would read as an option.
-    let fs = if fs.starts_with('-') {
-        format!("./{fs}")
-    } else {
-        fs.to_owned()
-    };
-    let o = Command::new("debugfs")
-        .env("LC_ALL", "C")
-        // Catastrophic mode: read-only, bitmaps not read (faster, and enough to read a file).
-        .arg("-c")
-        .arg("-R")
-        .arg(request)
-        .arg(fs)
-        .output()
-        .map_err(Missing::Tool)?;
-    Ok((
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    ))
-}
-
-fn debugfs_message(stderr: &str) -> String {
-    stderr
-        .lines()
-        .filter(|l| !l.starts_with("debugfs ") && !l.contains("catastrophic mode"))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim()
-        .to_owned()
-}
-
-/// `stat` then `cat` of the table; None of the file's absence is an error of its own.
-fn read_with_debugfs(fs: &str) -> Result<String, Missing> {
-    let (ok, stat, err) = debugfs(fs, &format!("stat {TABLE_PATH}"))?;
-    if !ok {
-        return Err(Missing::Debugfs(debugfs_message(&err)));
-    }
-    if !stat.contains("Type: regular") {
-        return if err.contains("not found") || stat.trim().is_empty() {
-            Err(Missing::NoTable)
-        } else {
-            Err(Missing::BadTable("not a regular file".to_owned()))
-        };
-    }
-    let size = stat
-        .lines()
-        .find(|l| l.trim_start().starts_with("User:"))
-        .and_then(|l| l.split("Size:").nth(1))
-        .and_then(|s| s.trim().parse::<usize>().ok());
-    let (ok, text, err) = debugfs(fs, &format!("cat {TABLE_PATH}"))?;
-    if !ok || size.is_some_and(|n| n != text.len()) {
-        return Err(Missing::Debugfs(debugfs_message(&err)));
-    }
-    Ok(text)
 }
 
 /// A temp file removed when dropped (this crate has no `tempfile` dependency).
@@ -554,7 +486,7 @@ pub fn siblings(image: &Path) -> Vec<Sibling> {
             continue;
         };
         let from_table = (raw.is_file() && !source::is_zstd(&raw))
-            .then(|| table_of_raw(&raw, false).ok())
+            .then(|| table_of_raw(&raw).ok())
             .flatten()
             .and_then(|t| parse_table(&t).ok())
             .map(|(_, n)| n);
@@ -641,10 +573,7 @@ mod tests {
 
     #[test]
     fn tables_are_the_agents() {
-        assert_eq!(
-            TABLE_PATH,
-            format!("/{}", pibake_firstboot::table::TABLE_PATH)
-        );
+        assert_eq!(TABLE_FILE, pibake_firstboot::bootfiles::TABLE_FILE);
         let text = table("worker", &["worker1", "worker2"])
             .to_toml()
             .expect("toml");
@@ -661,6 +590,69 @@ mod tests {
             parse_table("format = 1\nrole = \"w\"\n"),
             Err(Missing::BadTable(_))
         ));
+    }
+
+    /// A 4 MiB FAT filesystem in memory holding `files` (name, content) in its root; a name
+    /// ending in `/` is made a directory.
+    fn fat(files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+        let mut disk = Cursor::new(vec![0u8; 4 << 20]);
+        fatfs::format_volume(
+            &mut disk,
+            fatfs::FormatVolumeOptions::new().volume_id(0x1234_5678),
+        )?;
+        disk.set_position(0);
+        {
+            let fs = FileSystem::new(&mut disk, FsOptions::new())?;
+            for &(name, content) in files {
+                match name.strip_suffix('/') {
+                    Some(dir) => {
+                        fs.root_dir().create_dir(dir)?;
+                    }
+                    None => fs.root_dir().create_file(name)?.write_all(content)?,
+                }
+            }
+            fs.unmount()?;
+        }
+        Ok(disk.into_inner())
+    }
+
+    #[test]
+    fn the_table_is_read_from_the_fat_root() -> anyhow::Result<()> {
+        let text = table("worker", &["worker1"]).to_toml()?;
+        let bytes = fat(&[
+            ("config.txt", b"arm_64bit=1\n"),
+            (TABLE_FILE, text.as_bytes()),
+        ])?;
+        let mut disk = Cursor::new(bytes.clone());
+        assert_eq!(table_in_fat(&mut disk, 1).expect("a table"), text);
+        assert!(disk.into_inner() == bytes, "reading changed the FAT");
+        Ok(())
+    }
+
+    #[test]
+    fn a_fat_without_a_readable_table_says_why() -> anyhow::Result<()> {
+        let read = |bytes: Vec<u8>| table_in_fat(Cursor::new(bytes), 1);
+        let e = read(fat(&[("config.txt", b"x")])?).expect_err("no table");
+        assert!(matches!(e, Missing::NoTable), "{e:?}");
+        assert!(e.to_string().contains("no pibake-nodes.toml"), "{e}");
+        let e = read(fat(&[("pibake-nodes.toml/", b"")])?).expect_err("a directory");
+        assert!(matches!(e, Missing::Read(_)), "{e:?}");
+        let e = read(fat(&[(TABLE_FILE, b"\xff\xfe")])?).expect_err("not text");
+        assert!(matches!(e, Missing::BadTable(_)), "{e:?}");
+        let e = read(vec![0u8; 4 << 20]).expect_err("no FAT");
+        assert!(matches!(e, Missing::BadFat { number: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("not a FAT filesystem"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn reads_of_the_image_cannot_write() {
+        let mut disk = Cursor::new(vec![7u8; 16]);
+        let mut r = ReadOnly(&mut disk);
+        assert!(r.write_all(b"x").is_err());
+        let mut b = [0u8; 4];
+        assert!(r.read_exact(&mut b).is_ok());
+        assert_eq!(disk.into_inner(), vec![7u8; 16]);
     }
 
     #[test]

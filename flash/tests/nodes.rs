@@ -1,7 +1,7 @@
 //! `--node` must be a node the image serves: flash reads the image's node table
-//! (/etc/pibake/nodes.toml in its ext4 root, or a manifest beside a `.img.zst` that is proven to
-//! describe it) before writing anything, and a refusal names the image beside it that serves
-//! the node.
+//! (pibake-nodes.toml on its FAT boot partition, of a raw `.img` in place, of a `.img.zst` from
+//! the stream decoded to the end of that partition) before writing anything, and a refusal
+//! names the image beside it that serves the node.
 
 mod common;
 
@@ -81,6 +81,11 @@ fn a_served_node_is_flashed() -> Result<()> {
     assert_eq!(
         mtype(&target, imgs[0].layout.boot_start, "pibake-node.toml")?,
         "node = \"worker3\"\n"
+    );
+    // The table stays on the card's FAT beside the node file, for the agent.
+    assert_eq!(
+        mtype(&target, imgs[0].layout.boot_start, TABLE_FILE)?,
+        node_table("worker", &WORKERS)
     );
     Ok(())
 }
@@ -186,8 +191,10 @@ fn zstd_images_with_their_manifests_beside_them() -> Result<()> {
     Ok(())
 }
 
+/// The manifest beside a `.img.zst` is not asked about the image itself, even when its sha256
+/// is the image's: the table on the boot partition decides.
 #[test]
-fn a_manifest_that_does_not_describe_the_image_is_not_believed() -> Result<()> {
+fn the_table_decides_not_the_manifest_beside_the_image() -> Result<()> {
     let d = tempfile::tempdir()?;
     let t = make_pibake_image(
         d.path(),
@@ -195,14 +202,8 @@ fn a_manifest_that_does_not_describe_the_image_is_not_believed() -> Result<()> {
         Some(&node_table("worker", &WORKERS)),
     )?;
     let zst = zstd(&t.img)?;
-    // A manifest of some other build, claiming master1 too: its sha256 is not the image's.
-    let m = write_manifest(&t.img, "worker", &["master1", "worker1"])?;
-    let text = fs::read_to_string(&m)?;
-    let sha = serde_json::from_str::<serde_json::Value>(&text)?["sha256"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    fs::write(&m, text.replace(&sha, &"0".repeat(64)))?;
+    // A manifest with the image's sha256 that claims master1 too.
+    write_manifest(&t.img, "worker", &["master1", "worker1"])?;
     fs::remove_file(&t.img)?;
     let (target, old) = old_card(d.path())?;
     let msg = refused(&zst, &target, "master1")?;
@@ -236,26 +237,142 @@ fn a_zstd_image_without_a_manifest_is_read_itself() -> Result<()> {
     Ok(())
 }
 
+/// A `.img.zst` is decoded only up to the end of its boot partition: here the stream is
+/// broken right after it, and the table is read all the same; cut inside it, the stream is
+/// short, and flash says so.
+#[test]
+fn a_zstd_image_is_decoded_only_to_the_end_of_its_boot_partition() -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let t = make_pibake_image(
+        d.path(),
+        "lab-worker",
+        Some(&node_table("worker", &WORKERS)),
+    )?;
+    let end = t.layout.boot_start + t.layout.boot_len;
+    // The image's first `len` bytes, compressed, then `tail` as they are.
+    let compressed_head = |name: &str, len: u64, tail: &[u8]| -> Result<PathBuf> {
+        let head = d.path().join(format!("{name}.head"));
+        fs::write(&head, read_range(&t.img, 0, len)?)?;
+        let zst = zstd(&head)?;
+        let mut bytes = fs::read(&zst)?;
+        bytes.extend_from_slice(tail);
+        let out = d.path().join(format!("{name}.img.zst"));
+        fs::write(&out, bytes)?;
+        fs::remove_file(&head)?;
+        fs::remove_file(&zst)?;
+        Ok(out)
+    };
+    // Not a zstd frame: decoding one byte past the boot partition fails.
+    let broken = compressed_head("broken", end, &pattern(3, 4096))?;
+    let cut = compressed_head("cut", end - 4096, &[])?;
+    fs::remove_file(&t.img)?;
+    let (target, old) = old_card(d.path())?;
+    let msg = refused(&broken, &target, "worker9")?;
+    assert!(
+        msg.contains("broken.img.zst serves worker1..worker6"),
+        "{msg}"
+    );
+    let msg = refused(&cut, &target, "worker1")?;
+    assert!(
+        msg.contains("it ends before the end of its boot partition 1"),
+        "{msg}"
+    );
+    assert!(
+        fs::read(&target)? == old,
+        "a refused flash changed the target"
+    );
+    Ok(())
+}
+
+/// A pc-efi image (GPT, the table on its ESP), raw and compressed.
+#[test]
+fn a_pc_efi_image_serves_the_nodes_of_the_table_on_its_esp() -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let t = make_pc_efi_image(
+        d.path(),
+        "masters",
+        Some(&node_table("manager", &["m1", "m2"])),
+    )?;
+    let (target, old) = old_card(d.path())?;
+    let msg = refused(&t.img, &target, "w1")?;
+    assert!(
+        msg.contains("masters.img serves m1, m2 (role manager)"),
+        "{msg}"
+    );
+    let zst = zstd(&t.img)?;
+    fs::remove_file(&t.img)?;
+    let msg = refused(&zst, &target, "w1")?;
+    assert!(
+        msg.contains("masters.img.zst serves m1, m2 (role manager)"),
+        "{msg}"
+    );
+    assert!(
+        fs::read(&target)? == old,
+        "a refused flash changed the target"
+    );
+    flash(&with_node(&zst, &target, "m1")?, &mut no_prompt)?;
+    Ok(())
+}
+
 #[test]
 fn an_image_without_a_node_table_takes_no_node() -> Result<()> {
     let d = tempfile::tempdir()?;
     let (target, old) = old_card(d.path())?;
-    // An ext4 root without /etc/pibake/nodes.toml.
+    let unchanged = |target: &Path| -> Result<()> {
+        assert!(
+            fs::read(target)? == old,
+            "a refused flash changed the target"
+        );
+        Ok(())
+    };
+    // A FAT boot partition without pibake-nodes.toml.
     let t = make_pibake_image(d.path(), "other", None)?;
     let msg = refused(&t.img, &target, "worker1")?;
-    assert!(msg.contains("/etc/pibake/nodes.toml"), "{msg}");
     assert!(
-        fs::read(&target)? == old,
-        "a refused flash changed the target"
+        msg.contains("its boot partition has no pibake-nodes.toml"),
+        "{msg}"
     );
-    // A root that is not ext4 at all.
-    let t = make_image(d.path(), "raw", "arm_64bit=1\n")?;
+    unchanged(&target)?;
+    // An image from before the table moved: /etc/pibake/nodes.toml in its root is not read.
+    let t = make_old_pibake_image(d.path(), "old", &node_table("worker", &WORKERS))?;
     let msg = refused(&t.img, &target, "worker1")?;
-    assert!(msg.contains("ext4"), "{msg}");
+    for want in [
+        "no pibake-nodes.toml",
+        "/etc/pibake/nodes.toml",
+        "build it again",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing from: {msg}");
+    }
+    unchanged(&target)?;
+    // Partition 1 typed Linux, not FAT.
+    let t = make_pibake_image(d.path(), "linux1", Some(&node_table("worker", &WORKERS)))?;
+    let mut f = fs::OpenOptions::new().write(true).open(&t.img)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(446 + 4))?;
+    std::io::Write::write_all(&mut f, &[0x83])?;
+    drop(f);
+    let msg = refused(&t.img, &target, "worker1")?;
     assert!(
-        fs::read(&target)? == old,
-        "a refused flash changed the target"
+        msg.contains("its partition 1 is not FAT (MBR type 0x83), so it has no pibake-nodes.toml"),
+        "{msg}"
     );
+    unchanged(&target)?;
+    // Typed FAT, but no FAT filesystem in it.
+    let t = make_pibake_image(d.path(), "zeroed", Some(&node_table("worker", &WORKERS)))?;
+    let f = fs::OpenOptions::new().write(true).open(&t.img)?;
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 4096], t.layout.boot_start)?;
+    drop(f);
+    let msg = refused(&t.img, &target, "worker1")?;
+    assert!(
+        msg.contains("its boot partition 1 is not a FAT filesystem"),
+        "{msg}"
+    );
+    unchanged(&target)?;
+    // No partition table at all.
+    let none = d.path().join("none.img");
+    fs::write(&none, vec![0u8; 1 << 20])?;
+    let msg = refused(&none, &target, "worker1")?;
+    assert!(msg.contains("its partition table cannot be read"), "{msg}");
+    unchanged(&target)?;
     // Without --node there is nothing to check.
     flash(
         &FlashOptions {

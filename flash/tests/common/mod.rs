@@ -1,5 +1,7 @@
 //! Small Pi-shaped test images (MBR, FAT partition 1 made by mkfs.vfat, a mostly empty
-//! partition 2 with a few patterned blocks), a pc-efi-shaped one (GPT, FAT32 ESP), bmaps by `bmaptool create`, loop-device guards.
+//! partition 2 with a few patterned blocks; pibake-shaped ones with the node table on the FAT
+//! and an ext4 root), a pc-efi-shaped one (GPT, FAT32 ESP), bmaps by `bmaptool create`,
+//! loop-device guards.
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
@@ -47,7 +49,7 @@ pub struct TestImage {
 /// A 4 MiB + 8 MiB boot (FAT16 by mkfs.vfat, with `config.txt`) + 8 MiB root image, of which
 /// about 1.3 MiB is non-zero.
 pub fn make_image(dir: &Path, name: &str, config_txt: &str) -> Result<TestImage> {
-    make_image_with_root(dir, name, config_txt, &mut |f, layout| {
+    make_image_with_root(dir, name, config_txt, &[], &mut |f, layout| {
         // Root: 1 MiB of data at the start, 64 KiB in the middle, the rest a hole.
         let mut w = f;
         w.seek(SeekFrom::Start(layout.root_start))?;
@@ -58,11 +60,13 @@ pub fn make_image(dir: &Path, name: &str, config_txt: &str) -> Result<TestImage>
     })
 }
 
-/// [`make_image`] with partition 2 written by `root` into the image file (holes elsewhere).
+/// [`make_image`] with `boot_files` (name, content) also on the FAT and partition 2 written by
+/// `root` into the image file (holes elsewhere).
 pub fn make_image_with_root(
     dir: &Path,
     name: &str,
     config_txt: &str,
+    boot_files: &[(&str, &str)],
     root: &mut dyn FnMut(&File, &Layout) -> Result<()>,
 ) -> Result<TestImage> {
     let layout = table::layout(8 * MIB, 8 * MIB, false);
@@ -88,6 +92,18 @@ pub fn make_image_with_root(
         &["-i", &fat_s, &cfg.to_string_lossy(), "::cmdline.txt"],
         "mtools",
     )?;
+    let src = dir.join(format!("{name}.src"));
+    for (file, content) in boot_files {
+        std::fs::write(&src, content)?;
+        run(
+            "mcopy",
+            &["-i", &fat_s, &src.to_string_lossy(), &format!("::{file}")],
+            "mtools",
+        )?;
+    }
+    if src.exists() {
+        std::fs::remove_file(&src)?;
+    }
     let f = File::create(&img)?;
     f.set_len(layout.disk_len)?;
     table::write_table(
@@ -204,7 +220,7 @@ pub fn sparse_file(path: &Path, len: u64) -> Result<()> {
 }
 
 /// A node table for `role` serving `nodes`, written by the agent's own definition (what the
-/// builder puts into `/etc/pibake/nodes.toml`).
+/// builder puts on the boot partition as `pibake-nodes.toml`).
 pub fn node_table(role: &str, nodes: &[&str]) -> String {
     use pibake_firstboot::table::{
         ClockLimits, NodeEntry, NodeFile, NodeTable, Swarm, SwarmRole, TABLE_FORMAT,
@@ -250,27 +266,41 @@ pub fn node_table(role: &str, nodes: &[&str]) -> String {
     table.to_toml().expect("a node table serializes")
 }
 
-/// Like [`make_image`], but partition 2 is an ext4 filesystem (made by `mke2fs -d`) holding
-/// `/etc/pibake/nodes.toml` with `table` as a pibake image does; `None` leaves the table out.
+/// The node table's name on the boot partition (the agent's `bootfiles::TABLE_FILE`).
+pub const TABLE_FILE: &str = pibake_firstboot::bootfiles::TABLE_FILE;
+
+/// Like [`make_image`], but shaped as a pibake image is: `table` on the FAT as
+/// [`TABLE_FILE`] (`None` leaves the table out), partition 2 an ext4 filesystem made by
+/// `mke2fs -d`.
 pub fn make_pibake_image(dir: &Path, name: &str, table: Option<&str>) -> Result<TestImage> {
-    make_image_with_root(dir, name, "arm_64bit=1\n", &mut |f, layout| {
-        write_ext4_root(dir, name, table, f, layout)
+    let boot: Vec<(&str, &str)> = table.map(|t| (TABLE_FILE, t)).into_iter().collect();
+    make_image_with_root(dir, name, "arm_64bit=1\n", &boot, &mut |f, layout| {
+        write_ext4_root(dir, name, None, f, layout)
     })
 }
 
-/// Partition 2 of `f`: an ext4 filesystem (made by `mke2fs -d`) holding
-/// `/etc/pibake/nodes.toml` with `table` (none with `None`), written sparsely.
+/// An image as pibake built them before the node table moved to the boot partition:
+/// `table` only in the ext4 root, as `/etc/pibake/nodes.toml`.
+pub fn make_old_pibake_image(dir: &Path, name: &str, table: &str) -> Result<TestImage> {
+    make_image_with_root(dir, name, "arm_64bit=1\n", &[], &mut |f, layout| {
+        write_ext4_root(dir, name, Some(table), f, layout)
+    })
+}
+
+/// Partition 2 of `f`: an ext4 filesystem (made by `mke2fs -d`) holding `/etc/hostname` and,
+/// with `old_table`, `/etc/pibake/nodes.toml` (where images had their table before it moved
+/// to the boot partition), written sparsely.
 fn write_ext4_root(
     dir: &Path,
     name: &str,
-    table: Option<&str>,
+    old_table: Option<&str>,
     f: &File,
     layout: &Layout,
 ) -> Result<()> {
     let tree = dir.join(format!("{name}.root"));
     std::fs::create_dir_all(tree.join("etc/pibake"))?;
     std::fs::write(tree.join("etc/hostname"), "localhost\n")?;
-    if let Some(table) = table {
+    if let Some(table) = old_table {
         std::fs::write(tree.join("etc/pibake/nodes.toml"), table)?;
     }
     let fs = dir.join(format!("{name}.ext4"));
@@ -307,8 +337,8 @@ pub const FAKE_LOADER: &str = "fake systemd-boot\n";
 
 /// A pc-efi-shaped image: GPT with the builder's ids, partition 1 the EFI system partition
 /// (FAT32 by `mkfs.vfat -F 32`, 36 MiB: FAT32's cluster minimum at 512-byte clusters, with
-/// `EFI/BOOT/BOOTX64.EFI` and `loader/loader.conf`), partition 2 ext4 with `table` as
-/// [`make_pibake_image`]'s, the backup GPT in the spare 4 MiB at the end.
+/// `EFI/BOOT/BOOTX64.EFI`, `loader/loader.conf` and `table` as [`TABLE_FILE`], as
+/// [`make_pibake_image`]'s), partition 2 ext4, the backup GPT in the spare 4 MiB at the end.
 pub fn make_pc_efi_image(dir: &Path, name: &str, table: Option<&str>) -> Result<TestImage> {
     use pibake_image::assemble::{ImageIds, TableKind};
     let layout = table::layout(36 * MIB, 8 * MIB, true);
@@ -325,13 +355,16 @@ pub fn make_pc_efi_image(dir: &Path, name: &str, table: Option<&str>) -> Result<
         run("mmd", &["-i", &fat_s, d], "mtools")?;
     }
     let src = dir.join(format!("{name}.src"));
-    for (content, to) in [
+    let table_to = format!("::{TABLE_FILE}");
+    let mut files = vec![
         (FAKE_LOADER, "::EFI/BOOT/BOOTX64.EFI"),
         (
             "default pibake.conf\ntimeout 0\neditor no\n",
             "::loader/loader.conf",
         ),
-    ] {
+    ];
+    files.extend(table.map(|t| (t, table_to.as_str())));
+    for (content, to) in files {
         std::fs::write(&src, content)?;
         run(
             "mcopy",
@@ -348,7 +381,7 @@ pub fn make_pc_efi_image(dir: &Path, name: &str, table: Option<&str>) -> Result<
     w.seek(SeekFrom::Start(layout.boot_start))?;
     w.write_all(&std::fs::read(&fat)?)?;
     std::fs::remove_file(&fat)?;
-    write_ext4_root(dir, name, table, &f, &layout)?;
+    write_ext4_root(dir, name, None, &f, &layout)?;
     f.sync_all()?;
     Ok(TestImage { img, layout })
 }
