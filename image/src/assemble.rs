@@ -3,19 +3,21 @@
 //! Every output is written to a temp file beside it and renamed.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::{self, AtomicError};
-use crate::ext4::{self, Ext4Error, Ext4Spec};
+use crate::ext4::Ext4Error;
 use crate::fat::{self, FatError, FatSpec, VolumeLabel};
 use crate::path::EntryPath;
+use crate::rootpart::{self, RootPart};
 use crate::table::{self, Guid, Layout, TableError, TableSpec};
 use crate::tar::{Rootfs, SourceDateEpoch, TarError, TarStats};
-use crate::tree::{Entry, EntryKind};
+use crate::tree::{Entry, EntryKind, Tree};
 use crate::window::Window;
 
 /// Block size of the `.bmap` and of the zero-block scan that makes the image sparse.
@@ -33,6 +35,8 @@ pub enum AssembleError {
     Ext4(#[from] Ext4Error),
     #[error(transparent)]
     Atomic(#[from] AtomicError),
+    #[error("the stored root partition has {len} bytes, but the layout gives it {layout}: it was made for another boot size or table")]
+    PartSize { len: u64, layout: u64 },
     #[error("{what} ({path})")]
     Io {
         what: &'static str,
@@ -42,7 +46,10 @@ pub enum AssembleError {
     },
 }
 
-fn ioe<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AssembleError + 'a {
+pub(crate) fn ioe<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> AssembleError + 'a {
     move |source| AssembleError::Io {
         what,
         path: path.to_owned(),
@@ -132,6 +139,11 @@ pub struct AssembleSpec {
 }
 
 impl AssembleSpec {
+    /// Whether the image gets a GPT (else an MBR).
+    pub fn is_gpt(&self) -> bool {
+        matches!(self.ids.table, TableSpec::Gpt { .. })
+    }
+
     /// Defaults like Raspberry Pi OS: 256 MiB boot, labels bootfs/rootfs.
     pub fn new(
         name: &str,
@@ -196,17 +208,9 @@ pub fn boot_dir() -> EntryPath {
     EntryPath::trusted("boot/firmware")
 }
 
-/// Builds the image from `rootfs`: `spec.boot_dir/*` (`boot/firmware/*` on a Pi) goes to the
-/// FAT partition (the directory itself stays as the mount point), everything else to ext4. cmdline.txt and config.txt must
-/// already be in the tree (use `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
-pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
-    remove_stale_temps(&spec.out_dir, &spec.name)?;
-    let mut clock = std::time::Instant::now();
-    let mut phases = Vec::new();
-    let mut lap = |name: &'static str| {
-        phases.push((name, clock.elapsed()));
-        clock = std::time::Instant::now();
-    };
+/// Splits the boot partition's files off `rootfs`: `spec.boot_dir/*` (`boot/firmware/*` on a
+/// Pi) goes to the FAT partition, the directory itself stays in the root as the mount point.
+pub fn split_boot(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<Tree, AssembleError> {
     let bdir = spec.boot_dir.clone();
     let boot = rootfs.split_off(&bdir);
     if rootfs.tree().get(&bdir).is_none() {
@@ -225,28 +229,64 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
             .into());
         }
     }
+    Ok(boot)
+}
 
-    // 1. The root tar, spooled to the work dir.
-    let tar_tmp = tempfile::Builder::new()
-        .prefix("pibake-root.")
-        .suffix(".tar")
-        .tempfile_in(&spec.work_dir)
-        .map_err(ioe("cannot create the root tar", &spec.work_dir))?;
-    let stats = {
-        let mut w = BufWriter::with_capacity(1 << 20, tar_tmp.as_file());
-        let s = rootfs.write_tar(&mut w, spec.epoch)?;
-        w.flush()
-            .map_err(ioe("cannot write the root tar", tar_tmp.path()))?;
-        s
+/// Builds the image from `rootfs` from scratch: the boot partition's files are split off
+/// ([`split_boot`]), the root partition is made ([`rootpart::make`], in the work dir) and
+/// the two are composed ([`compose`]), as a build with a stored root partition does.
+/// cmdline.txt and config.txt must already be in the tree (use
+/// `spec.ids.table.root_partuuid()` for `root=PARTUUID=`).
+pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs, AssembleError> {
+    let started = std::time::Instant::now();
+    let boot = split_boot(rootfs, spec)?;
+    let temp = |suffix: &str| {
+        tempfile::Builder::new()
+            .prefix("pibake-root.")
+            .suffix(suffix)
+            .tempfile_in(&spec.work_dir)
+            .map_err(ioe("cannot create a temp file in", &spec.work_dir))
     };
-    lap("root tar");
+    let (ext4, zst) = (temp(".ext4")?, temp(".zst")?);
+    let meta = rootpart::make(rootfs, spec, ext4.path(), zst.as_file())?;
+    let made = started.elapsed();
+    let part = RootPart {
+        ext4: ext4.path(),
+        zst: zst.path(),
+        meta: &meta,
+    };
+    let mut out = compose(&boot, rootfs, part, spec)?;
+    out.phases
+        .insert(0, ("root partition (tar, mke2fs, scan, zstd)", made));
+    Ok(out)
+}
 
-    // 2. Sizes.
-    let root_bytes = ext4::size_for(&stats, spec.root_headroom_percent, spec.root_min_free);
-    let gpt = matches!(spec.ids.table, TableSpec::Gpt { .. });
-    let layout = table::layout(spec.boot_size, root_bytes, gpt);
-
-    // 3. The raw image: a sparse file, table, FAT, ext4.
+/// Writes the image of `boot` (the FAT's files, their content read from `src`) and the made
+/// root partition `part`: the table and the FAT are written, the partition's data extents
+/// copied in; the `.bmap` takes the partition's ranges as they are and the `.img.zst` its
+/// zstd frame, between the frames of the bytes before it and after it (a valid zstd stream
+/// of concatenated frames); the `.sha256` is of the whole image.
+pub fn compose(
+    boot: &Tree,
+    src: &Rootfs,
+    part: RootPart<'_>,
+    spec: &AssembleSpec,
+) -> Result<ImageOutputs, AssembleError> {
+    remove_stale_temps(&spec.out_dir, &spec.name)?;
+    let mut clock = std::time::Instant::now();
+    let mut phases = Vec::new();
+    let mut lap = |name: &'static str| {
+        phases.push((name, clock.elapsed()));
+        clock = std::time::Instant::now();
+    };
+    let layout = table::layout(spec.boot_size, part.meta.len, spec.is_gpt());
+    if layout.root_len != part.meta.len {
+        return Err(AssembleError::PartSize {
+            len: part.meta.len,
+            layout: layout.root_len,
+        });
+    }
+    // 1. The raw image: a sparse file, table, FAT, the root partition's data.
     let img_path = spec.out_dir.join(format!("{}.img", spec.name));
     let img_tmp = atomic::temp_beside(&img_path)?;
     let f = img_tmp.as_file();
@@ -261,35 +301,62 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
     };
     let win = Window::new(f, layout.boot_start, layout.boot_len)
         .map_err(ioe("cannot seek the image", img_tmp.path()))?;
-    fat::write_fat(win, &fat_spec, &boot, rootfs)?;
+    fat::write_fat(win, &fat_spec, boot, src)?;
     lap("table + FAT");
-    let ext = Ext4Spec {
-        size_bytes: layout.root_len,
-        uuid: spec.ids.fs_uuid,
-        hash_seed: spec.ids.hash_seed,
-        label: spec.root_label.clone(),
-        epoch: spec.epoch,
-        inodes: ext4::inodes_for(&stats, layout.root_len),
-    };
-    ext4::make_ext4(
-        tar_tmp.path(),
-        img_tmp.path(),
-        layout.root_start,
-        &ext,
-        &spec.work_dir,
-    )?;
-    drop(tar_tmp);
-    lap("mke2fs");
+    let ext4 = File::open(part.ext4).map_err(ioe("cannot open", part.ext4))?;
+    rootpart::copy_sparse(&ext4, f, layout.root_start)
+        .map_err(ioe("cannot copy the root partition into", img_tmp.path()))?;
+    lap("root partition copied");
 
-    // 4. One pass over the image: punch holes over zero blocks, bmap ranges, sha256, zstd.
+    // 2. The sha256 of the whole image on its own thread; here the bmap ranges and zstd
+    //    frames of the bytes around the root partition, and its stored frame between them.
     let zst_path = spec.out_dir.join(format!("{}.img.zst", spec.name));
     let zst_tmp = atomic::temp_beside(&zst_path)?;
-    let scan = finish_pass(img_tmp.as_file(), zst_tmp.as_file(), spec.zstd_level)
-        .map_err(ioe("cannot scan and compress the image", img_tmp.path()))?;
+    let root_end = layout.root_start + layout.root_len;
+    let (sha256, ranges) = std::thread::scope(|s| -> Result<_, AssembleError> {
+        let sha = s.spawn(|| sha256_of(f, layout.disk_len));
+        let ranges = (|| -> io::Result<Vec<MappedRange>> {
+            let mut w = BufWriter::with_capacity(1 << 20, zst_tmp.as_file());
+            let (mut ranges, head_holes) =
+                scan_region(f, 0, layout.root_start, &mut w, spec.zstd_level)?;
+            io::copy(&mut File::open(part.zst)?, &mut w)?;
+            let shift = layout.root_start / BMAP_BLOCK;
+            ranges.extend(part.meta.ranges.iter().map(|r| MappedRange {
+                first: r.first + shift,
+                last: r.last + shift,
+                sha256: r.sha256.clone(),
+            }));
+            let (tail, tail_holes) = if layout.disk_len > root_end {
+                scan_region(
+                    f,
+                    root_end,
+                    layout.disk_len - root_end,
+                    &mut w,
+                    spec.zstd_level,
+                )?
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            ranges.extend(tail);
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            // Zero blocks written by the table and FAT writers become holes: the .img stays
+            // sparse on disk (the root partition's holes were copied as holes).
+            punch(f, &head_holes)?;
+            punch(f, &tail_holes)?;
+            Ok(ranges)
+        })()
+        .map_err(ioe("cannot scan and compress the image", img_tmp.path()));
+        let sha = sha
+            .join()
+            .map_err(|_| io::Error::other("sha256 thread panicked"))
+            .and_then(|r| r)
+            .map_err(ioe("cannot hash the image", img_tmp.path()))?;
+        Ok((sha, ranges?))
+    })?;
     lap("scan, bmap, sha256, zstd");
     let img_name = format!("{}.img", spec.name);
-    let bmap_xml = bmap_xml(layout.disk_len, &scan.ranges);
-    let sha_line = format!("{}  {}\n", scan.sha256, img_name);
+    let bmap_xml = bmap_xml(layout.disk_len, &ranges);
+    let sha_line = format!("{sha256}  {img_name}\n");
 
     atomic::persist(img_tmp, &img_path)?;
     atomic::persist(zst_tmp, &zst_path)?;
@@ -304,32 +371,26 @@ pub fn assemble(rootfs: &mut Rootfs, spec: &AssembleSpec) -> Result<ImageOutputs
         zst: zst_path,
         bmap: bmap_path,
         sha256_file: sha_path,
-        sha256: scan.sha256,
+        sha256,
         image_bytes: layout.disk_len,
-        mapped_bytes: scan
-            .ranges
+        mapped_bytes: ranges
             .iter()
             .map(|r| (r.last - r.first + 1) * BMAP_BLOCK)
             .sum(),
         layout,
         root_partuuid: spec.ids.table.root_partuuid(),
-        root_tar: stats,
+        root_tar: part.meta.tar,
         phases,
     })
 }
 
 /// A run of non-zero blocks (inclusive block numbers) and the SHA-256 of its bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MappedRange {
     pub first: u64,
     pub last: u64,
     pub sha256: String,
-}
-
-#[derive(Debug)]
-struct Scan {
-    sha256: String,
-    ranges: Vec<MappedRange>,
 }
 
 fn zstd_workers() -> u32 {
@@ -339,86 +400,60 @@ fn zstd_workers() -> u32 {
         .max(1)
 }
 
-/// Reads the image once: the whole-image SHA-256 and the zstd stream run on their own
-/// threads (zstd with its own workers too) while this thread finds zero blocks and hashes
-/// the mapped ranges; then zero runs are punched out so the file is sparse.
-fn finish_pass(img: &File, zst: &File, level: i32) -> io::Result<Scan> {
-    use std::sync::mpsc::sync_channel;
-    use std::sync::Arc;
+const CHUNK: usize = 4 << 20;
 
-    let (tx_sha, rx_sha) = sync_channel::<Arc<Vec<u8>>>(4);
-    let (tx_z, rx_z) = sync_channel::<Arc<Vec<u8>>>(4);
-    std::thread::scope(|s| {
-        let sha = s.spawn(move || {
-            let mut h = Sha256::new();
-            for c in rx_sha {
-                h.update(&c[..]);
-            }
-            hex::encode(h.finalize())
-        });
-        let z = s.spawn(move || -> io::Result<()> {
-            let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, zst), level)?;
-            // Multithreaded zstd output is the same for any worker count >= 1.
-            enc.multithread(zstd_workers())?;
-            enc.include_checksum(true)?;
-            for c in rx_z {
-                enc.write_all(&c)?;
-            }
-            let w = enc.finish()?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()
-        });
-        let scanned = scan_blocks(img, &tx_sha, &tx_z);
-        drop(tx_sha);
-        drop(tx_z);
-        let sha = sha
-            .join()
-            .map_err(|_| io::Error::other("sha256 thread panicked"))?;
-        z.join()
-            .map_err(|_| io::Error::other("zstd thread panicked"))??;
-        let (ranges, holes) = scanned?;
-        // Zero blocks written by mkfs tools become holes: the .img stays sparse on disk.
-        for (s, e) in holes {
-            rustix::fs::fallocate(
-                img.as_fd(),
-                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-                s * BMAP_BLOCK,
-                (e - s) * BMAP_BLOCK,
-            )?;
-        }
-        Ok(Scan {
-            sha256: sha,
-            ranges,
-        })
-    })
+/// The SHA-256 of `file[0..len]`, read by position (the fd's cursor is shared).
+fn sha256_of(file: &File, len: u64) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0;
+    while at < len {
+        let n = read_full_at(file, &mut buf, at, len)?;
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
-type Holes = Vec<(u64, u64)>;
+/// Reads `file[at..]` into `buf`, up to `end`; fails on a file shorter than `end`.
+fn read_full_at(file: &File, buf: &mut [u8], at: u64, end: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let want = usize::try_from(end - at)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    file.read_exact_at(&mut buf[..want], at)?;
+    Ok(want)
+}
 
-fn scan_blocks(
-    img: &File,
-    tx_sha: &std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>,
-    tx_z: &std::sync::mpsc::SyncSender<std::sync::Arc<Vec<u8>>>,
+/// Runs of zero blocks, `[start, end)` in block numbers.
+pub(crate) type Holes = Vec<(u64, u64)>;
+
+/// Reads `file[start..start + len]` once (both block-aligned): its mapped ranges (block
+/// numbers of the file) and zero runs, and one zstd frame of its bytes written to `zst`
+/// (zstd's own workers compress while this thread finds the zero blocks).
+pub(crate) fn scan_region(
+    file: &File,
+    start: u64,
+    len: u64,
+    zst: &mut impl Write,
+    level: i32,
 ) -> io::Result<(Vec<MappedRange>, Holes)> {
+    let mut enc = zstd::Encoder::new(zst, level)?;
+    // Multithreaded zstd output is the same for any worker count >= 1.
+    enc.multithread(zstd_workers())?;
+    enc.include_checksum(true)?;
     let mut ranges: Vec<MappedRange> = Vec::new();
     let mut cur: Option<(u64, Sha256)> = None;
     let mut hole_start: Option<u64> = None;
     let mut holes = Vec::new();
-    let mut block = 0u64;
-    let mut r = img;
-    // The fd's cursor is shared with the writers that ran before: start from byte 0.
-    io::Seek::seek(&mut r, io::SeekFrom::Start(0))?;
-    let gone = || io::Error::other("an output thread stopped early");
-    loop {
-        let mut buf = vec![0u8; 4 << 20];
-        let n = read_full(&mut r, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        buf.truncate(n);
-        let chunk = std::sync::Arc::new(buf);
-        tx_sha.send(chunk.clone()).map_err(|_| gone())?;
-        tx_z.send(chunk.clone()).map_err(|_| gone())?;
-        for b in chunk.chunks(BMAP_BLOCK as usize) {
+    let mut block = start / BMAP_BLOCK;
+    let mut buf = vec![0u8; CHUNK];
+    let (mut at, end) = (start, start + len);
+    while at < end {
+        let n = read_full_at(file, &mut buf, at, end)?;
+        at += n as u64;
+        enc.write_all(&buf[..n])?;
+        for b in buf[..n].chunks(BMAP_BLOCK as usize) {
             if is_zero(b) {
                 if let Some((first, h)) = cur.take() {
                     ranges.push(MappedRange {
@@ -439,6 +474,7 @@ fn scan_blocks(
             block += 1;
         }
     }
+    enc.finish()?;
     if let Some((first, h)) = cur.take() {
         ranges.push(MappedRange {
             first,
@@ -452,19 +488,18 @@ fn scan_blocks(
     Ok((ranges, holes))
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Punches `holes` (block numbers) out of `file`, keeping its size.
+pub(crate) fn punch(file: &File, holes: &Holes) -> io::Result<()> {
+    for (s, e) in holes {
+        rustix::fs::fallocate(
+            file.as_fd(),
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            s * BMAP_BLOCK,
+            (e - s) * BMAP_BLOCK,
+        )?;
     }
-    Ok(n)
+    Ok(())
 }
-
 fn is_zero(b: &[u8]) -> bool {
     // OR-folding fixed chunks vectorizes; `all` per chunk still stops early on data.
     b.chunks(256)

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod oci;
 pub mod path;
 pub mod pi5;
+pub mod rootpart;
 pub mod table;
 pub mod tar;
 pub mod tree;

@@ -19,7 +19,7 @@ pub struct Manifest {
     pub name: String,
     pub role: String,
     pub node: Option<String>,
-    /// The nodes the image's node table (`/etc/pibake/nodes.toml`) serves, so that `flash`
+    /// The nodes the image's node table (`pibake-nodes.toml` on its boot partition) serves, so that `flash`
     /// can refuse others without decompressing the image. Manifests of older builds lack it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<String>>,

@@ -62,7 +62,8 @@ pub enum TarError {
 }
 
 /// Sizes of a written root tar, used to size the ext4 partition.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TarStats {
     /// Number of entries written (inodes needed, roughly).
     pub entries: u64,

@@ -253,10 +253,18 @@ impl Store {
                 });
             }
         }
-        let entry = EntryName::new(sha256, name)?;
+        self.persist(tmp, EntryName::new(sha256, name)?)
+    }
+
+    /// Makes a complete temp file read-only and renames it into place as `entry`.
+    fn persist(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        entry: EntryName,
+    ) -> Result<EntryName, StoreError> {
         let dest = self.path_of(&entry);
-        let f = tmp.as_file();
-        f.set_permissions(fs::Permissions::from_mode(0o444))
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(io_err(tmp.path()))?;
         // Same content under the same name: a concurrent insert that won is as good as ours.
         atomic::persist(tmp, &dest).map_err(|e| StoreError::Io {
@@ -275,6 +283,33 @@ impl Store {
     ) -> Result<EntryName, StoreError> {
         let f = File::open(path).map_err(io_err(path))?;
         self.insert_reader(name, expected, f)
+    }
+
+    /// A temp file in the store's `tmp/`, for a stage that writes its output in place (a
+    /// sparse file that a copy through [`Store::insert_reader`] would fill in). `gc` clears
+    /// those a killed process left.
+    pub fn temp_file(&self, prefix: &str) -> Result<tempfile::NamedTempFile, StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err(&tmp_dir))
+    }
+
+    /// Inserts a temp file of [`Store::temp_file`] as `name` by renaming it, so that its
+    /// holes stay holes: it is hashed (read once), made read-only, fsynced and renamed.
+    pub fn insert_temp(
+        &self,
+        name: &str,
+        tmp: tempfile::NamedTempFile,
+    ) -> Result<EntryName, StoreError> {
+        EntryName::new(Sha256::of(b""), name)?;
+        let _lock = self.shared_lock()?;
+        // Its writer may have left the shared cursor anywhere.
+        io::Seek::seek(&mut tmp.as_file(), io::SeekFrom::Start(0)).map_err(io_err(tmp.path()))?;
+        let (sha256, _) = Sha256::of_reader(io::BufReader::with_capacity(1 << 20, tmp.as_file()))
+            .map_err(io_err(tmp.path()))?;
+        self.persist(tmp, EntryName::new(sha256, name)?)
     }
 
     /// Every entry, sorted (temp files, roots and the lock file are not entries).
@@ -445,6 +480,40 @@ mod tests {
         assert_eq!(
             store.apt_dir("trixie", "arm64"),
             root.join("apt/trixie-arm64")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_temp_file_is_inserted_by_rename_and_stays_sparse() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let mut tmp = store.temp_file("part-")?;
+        // 64 MiB with 4 KiB of data at its end, written through the handle: the cursor is
+        // at the end when it is inserted.
+        tmp.as_file().set_len(64 << 20)?;
+        io::Seek::seek(&mut tmp, io::SeekFrom::Start((64 << 20) - 4096))?;
+        tmp.write_all(&[7u8; 4096])?;
+        let inode = tmp.as_file().metadata()?.ino();
+        let entry = store.insert_temp("part.ext4", tmp)?;
+        let path = store.path_of(&entry);
+        let meta = fs::metadata(&path)?;
+        assert_eq!(meta.ino(), inode, "renamed, not copied");
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "filled in: {} blocks",
+            meta.blocks()
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        let mut bytes = vec![0u8; 64 << 20];
+        bytes[(64 << 20) - 4096..].fill(7);
+        assert_eq!(entry.sha256(), Sha256::of(&bytes));
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp"))?.count(),
+            0,
+            "temp left"
         );
         Ok(())
     }
