@@ -126,6 +126,9 @@ pub struct RootfsStage {
 pub struct ImagePlan {
     /// The hash of the spec (see [`ImageSpec::input_hash`]).
     pub input_hash: InputHash,
+    /// The hash of what its root partition is made of (see [`ImageSpec::root_hash`]):
+    /// images with the same one share their root's bytes.
+    pub root_hash: InputHash,
     pub layers_hash: InputHash,
     #[serde(flatten)]
     pub spec: ImageSpec,
@@ -300,6 +303,7 @@ pub fn plan(cluster: &Cluster, lock: &LockInfo, selection: &Selection) -> Result
             };
             images.push(ImagePlan {
                 input_hash: spec.input_hash()?,
+                root_hash: spec.root_hash()?,
                 layers_hash: spec.layers_hash()?,
                 spec,
             });
@@ -441,15 +445,15 @@ impl Plan {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12}  layers",
-            "image", "role", "platforms", "arch", "pkgs", "input", "rootfs"
+            "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12} {:<12}  layers",
+            "image", "role", "platforms", "arch", "pkgs", "input", "root", "rootfs"
         );
         for image in &self.images {
             let image_spec = &image.spec;
             let platforms: Vec<&str> = image_spec.platforms.iter().map(|p| p.name()).collect();
             let _ = writeln!(
                 out,
-                "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12}  {}",
+                "{:<16} {:<8} {:<10} {:<6} {:>4}  {:<12} {:<12} {:<12}  {}",
                 image_spec.name,
                 image_spec.role,
                 platforms.join(","),
@@ -458,6 +462,7 @@ impl Plan {
                     .map_or("?", |r| r.arch.as_str()),
                 image_spec.packages.len(),
                 image.input_hash.short(),
+                image.root_hash.short(),
                 image_spec.rootfs.input_hash.short(),
                 image_spec.overlays.join(" ")
             );

@@ -15,8 +15,9 @@
 //! preloaded image also in `swarm.preloaded_stacks`); an image that carries
 //! preloaded images (the plan's [`ImageScope::archives`]) the `images` layer
 //! (each archive as `/var/lib/pibake/images/<name>.tar`, 0644, a store entry
-//! named by its sha256, their names in `swarm.images`); every image ends with
-//! the `node-table` layer.
+//! named by its sha256, their names in `swarm.images`). The node table is
+//! not a layer: the build writes it to the boot partition, so that the root
+//! a node's change leaves alone is reused as bytes.
 
 use crate::hash::{HashError, InputHash};
 use crate::model::{Cluster, Ipv4Net, Node, Platform, Stack};
@@ -249,14 +250,9 @@ pub fn render_image(
         }),
     ));
     let node_table = node_table(cluster, scope, node_files, &stacks);
-    let table_text = node_table.to_toml().map_err(RenderError::Table)?;
-    layers.extend(generated_layer(
-        "node-table",
-        [(
-            table::TABLE_PATH.into(),
-            EntryKind::File(table_text.into_bytes()),
-        )],
-    ));
+    // Rendered now so that a table that does not encode fails the plan, not the build; the
+    // build writes it to the boot partition (`bootfiles::TABLE_FILE`), not the root.
+    node_table.to_toml().map_err(RenderError::Table)?;
     Ok(RenderedImage { layers, node_table })
 }
 

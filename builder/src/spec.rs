@@ -23,7 +23,19 @@ use std::collections::{BTreeMap, BTreeSet};
 /// 3: the input hash is the hash of the `ImageSpec`; the image ids (disk id, partition
 ///    UUIDs, FAT volume id, ext4 UUID and hash_seed) derive from it, so they changed, and with
 ///    them cmdline.txt's and fstab's PARTUUIDs; every other byte is the same.
-pub const IMAGE_EPOCH: u32 = 3;
+/// 4: the node table is on the boot partition (`pibake-nodes.toml`), not in the root; the
+///    ids derive from [`ImageSpec::root_hash`]; the root partition is made apart (its bmap
+///    ranges end at its bounds, the `.img.zst` is one zstd frame per part).
+pub const IMAGE_EPOCH: u32 = 4;
+
+/// The spec's fields that do not reach the root partition's bytes, left out of
+/// [`ImageSpec::root_hash`]: the node table is written to the boot partition, and the
+/// image's name, node and node list reach only the boot partition (config.txt, the ESP's
+/// entry title), the manifest and the SBOM. A field that reaches the root must never be
+/// here (a stale root would be reused); `builder/tests/render.rs` checks that every other
+/// leaf changes the root hash, and `builder/tests/rootpart.rs` that images differing only in
+/// these fields have the same root bytes.
+pub const NOT_IN_ROOT: [&str; 4] = ["name", "node", "nodes", "node_table"];
 
 /// One image, completely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +56,10 @@ pub struct ImageSpec {
     pub packages: BTreeSet<String>,
     /// Overlay names in stacking order.
     pub overlays: Vec<String>,
-    /// The rendered overlays, then the node table, in stacking order.
+    /// The rendered overlays, in stacking order.
     pub layers: Vec<Layer>,
-    /// The node table the last layer carries as `/etc/pibake/nodes.toml`.
+    /// The node table, which the build writes to the boot partition as
+    /// `pibake-nodes.toml` (`pibake_firstboot::bootfiles::TABLE_FILE`).
     pub node_table: NodeTable,
     pub boot: BootSpec,
     pub services: ServiceSpec,
@@ -114,6 +127,28 @@ impl ImageSpec {
                 spec: self,
             },
         )
+    }
+
+    /// The hash of what the root partition is made of: the spec's serialization without
+    /// [`NOT_IN_ROOT`], with the domain tag `image-root` and [`IMAGE_EPOCH`]. Images with the
+    /// same root hash share their root partition's bytes (and the ids derived from it), so a
+    /// node's change rebuilds only the boot partition, and the per-node images of a role
+    /// share the role's root.
+    pub fn root_hash(&self) -> Result<InputHash, HashError> {
+        let mut value = serde_json::to_value(Hashed {
+            image_epoch: IMAGE_EPOCH,
+            spec: self,
+        })
+        .map_err(|source| HashError {
+            domain: "image-root".to_owned(),
+            source,
+        })?;
+        if let Some(spec) = value.get_mut("spec").and_then(|v| v.as_object_mut()) {
+            for field in NOT_IN_ROOT {
+                spec.remove(field);
+            }
+        }
+        InputHash::of("image-root", &value)
     }
 
     /// The hash of the rendered layers alone (the manifest's `layers_hash`).

@@ -78,7 +78,7 @@ fn rendered_files(image: &str, spec: &ImageSpec) -> BTreeMap<String, String> {
 
 /// The boot files pibake renders, by path on the boot partition, for the
 /// placeholder kernel and a fixed root PARTUUID: config.txt and cmdline.txt
-/// on a Pi, loader.conf and the loader entry on pc-efi.
+/// on a Pi, loader.conf and the loader entry on pc-efi; and the node table.
 fn boot_files(spec: &ImageSpec) -> BTreeMap<String, String> {
     let kernel = KernelFiles::placeholder();
     if spec.boot.is_efi() {
@@ -96,6 +96,12 @@ fn boot_files(spec: &ImageSpec) -> BTreeMap<String, String> {
             ),
         ])
     }
+    .into_iter()
+    .chain([(
+        pibake_firstboot::bootfiles::TABLE_FILE.to_string(),
+        spec.node_table.to_toml().expect("the table encodes"),
+    )])
+    .collect()
 }
 
 /// The goldens other tests compare: the lab's plan (below) and picture
@@ -622,12 +628,20 @@ fn every_part_of_the_spec_reaches_the_input_hash() {
             ..Selection::default()
         },
     );
+    // The fields that stay out of the root hash, as this test knows them: a change to the
+    // list must come with a reason (reproducible.rs builds images that differ in the node
+    // table around one stored root and compares them with from-scratch builds).
+    assert_eq!(
+        pibake::spec::NOT_IN_ROOT.as_slice(),
+        ["name", "node", "nodes", "node_table"].as_slice()
+    );
     let root = common::workspace_root().display().to_string();
     let mut mutated = BTreeSet::new();
     let mut unmutated = BTreeSet::new();
     for image in per_role.images.iter().chain(&aux1.images) {
         let spec = &image.spec;
         assert_eq!(spec.input_hash().expect("hash"), image.input_hash);
+        assert_eq!(spec.root_hash().expect("hash"), image.root_hash);
         let json = serde_json::to_value(spec).expect("spec serializes");
         assert!(
             !json.to_string().contains(&root),
@@ -662,6 +676,17 @@ fn every_part_of_the_spec_reaches_the_input_hash() {
                         spec.name,
                         pattern(&at)
                     );
+                    // The root hash too, unless the field stays out of the root.
+                    let top = at[0].as_str().unwrap_or_default();
+                    let root_changed = m.root_hash().expect("hash") != image.root_hash;
+                    assert_eq!(
+                        root_changed,
+                        !pibake::spec::NOT_IN_ROOT.contains(&top),
+                        "{}: changing {} (not in the root: {:?}) changes the root hash: {root_changed}",
+                        spec.name,
+                        pattern(&at),
+                        pibake::spec::NOT_IN_ROOT
+                    );
                     mutated.insert(pattern(&at));
                 }
                 None => {
@@ -695,6 +720,8 @@ fn every_part_of_the_spec_reaches_the_input_hash() {
         "services.disable.*",
         "rootfs.input_hash",
         "layers.*.entries.*.kind.file.text",
+        "node_table.nodes.aux1.address",
+        "name",
     ] {
         assert!(mutated.contains(p), "{p} was not changed: {mutated:?}");
     }
@@ -944,8 +971,8 @@ fn stacks_go_into_the_manager_images_only() {
                     assert_eq!((entry.mode, entry.uid, entry.gid), (0o644, 0, 0));
                     assert_eq!(entry.kind, EntryKind::File(web.as_bytes().to_vec()));
                     assert_eq!(spec.node_table.swarm.stacks, ["web"], "{}", spec.name);
-                    let last = spec.layers.last().expect("layers");
-                    assert_eq!(last.overlay, "node-table", "the node table stays last");
+                    // The node table goes to the boot partition, never into a layer.
+                    assert!(spec.layers.iter().all(|l| l.overlay != "node-table"));
                 }
                 None => {
                     assert!(!manager, "manager image {} lacks the stack", spec.name);

@@ -68,6 +68,13 @@ fn small_image_is_reproducible_from_two_empty_stores() {
     let cluster = checked.cluster.expect("valid");
 
     let mut results = Vec::new();
+    let options_of = |run: &str| BuildOptions {
+        out_dir: data.join(format!("out-{run}")),
+        work_dir: data.join(format!("work-{run}")),
+        agents: agents.clone(),
+        dtbo_dir: data.join("overlays/dtbo"),
+        progress: false,
+    };
     for run in ["a", "b"] {
         let store = inputs::open_store(Some(&data.join(format!("store-{run}")))).expect("store");
         // The first run writes the lock; the second keeps it (same lock).
@@ -76,13 +83,7 @@ fn small_image_is_reproducible_from_two_empty_stores() {
         inputs::fetch(&cluster, &lock, &store, false, false).expect("fetch");
         let info = LockInfo::read(&cluster_file).expect("lock info");
         let plan = plan::plan(&cluster, &info, &Selection::default()).expect("plan");
-        let options = BuildOptions {
-            out_dir: data.join(format!("out-{run}")),
-            work_dir: data.join(format!("work-{run}")),
-            agents: agents.clone(),
-            dtbo_dir: data.join("overlays/dtbo"),
-            progress: false,
-        };
+        let options = options_of(run);
         let built = match build::build(&cluster, &plan, &lock, &store, &options) {
             Ok(built) => built,
             Err(error) => {
@@ -126,4 +127,107 @@ fn small_image_is_reproducible_from_two_empty_stores() {
     assert_eq!(a.1, b.1, "images differ between two empty stores");
     assert_eq!(a.1, a.2, "the reported sha256 is not the image's");
     assert_eq!(a.3, b.3, "SBOMs differ between two empty stores");
+    a_node_change_reuses_the_root(&cluster, &cluster_file, data, &options_of);
+}
+
+/// After tiny1's address changes, store a builds the image around its stored root
+/// partition, whose bytes stay as they were; store b, its root partition forgotten, builds
+/// the same inputs from scratch: the two images are the same bytes.
+fn a_node_change_reuses_the_root(
+    cluster: &model::Cluster,
+    cluster_file: &Path,
+    data: &Path,
+    options_of: &dyn Fn(&str) -> BuildOptions,
+) {
+    let mut changed = cluster.clone();
+    let node = changed.nodes.get_mut("tiny1").expect("tiny1");
+    node.address = "10.9.0.12".parse().expect("address");
+    let info = LockInfo::read(cluster_file).expect("lock info");
+    let plan = plan::plan(&changed, &info, &Selection::default()).expect("plan");
+    let before = plan::plan(cluster, &info, &Selection::default()).expect("plan");
+    assert_eq!(plan.images[0].root_hash, before.images[0].root_hash);
+    assert_ne!(plan.images[0].input_hash, before.images[0].input_hash);
+    let lock = inputs::read_lock(&changed).expect("lock");
+    let mut images = Vec::new();
+    for run in ["a", "b"] {
+        let store = inputs::open_store(Some(&data.join(format!("store-{run}")))).expect("store");
+        let parts = stored_root_parts(&store);
+        assert_eq!(
+            parts.len(),
+            1,
+            "store {run}: one stored root partition: {parts:?}"
+        );
+        if run == "b" {
+            for pointer in std::fs::read_dir(store.root().join("stages")).expect("stages") {
+                let pointer = pointer.expect("entry").path();
+                if pointer
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rootpart-"))
+                {
+                    std::fs::remove_file(pointer).expect("forget the root partition");
+                }
+            }
+        }
+        let built = build::build(&changed, &plan, &lock, &store, &options_of(run)).expect("build");
+        assert!(!built[0].cached, "run {run}: the node table changed");
+        assert_eq!(
+            built[0].root_stored,
+            run == "a",
+            "run {run}: root partition reuse"
+        );
+        if run == "a" {
+            assert_eq!(
+                stored_root_parts(&store),
+                parts,
+                "the stored root partition changed"
+            );
+        }
+        let table = read_fat_table(&built[0].img);
+        assert!(
+            table.contains("10.9.0.12"),
+            "the new address is not in the table:\n{table}"
+        );
+        images.push((sha256(&built[0].img), built[0].sha256.clone()));
+    }
+    assert_eq!(
+        images[0], images[1],
+        "the image around the stored root differs from scratch"
+    );
+}
+
+/// Each stored root partition's entry name with its bytes' sha256 and modification time.
+fn stored_root_parts(store: &pibake_inputs::Store) -> Vec<(String, String, std::time::SystemTime)> {
+    let mut parts: Vec<_> = std::fs::read_dir(store.root())
+        .expect("store")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".ext4"))
+        .map(|p| {
+            let mtime = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            (p.display().to_string(), sha256(&p), mtime)
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// The node table on the image's FAT partition (MBR partition 1), read with mtools.
+fn read_fat_table(img: &Path) -> String {
+    let bytes = std::fs::read(img).expect("image");
+    let start = u64::from(u32::from_le_bytes(
+        bytes[454..458].try_into().expect("4 bytes"),
+    )) * 512;
+    let out = std::process::Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{start}", img.display()))
+        .arg("::pibake-nodes.toml")
+        .output()
+        .expect("mtype runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

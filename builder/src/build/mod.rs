@@ -9,7 +9,10 @@ mod esp;
 mod fstab;
 mod layers;
 mod manifest;
+mod node_table;
+mod parallel;
 mod qcow2;
+mod rootpart;
 pub mod sbom;
 mod services;
 
@@ -110,7 +113,10 @@ pub struct BuiltImage {
     pub image_bytes: u64,
     pub mapped_bytes: u64,
     pub sha256: String,
+    /// The whole image was up to date (its manifest had the same input hash).
     pub cached: bool,
+    /// Built around a root partition from the store (made by an earlier build).
+    pub root_stored: bool,
 }
 
 /// The manifest written beside each image (one type, shared with `diff` and `flash`).
@@ -224,88 +230,117 @@ pub fn build(
         .chain(crate::inputs::kernel_source_name(cluster))
         .collect();
 
-    let mut rootfs_tars = BTreeMap::new();
-    for stage in plan.rootfs.values() {
-        let closure = lock
-            .closure(&stage.arch)
-            .ok_or_else(|| BuildError::Rootfs {
-                stage: stage.id.clone(),
-                source: Box::new(rootfs::RootfsError::NoClosure {
-                    arch: stage.arch.clone(),
-                }),
-            })?;
-        let bar = progress(
-            opts.progress,
-            format!(
-                "rootfs {}: mmdebstrap of {} {} packages (cached by input hash)",
-                stage.id,
-                closure.packages.len(),
-                stage.arch
-            ),
-        );
-        let (tar, cached) =
-            rootfs::ensure(store, closure, stage, &opts.work_dir).map_err(|source| {
-                BuildError::Rootfs {
-                    stage: stage.id.clone(),
-                    source: Box::new(source),
-                }
-            })?;
-        bar.finish_with_message(format!(
-            "rootfs {}: {}",
-            stage.id,
-            if cached { "cached" } else { "built" }
-        ));
-        rootfs_tars.insert(stage.id.clone(), tar);
-    }
+    let progress = parallel::Progress::new(opts.progress);
+    let jobs = parallel::jobs();
+    // The rootfs stages at once: a mixed lab's arm64 one (qemu-user) beside its amd64 one.
+    let stages: Vec<&RootfsStage> = plan.rootfs.values().collect();
+    let tars = parallel::map_bounded(jobs, &stages, |stage| {
+        rootfs_stage(store, lock, stage, &progress, &opts.work_dir)
+    })?;
+    let rootfs_tars: BTreeMap<String, PathBuf> =
+        stages.iter().map(|s| s.id.clone()).zip(tars).collect();
 
-    let mut built = Vec::new();
+    // Each image's hashes; those whose outputs are up to date are done.
+    let mut built: Vec<Option<BuiltImage>> = Vec::new();
+    let mut todo: Vec<Job<'_>> = Vec::new();
     for image in &plan.images {
-        let spec = &image.spec;
-        let (agent, agent_sha) = &agents[&spec.rootfs.id];
+        let agent_sha = &agents[&image.spec.rootfs.id].1;
         let input_hash = InputHash::of(
             "build",
-            &serde_json::json!({
-                "plan": image.input_hash,
-                "agent": agent_sha,
-                "dtbo": dtbo_sha,
-            }),
+            &serde_json::json!({ "plan": image.input_hash, "agent": agent_sha, "dtbo": dtbo_sha }),
         )?;
-        if let Some(done) = cached_image(&opts.out_dir, &spec.name, &input_hash) {
-            built.push(done);
-            continue;
+        // What the root partition is made of: the plan's root hash and the same two files.
+        let root_key = InputHash::of(
+            "build-root",
+            &serde_json::json!({ "root": image.root_hash, "agent": agent_sha, "dtbo": dtbo_sha }),
+        )?;
+        built.push(cached_image(&opts.out_dir, &image.spec.name, &input_hash));
+        if built.last().is_some_and(Option::is_none) {
+            todo.push(Job {
+                slot: built.len() - 1,
+                image,
+                input_hash,
+                root_key,
+            });
         }
-        let bar = progress(opts.progress, format!("image {}: assembling", spec.name));
-        let inputs = Inputs {
-            store,
-            rootfs_tar: &rootfs_tars[&spec.rootfs.id],
-            dtbos: &dtbos,
-            agent,
-            agent_sha,
-            lock_digest: &lock_digest,
-            packages: &packages[plan.rootfs[&spec.rootfs.id].arch.as_str()],
-            closure: closures[plan.rootfs[&spec.rootfs.id].arch.as_str()],
-            debian_origins: &debian_origins,
-        };
-        let result = build_image(image, &inputs, input_hash, opts)?;
-        bar.finish_with_message(format!("image {}: built", spec.name));
-        built.push(result);
     }
-    Ok(built)
+    // The images at once; images sharing a root partition wait for the first of them,
+    // which makes it, so that it is made once.
+    let mut firsts = BTreeSet::new();
+    let (first, rest): (Vec<Job<'_>>, Vec<Job<'_>>) =
+        todo.into_iter().partition(|j| firsts.insert(j.root_key));
+    for wave in [first, rest] {
+        let done = parallel::map_bounded(jobs, &wave, |job| {
+            let spec = &job.image.spec;
+            let (agent, agent_sha) = &agents[&spec.rootfs.id];
+            let arch = plan.rootfs[&spec.rootfs.id].arch.as_str();
+            let inputs = Inputs {
+                store,
+                rootfs_tar: &rootfs_tars[&spec.rootfs.id],
+                dtbos: &dtbos,
+                agent,
+                agent_sha,
+                lock_digest: &lock_digest,
+                packages: &packages[arch],
+                closure: closures[arch],
+                debian_origins: &debian_origins,
+            };
+            let bar = progress.bar(format!("image {}: assembling", spec.name));
+            let result = build_image(job.image, &inputs, job.input_hash, job.root_key, opts)?;
+            let how = if result.root_stored {
+                "built around its stored root partition"
+            } else {
+                "built"
+            };
+            progress.finish(&bar, format!("image {}: {how}", spec.name));
+            Ok(result)
+        })?;
+        for (job, result) in wave.iter().zip(done) {
+            built[job.slot] = Some(result);
+        }
+    }
+    built
+        .into_iter()
+        .map(|b| b.ok_or_else(|| image_err("?", "an image was neither cached nor built")))
+        .collect()
 }
 
-fn progress(enabled: bool, message: String) -> indicatif::ProgressBar {
-    if !enabled {
-        eprintln!("{message}");
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    bar.set_message(message);
-    bar
+/// An image to build, with its place in the summary.
+#[derive(Debug)]
+struct Job<'a> {
+    slot: usize,
+    image: &'a ImagePlan,
+    input_hash: InputHash,
+    root_key: InputHash,
+}
+
+/// One rootfs stage: its tar in the store, built first if needed.
+fn rootfs_stage(
+    store: &Store,
+    lock: &Lock,
+    stage: &RootfsStage,
+    progress: &parallel::Progress,
+    work_dir: &Path,
+) -> Result<PathBuf, BuildError> {
+    let err = |source| BuildError::Rootfs {
+        stage: stage.id.clone(),
+        source: Box::new(source),
+    };
+    let closure = lock.closure(&stage.arch).ok_or_else(|| {
+        err(rootfs::RootfsError::NoClosure {
+            arch: stage.arch.clone(),
+        })
+    })?;
+    let bar = progress.bar(format!(
+        "rootfs {}: mmdebstrap of {} {} packages (cached by input hash)",
+        stage.id,
+        closure.packages.len(),
+        stage.arch
+    ));
+    let (tar, cached) = rootfs::ensure(store, closure, stage, work_dir).map_err(err)?;
+    let how = if cached { "cached" } else { "built" };
+    progress.finish(&bar, format!("rootfs {}: {how}", stage.id));
+    Ok(tar)
 }
 
 /// A build killed by a signal leaves its temp outputs (`.lab-worker.img.XXXXXX.tmp`, as big as
@@ -356,12 +391,14 @@ fn cached_image(out_dir: &Path, name: &str, input_hash: &InputHash) -> Option<Bu
         mapped_bytes: std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
         sha256: manifest.sha256,
         cached: true,
+        root_stored: true,
     })
 }
 
-/// Identifiers derived from the image's input hash (no randomness).
-fn ids(input_hash: &InputHash, table: TableKind) -> ImageIds {
-    ImageIds::from_input_hash(input_hash.bytes(), table)
+/// Identifiers derived from the image's root key (no randomness): they are in the root
+/// (fstab's PARTUUIDs, the ext4 UUID), so images that share a root share them.
+fn ids(root_key: &InputHash, table: TableKind) -> ImageIds {
+    ImageIds::from_input_hash(root_key.bytes(), table)
 }
 
 /// What an image is built from besides its spec, all covered by the build's input hash.
@@ -385,11 +422,12 @@ fn build_image(
     image: &ImagePlan,
     inputs: &Inputs<'_>,
     input_hash: InputHash,
+    root_key: InputHash,
     opts: &BuildOptions,
 ) -> Result<BuiltImage, BuildError> {
     let spec = &image.spec;
     let name = spec.name.as_str();
-    let ids = ids(&input_hash, spec.boot.table);
+    let ids = ids(&root_key, spec.boot.table);
     let mut rootfs =
         Rootfs::from_base_tar(inputs.rootfs_tar, &opts.work_dir).map_err(|source| {
             BuildError::Tar {
@@ -406,10 +444,11 @@ fn build_image(
         boot_files::apply(&mut rootfs, name, &spec.boot, &ids)?
     };
     fstab::apply(&mut rootfs, name, &ids, &spec.boot.boot_dir())?;
+    node_table::apply(&mut rootfs, name, &spec.node_table, &spec.boot.boot_dir())?;
     let files = manifest::files(name, &rootfs)?;
     let licenses = sbom::declared_licenses(&rootfs, inputs.closure)
         .map_err(io("cannot read the copyright files of", inputs.rootfs_tar))?;
-    let outputs = assemble(&mut rootfs, spec, ids, opts)?;
+    let (outputs, root_stored) = assemble(&mut rootfs, spec, ids, inputs.store, &root_key, opts)?;
     // Proxmox imports a pc-efi master's disk from a qcow2.
     let qcow2 = if spec.boot.is_efi() {
         Some(qcow2::write(name, &outputs.img)?)
@@ -478,16 +517,21 @@ fn build_image(
         mapped_bytes: outputs.mapped_bytes,
         sha256: outputs.sha256,
         cached: false,
+        root_stored,
     })
 }
 
-/// The partition table, FAT and ext4 of the finished tree, and the image's outputs.
+/// The partition table, FAT and ext4 of the finished tree, and the image's outputs: the
+/// root partition is the stored one of `root_key` when a build made it before, else it is
+/// made and stored; the boot partition is always written.
 fn assemble(
     rootfs: &mut Rootfs,
     spec: &ImageSpec,
     ids: ImageIds,
+    store: &Store,
+    root_key: &InputHash,
     opts: &BuildOptions,
-) -> Result<assemble::ImageOutputs, BuildError> {
+) -> Result<(assemble::ImageOutputs, bool), BuildError> {
     let mut assembly = AssembleSpec::new(
         &spec.name,
         &opts.out_dir,
@@ -498,10 +542,22 @@ fn assemble(
     assembly.boot_size = u64::from(spec.boot.boot_size_mib) << 20;
     assembly.boot_dir = spec.boot.boot_dir();
     assembly.root_min_free = u64::from(spec.boot.root_headroom_mib) << 20;
-    assemble::assemble(rootfs, &assembly).map_err(|source| BuildError::Assemble {
+    let err = |source| BuildError::Assemble {
         image: spec.name.clone(),
         source: Box::new(source),
-    })
+    };
+    let started = std::time::Instant::now();
+    let boot = assemble::split_boot(rootfs, &assembly).map_err(err)?;
+    let (root, cached) = rootpart::ensure(store, root_key, &spec.name, rootfs, &assembly)?;
+    let took = started.elapsed();
+    let mut outputs = assemble::compose(&boot, rootfs, root.part(), &assembly).map_err(err)?;
+    let phase = if cached {
+        "root partition (stored)"
+    } else {
+        "root partition (tar, mke2fs, scan, zstd)"
+    };
+    outputs.phases.insert(0, (phase, took));
+    Ok((outputs, cached))
 }
 
 /// Outputs are published artifacts, not secrets: readable by all.
@@ -531,7 +587,11 @@ pub fn summary(images: &[BuiltImage]) -> String {
             i.image_bytes as f64 / 1048576.0,
             i.mapped_bytes as f64 / 1048576.0,
             &i.sha256[..16.min(i.sha256.len())],
-            if i.cached { "cached" } else { "built" }
+            match (i.cached, i.root_stored) {
+                (true, _) => "cached",
+                (false, true) => "built (root partition stored)",
+                (false, false) => "built",
+            }
         );
     }
     out

@@ -202,13 +202,14 @@ pub fn pc_efi_boot(role: &str) -> Result<pibake_qemu::pc::PcEfiBoot> {
     Ok(pibake_qemu::pc::PcEfiBoot::from_image(&role_image(role)?)?)
 }
 
-/// The node table baked into a role image.
+/// The node table baked into a role image, on its boot partition.
 pub fn node_table(role: &str) -> Result<NodeTable> {
     let disk = RawDisk::open(&role_image(role)?)?;
+    let file = pibake_firstboot::bootfiles::TABLE_FILE;
     let text = disk
-        .root()?
-        .read_string("/etc/pibake/nodes.toml")?
-        .ok_or_else(|| anyhow!("lab-{role}.img has no /etc/pibake/nodes.toml"))?;
+        .boot()?
+        .read_string(file)
+        .with_context(|| format!("lab-{role}.img has no {file} on its boot partition"))?;
     Ok(NodeTable::from_toml(&text)?)
 }
 

@@ -1,0 +1,140 @@
+//! The root partition stage: an image's root partition ([`pibake_image::rootpart`]) kept in
+//! the store under its key (the image's root hash, agent and overlays), and reused as bytes
+//! by every later image with that key: the next build after a node's change, and the
+//! per-node images of a role.
+//!
+//! Three entries make one part: the partition (sparse, inserted by rename so its holes stay
+//! holes), its zstd frame, and a record naming both with the part's meta. The stage pointer
+//! `stages/rootpart-<key>` names the record; each image's gc root `image-root-<image>` holds
+//! the three, replaced by its next build, so `pibake gc` frees a superseded root.
+
+use super::{io, BuildError};
+use crate::hash::InputHash;
+use pibake_image::assemble::{AssembleError, AssembleSpec};
+use pibake_image::rootpart::{self, RootPart, RootPartMeta, PART_FORMAT};
+use pibake_image::Rootfs;
+use pibake_inputs::store::{EntryName, StoreError};
+use pibake_inputs::Store;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The record of a stored part.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    /// Entry names (`<sha256>-<name>`).
+    ext4: String,
+    zst: String,
+    meta: RootPartMeta,
+}
+
+/// A root partition in the store.
+#[derive(Debug)]
+pub(super) struct Stored {
+    ext4: PathBuf,
+    zst: PathBuf,
+    meta: RootPartMeta,
+}
+
+impl Stored {
+    pub(super) fn part(&self) -> RootPart<'_> {
+        RootPart {
+            ext4: &self.ext4,
+            zst: &self.zst,
+            meta: &self.meta,
+        }
+    }
+}
+
+fn pointer(store: &Store, key: &InputHash) -> PathBuf {
+    store.stage_pointer("rootpart", &key.to_string())
+}
+
+/// The stored part of `key`, if a build made it before (and all of it is there).
+pub(super) fn cached(store: &Store, key: &InputHash) -> Option<Stored> {
+    let name = std::fs::read_to_string(pointer(store, key)).ok()?;
+    let record: EntryName = name.trim().parse().ok()?;
+    let text = std::fs::read(store.path_of(&record)).ok()?;
+    let record: Record = serde_json::from_slice(&text).ok()?;
+    let ext4: EntryName = record.ext4.parse().ok()?;
+    let zst: EntryName = record.zst.parse().ok()?;
+    if record.meta.format != PART_FORMAT || !store.contains(&ext4) || !store.contains(&zst) {
+        return None;
+    }
+    Some(Stored {
+        ext4: store.path_of(&ext4),
+        zst: store.path_of(&zst),
+        meta: record.meta,
+    })
+}
+
+/// The part of `key` from the store, made first if it is not there; the bool says whether
+/// it was cached. `rootfs` is the image's tree with its boot directory split off.
+pub(super) fn ensure(
+    store: &Store,
+    key: &InputHash,
+    image: &str,
+    rootfs: &mut Rootfs,
+    spec: &AssembleSpec,
+) -> Result<(Stored, bool), BuildError> {
+    let stored = match cached(store, key) {
+        Some(stored) => (stored, true),
+        None => (make(store, key, image, rootfs, spec)?, false),
+    };
+    Ok(stored)
+}
+
+fn make(
+    store: &Store,
+    key: &InputHash,
+    image: &str,
+    rootfs: &mut Rootfs,
+    spec: &AssembleSpec,
+) -> Result<Stored, BuildError> {
+    let store_err = |source: StoreError| BuildError::Image {
+        image: image.to_owned(),
+        message: format!("storing its root partition: {source}"),
+    };
+    let assemble_err = |source: AssembleError| BuildError::Assemble {
+        image: image.to_owned(),
+        source: Box::new(source),
+    };
+    let ext4 = store.temp_file("rootpart-").map_err(store_err)?;
+    let zst = store.temp_file("rootpart-").map_err(store_err)?;
+    let meta = rootpart::make(rootfs, spec, ext4.path(), zst.as_file()).map_err(assemble_err)?;
+    let short = key.short();
+    let ext4 = store
+        .insert_temp(&format!("root-{short}.ext4"), ext4)
+        .map_err(store_err)?;
+    let zst = store
+        .insert_temp(&format!("root-{short}.ext4.zst"), zst)
+        .map_err(store_err)?;
+    let record = Record {
+        ext4: ext4.to_string(),
+        zst: zst.to_string(),
+        meta,
+    };
+    let text = serde_json::to_vec_pretty(&record).map_err(|e| BuildError::Image {
+        image: image.to_owned(),
+        message: format!("the root partition's record: {e}"),
+    })?;
+    let entry = store
+        .insert_reader(&format!("root-{short}.json"), None, &text[..])
+        .map_err(store_err)?;
+    let pointer = pointer(store, key);
+    let parent = pointer.parent().unwrap_or(store.root());
+    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
+    pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
+        .map_err(|e| io("cannot write", &pointer)(e.source))?;
+    store
+        .add_root(
+            &format!("image-root-{image}"),
+            &[entry, ext4.clone(), zst.clone()],
+        )
+        .map_err(store_err)?;
+    Ok(Stored {
+        ext4: store.path_of(&ext4),
+        zst: store.path_of(&zst),
+        meta: record.meta,
+    })
+}
