@@ -187,12 +187,20 @@ fn a_node_change_reuses_the_root(
             table.contains("10.9.0.12"),
             "the new address is not in the table:\n{table}"
         );
-        images.push((sha256(&built[0].img), built[0].sha256.clone()));
+        let manifest = options_of(run)
+            .out_dir
+            .join(format!("{}.manifest.json", built[0].name));
+        let manifest = std::fs::read_to_string(manifest).expect("the manifest");
+        images.push((sha256(&built[0].img), built[0].sha256.clone(), manifest));
     }
+    let (a, b) = (&images[0], &images[1]);
     assert_eq!(
-        images[0], images[1],
+        (&a.0, &a.1),
+        (&b.0, &b.1),
         "the image around the stored root differs from scratch"
     );
+    // The root's manifest entries come from the stored part: the same list as from scratch.
+    assert!(a.2 == b.2, "the manifests differ:\n{}\n{}", a.2, b.2);
 }
 
 /// Each stored root partition's entry name with its bytes' sha256 and modification time.

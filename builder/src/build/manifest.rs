@@ -4,13 +4,20 @@
 use super::{image_err, io, BuildError};
 use pibake_image::manifest::{Manifest, ManifestFile};
 use pibake_image::tree::ContentSource;
-use pibake_image::{EntryKind, Rootfs};
+use pibake_image::{EntryKind, EntryPath, Rootfs, Tree};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-pub(super) fn files(image: &str, rootfs: &Rootfs) -> Result<Vec<ManifestFile>, BuildError> {
+/// Every entry of `tree` (the root's, or the boot partition's split off it: then `under` is
+/// its mount point, which its paths are relative to), its content read from `rootfs`.
+pub(super) fn files(
+    image: &str,
+    tree: &Tree,
+    under: Option<&EntryPath>,
+    rootfs: &Rootfs,
+) -> Result<Vec<ManifestFile>, BuildError> {
     let mut files = Vec::new();
-    for entry in rootfs.tree().iter() {
+    for entry in tree.iter() {
         let (kind, size, sha256, target) = match &entry.kind {
             EntryKind::File(content) => {
                 let mut hasher = Sha256::new();
@@ -35,7 +42,10 @@ pub(super) fn files(image: &str, rootfs: &Rootfs) -> Result<Vec<ManifestFile>, B
             EntryKind::Delete => continue,
         };
         files.push(ManifestFile {
-            path: format!("/{}", entry.path.as_str()),
+            path: match under {
+                Some(dir) => format!("/{dir}/{}", entry.path.as_str()),
+                None => format!("/{}", entry.path.as_str()),
+            },
             kind: kind.to_string(),
             mode: ManifestFile::mode_text(entry.mode),
             uid: entry.uid,
@@ -46,6 +56,14 @@ pub(super) fn files(image: &str, rootfs: &Rootfs) -> Result<Vec<ManifestFile>, B
         });
     }
     Ok(files)
+}
+
+/// The root's entries and the boot partition's, in one list by path (as the whole tree
+/// lists them).
+pub(super) fn merged(root: &[ManifestFile], boot: Vec<ManifestFile>) -> Vec<ManifestFile> {
+    let mut all: Vec<ManifestFile> = root.iter().cloned().chain(boot).collect();
+    all.sort_by(|a, b| a.path.cmp(&b.path));
+    all
 }
 
 /// Writes `manifest` to `path` (temp file and rename).
@@ -85,7 +103,7 @@ mod tests {
             nodes: Some(vec!["w1".into()]),
             packages: [("chrony".to_string(), version.to_string())].into(),
             boot: [("config.txt".to_string(), "arm_64bit=1\n".to_string())].into(),
-            files: files(name, &rootfs).expect("files"),
+            files: files(name, rootfs.tree(), None, &rootfs).expect("files"),
             ..Manifest::default()
         };
         let file = dir.join(format!("{name}.manifest.json"));

@@ -496,12 +496,11 @@ fn build_image(
     fstab::apply(&mut rootfs, name, &ids, &spec.boot.boot_dir())?;
     node_table::apply(&mut rootfs, name, &spec.node_table, &spec.boot.boot_dir())?;
     timings.lap("layers and boot files");
-    let files = manifest::files(name, &rootfs)?;
-    timings.lap("manifest files");
     let licenses = sbom::declared_licenses(&rootfs, inputs.closure)
         .map_err(io("cannot read the copyright files of", inputs.rootfs_tar))?;
     timings.lap("licenses");
-    let (outputs, root_stored) = assemble(&mut rootfs, spec, ids, inputs.store, &root_key, opts)?;
+    let (outputs, root_stored, files) =
+        assemble(&mut rootfs, spec, ids, inputs.store, &root_key, opts)?;
     timings.phases.extend(outputs.phases.iter().cloned());
     timings.restart();
     // Proxmox imports a pc-efi master's disk from a qcow2.
@@ -579,9 +578,10 @@ fn build_image(
     })
 }
 
-/// The partition table, FAT and ext4 of the finished tree, and the image's outputs: the
-/// root partition is the stored one of `root_key` when a build made it before, else it is
-/// made and stored; the boot partition is always written.
+/// The partition table, FAT and ext4 of the finished tree, and the image's outputs and
+/// manifest entries: the root partition (and its entries) is the stored one of `root_key`
+/// when a build made it before, else it is made and stored; the boot partition is always
+/// written.
 fn assemble(
     rootfs: &mut Rootfs,
     spec: &ImageSpec,
@@ -589,7 +589,7 @@ fn assemble(
     store: &Store,
     root_key: &InputHash,
     opts: &BuildOptions,
-) -> Result<(assemble::ImageOutputs, bool), BuildError> {
+) -> Result<(assemble::ImageOutputs, bool, Vec<ManifestFile>), BuildError> {
     let mut assembly = AssembleSpec::new(
         &spec.name,
         &opts.out_dir,
@@ -606,7 +606,9 @@ fn assemble(
     };
     let started = std::time::Instant::now();
     let boot = assemble::split_boot(rootfs, &assembly).map_err(err)?;
+    let boot_files = manifest::files(&spec.name, &boot, Some(&assembly.boot_dir), rootfs)?;
     let (root, cached) = rootpart::ensure(store, root_key, &spec.name, rootfs, &assembly)?;
+    let files = manifest::merged(&root.files, boot_files);
     let took = started.elapsed();
     let mut outputs = assemble::compose(&boot, rootfs, root.part(), &assembly).map_err(err)?;
     let phase = if cached {
@@ -615,7 +617,7 @@ fn assemble(
         "root partition (tar, mke2fs, scan, zstd)"
     };
     outputs.phases.insert(0, (phase, took));
-    Ok((outputs, cached))
+    Ok((outputs, cached, files))
 }
 
 /// Outputs are published artifacts, not secrets: readable by all.

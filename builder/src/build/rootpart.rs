@@ -4,13 +4,15 @@
 //! per-node images of a role.
 //!
 //! Three entries make one part: the partition (sparse, inserted by rename so its holes stay
-//! holes), its zstd frame, and a record naming both with the part's meta. The stage pointer
+//! holes), its zstd frame, and a record naming both with the part's meta and the root's
+//! entries for the manifest. The stage pointer
 //! `stages/rootpart-<key>` names the record; each image's gc root `image-root-<image>` holds
 //! the three, replaced by its next build, so `pibake gc` frees a superseded root.
 
 use super::{io, BuildError};
 use crate::hash::InputHash;
 use pibake_image::assemble::{AssembleError, AssembleSpec};
+use pibake_image::manifest::ManifestFile;
 use pibake_image::rootpart::{self, RootPart, RootPartMeta, PART_FORMAT};
 use pibake_image::Rootfs;
 use pibake_inputs::store::{EntryName, StoreError};
@@ -26,6 +28,8 @@ struct Record {
     ext4: String,
     zst: String,
     meta: RootPartMeta,
+    /// The root's entries for the manifest (hashing them costs a read of every file).
+    files: Vec<ManifestFile>,
 }
 
 /// A root partition in the store.
@@ -34,6 +38,7 @@ pub(super) struct Stored {
     ext4: PathBuf,
     zst: PathBuf,
     meta: RootPartMeta,
+    pub(super) files: Vec<ManifestFile>,
 }
 
 impl Stored {
@@ -65,6 +70,7 @@ pub(super) fn cached(store: &Store, key: &InputHash) -> Option<Stored> {
         ext4: store.path_of(&ext4),
         zst: store.path_of(&zst),
         meta: record.meta,
+        files: record.files,
     })
 }
 
@@ -99,6 +105,7 @@ fn make(
         image: image.to_owned(),
         source: Box::new(source),
     };
+    let files = super::manifest::files(image, rootfs.tree(), None, rootfs)?;
     let ext4 = store.temp_file("rootpart-").map_err(store_err)?;
     let zst = store.temp_file("rootpart-").map_err(store_err)?;
     let meta = rootpart::make(rootfs, spec, ext4.path(), zst.as_file()).map_err(assemble_err)?;
@@ -113,6 +120,7 @@ fn make(
         ext4: ext4.to_string(),
         zst: zst.to_string(),
         meta,
+        files,
     };
     let text = serde_json::to_vec_pretty(&record).map_err(|e| BuildError::Image {
         image: image.to_owned(),
@@ -136,5 +144,6 @@ fn make(
         ext4: store.path_of(&ext4),
         zst: store.path_of(&zst),
         meta: record.meta,
+        files: record.files,
     })
 }
