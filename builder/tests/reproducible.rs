@@ -181,6 +181,14 @@ fn a_node_change_reuses_the_root(
                 parts,
                 "the stored root partition changed"
             );
+            per_node_images_share_the_root(
+                &changed,
+                &info,
+                &lock,
+                &store,
+                &built[0].img,
+                options_of,
+            );
         }
         let table = read_fat_table(&built[0].img);
         assert!(
@@ -201,6 +209,44 @@ fn a_node_change_reuses_the_root(
     );
     // The root's manifest entries come from the stored part: the same list as from scratch.
     assert!(a.2 == b.2, "the manifests differ:\n{}\n{}", a.2, b.2);
+}
+
+/// The per-node image of tiny1 is built around the role image's stored root: its root
+/// partition is the role image's, byte for byte, and no new part is stored.
+fn per_node_images_share_the_root(
+    cluster: &model::Cluster,
+    info: &LockInfo,
+    lock: &pibake_inputs::Lock,
+    store: &pibake_inputs::Store,
+    role_img: &Path,
+    options_of: &dyn Fn(&str) -> BuildOptions,
+) {
+    let per_node = Selection {
+        per_node: true,
+        ..Selection::default()
+    };
+    let plan = plan::plan(cluster, info, &per_node).expect("plan");
+    let before = stored_root_parts(store);
+    let built =
+        build::build(cluster, &plan, lock, store, &options_of("a-per-node")).expect("build");
+    assert_eq!(built.len(), 1);
+    assert!(
+        built[0].root_stored,
+        "the per-node image made a root of its own"
+    );
+    assert_eq!(stored_root_parts(store), before);
+    assert_ne!(built[0].img, role_img);
+    assert_eq!(root_region(&built[0].img), root_region(role_img));
+}
+
+/// The sha256 of an MBR image's partition 2.
+fn root_region(img: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(img).expect("image");
+    let le =
+        |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let (start, len) = (le(470) * 512, le(474) * 512);
+    hex::encode(sha2::Sha256::digest(&bytes[start..start + len]))
 }
 
 /// Each stored root partition's entry name with its bytes' sha256 and modification time.

@@ -285,15 +285,20 @@ impl Store {
         self.insert_reader(name, expected, f)
     }
 
-    /// A temp file in the store's `tmp/`, for a stage that writes its output in place (a
-    /// sparse file that a copy through [`Store::insert_reader`] would fill in). `gc` clears
-    /// those a killed process left.
-    pub fn temp_file(&self, prefix: &str) -> Result<tempfile::NamedTempFile, StoreError> {
-        let tmp_dir = self.root.join("tmp");
-        tempfile::Builder::new()
-            .prefix(prefix)
-            .tempfile_in(&tmp_dir)
-            .map_err(io_err(&tmp_dir))
+    /// A temp file in the store's `tmp/` for an output called `name` there, for a stage that
+    /// writes its output in place (a sparse file that a copy through [`Store::insert_reader`]
+    /// would fill in). The temp files of `name` that a killed process left (a root
+    /// partition's is as big as the image) are removed first; one a running process writes
+    /// is locked and kept. `gc` clears any left.
+    pub fn temp_file(&self, name: &str) -> Result<tempfile::NamedTempFile, StoreError> {
+        EntryName::new(Sha256::of(b""), name)?;
+        let dest = self.root.join("tmp").join(name);
+        let err = |e: atomic::AtomicError| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        };
+        atomic::remove_stale_temps(&dest).map_err(err)?;
+        atomic::temp_beside(&dest).map_err(err)
     }
 
     /// Inserts a temp file of [`Store::temp_file`] as `name` by renaming it, so that its
@@ -490,7 +495,10 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir()?;
         let store = Store::open(dir.path())?;
-        let mut tmp = store.temp_file("part-")?;
+        let stale = dir.path().join("tmp/.part.ext4.AAAAAA.tmp");
+        fs::write(&stale, b"left by a killed build")?;
+        let mut tmp = store.temp_file("part.ext4")?;
+        assert!(!stale.exists(), "the stale temp file stayed");
         // 64 MiB with 4 KiB of data at its end, written through the handle: the cursor is
         // at the end when it is inserted.
         tmp.as_file().set_len(64 << 20)?;

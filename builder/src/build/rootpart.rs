@@ -106,10 +106,14 @@ fn make(
         source: Box::new(source),
     };
     let files = super::manifest::files(image, rootfs.tree(), None, rootfs)?;
-    let ext4 = store.temp_file("rootpart-").map_err(store_err)?;
-    let zst = store.temp_file("rootpart-").map_err(store_err)?;
-    let meta = rootpart::make(rootfs, spec, ext4.path(), zst.as_file()).map_err(assemble_err)?;
     let short = key.short();
+    let ext4 = store
+        .temp_file(&format!("root-{short}.ext4"))
+        .map_err(store_err)?;
+    let zst = store
+        .temp_file(&format!("root-{short}.ext4.zst"))
+        .map_err(store_err)?;
+    let meta = rootpart::make(rootfs, spec, ext4.path(), zst.as_file()).map_err(assemble_err)?;
     let ext4 = store
         .insert_temp(&format!("root-{short}.ext4"), ext4)
         .map_err(store_err)?;
