@@ -18,7 +18,6 @@ use crate::rootpart::{self, RootPart};
 use crate::table::{self, Guid, Layout, TableError, TableSpec};
 use crate::tar::{Rootfs, SourceDateEpoch, TarError, TarStats};
 use crate::tree::{Entry, EntryKind, Tree};
-use crate::window::Window;
 
 /// Block size of the `.bmap` and of the zero-block scan that makes the image sparse.
 pub const BMAP_BLOCK: u64 = 4096;
@@ -299,9 +298,15 @@ pub fn compose(
         label: spec.boot_label,
         epoch: spec.epoch,
     };
-    let win = Window::new(f, layout.boot_start, layout.boot_len)
-        .map_err(ioe("cannot seek the image", img_tmp.path()))?;
-    fat::write_fat(win, &fat_spec, boot, src)?;
+    // The FAT is written in memory (a zeroed buffer: pages fatfs never touches are never
+    // allocated), then its non-zero blocks into the image, whose region is a hole: the same
+    // bytes as writing it in place, without fatfs's many small writes to the file.
+    let len = usize::try_from(layout.boot_len).map_err(|_| FatError::TooSmall(layout.boot_len))?;
+    let mut fat_bytes = io::Cursor::new(vec![0u8; len]);
+    fat::write_fat(&mut fat_bytes, &fat_spec, boot, src)?;
+    write_nonzero_blocks(f, layout.boot_start, fat_bytes.get_ref())
+        .map_err(ioe("cannot write the boot partition into", img_tmp.path()))?;
+    drop(fat_bytes);
     lap("table + FAT");
     let ext4 = File::open(part.ext4).map_err(ioe("cannot open", part.ext4))?;
     rootpart::copy_sparse(&ext4, f, layout.root_start)
@@ -486,6 +491,31 @@ pub(crate) fn scan_region(
         holes.push((s, block));
     }
     Ok((ranges, holes))
+}
+
+/// Writes the non-zero [`BMAP_BLOCK`] blocks of `bytes` into `file` at `offset` (a region
+/// that reads as zeros), runs of them at once.
+fn write_nonzero_blocks(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let block = BMAP_BLOCK as usize;
+    let mut run: Option<usize> = None;
+    for (i, chunk) in bytes.chunks(block).enumerate() {
+        match (is_zero(chunk), run) {
+            (false, None) => run = Some(i),
+            (true, Some(start)) => {
+                file.write_all_at(
+                    &bytes[start * block..i * block],
+                    offset + (start * block) as u64,
+                )?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run {
+        file.write_all_at(&bytes[start * block..], offset + (start * block) as u64)?;
+    }
+    Ok(())
 }
 
 /// Punches `holes` (block numbers) out of `file`, keeping its size.
