@@ -16,6 +16,20 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::rc::Rc;
 
+/// Identity on a board of no serial or MAC of the table, which must fail (`why`); the
+/// error and the commands it ran.
+fn identity_fails(root: &Root, why: &str) -> (identity::IdentityError, FakeRunner) {
+    let runner = FakeRunner::new(root, Rc::new(Board::default()));
+    let clock = FakeClock::at(NOW);
+    let err = identity::run(&Agent {
+        root: root.clone(),
+        clock: &clock,
+        runner: &runner,
+    })
+    .expect_err(why);
+    (err, runner)
+}
+
 fn chosen(root: &Root) -> anyhow::Result<(String, Source)> {
     let c = choose(root, &load_table(root)?)?;
     Ok((c.node, c.source))
@@ -209,14 +223,7 @@ fn no_node_table_on_the_boot_partition_is_refused_naming_both_places() -> anyhow
         "etc/pibake/nodes.toml",
         lab_table().to_toml().expect("table encodes"),
     );
-    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
-    let clock = FakeClock::at(NOW);
-    let err = identity::run(&Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    })
-    .expect_err("no table on the boot partition");
+    let (err, runner) = identity_fails(&root, "no table on the boot partition");
     let text = pibake_firstboot::error_chain(&err);
     assert!(
         text.contains("no /boot/firmware/pibake-nodes.toml or /boot/efi/pibake-nodes.toml"),
@@ -408,14 +415,7 @@ fn moved_card_is_not_personalized_again() -> anyhow::Result<()> {
         "proc/device-tree/serial-number",
         "10000000aaaa0022\0",
     );
-    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
-    let clock = FakeClock::at(NOW);
-    let err = identity::run(&Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    })
-    .expect_err("this board is w2, the card is w1");
+    let (err, _) = identity_fails(&root, "this board is w2, the card is w1");
     assert!(err.to_string().contains("personalized as w1"), "{err}");
     assert_eq!(fs::read_to_string(root.at("etc/hostname"))?, "w1\n");
     Ok(())
@@ -438,14 +438,7 @@ fn upper_case_node_name_is_refused_with_the_lower_case_name() -> anyhow::Result<
         "boot/firmware/pibake-node.toml",
         "node = \"Worker1\"\n",
     );
-    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
-    let clock = FakeClock::at(NOW);
-    let err = identity::run(&Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    })
-    .expect_err("Worker1 is not a host name");
+    let (err, _) = identity_fails(&root, "Worker1 is not a host name");
     let text = pibake_firstboot::error_chain(&err);
     assert!(
         text.contains("node name \"Worker1\" has upper-case letters"),
@@ -582,14 +575,7 @@ fn secrets_in_both_boot_directories_are_refused() -> anyhow::Result<()> {
         "boot/efi/pibake-secrets.toml",
         "swarm_worker_token = \"other\"\n",
     );
-    let runner = FakeRunner::new(&root, Rc::new(Board::default()));
-    let clock = FakeClock::at(NOW);
-    let err = identity::run(&Agent {
-        root: root.clone(),
-        clock: &clock,
-        runner: &runner,
-    })
-    .expect_err("ambiguous");
+    let (err, _) = identity_fails(&root, "ambiguous");
     assert!(
         pibake_firstboot::error_chain(&err).contains("is in both"),
         "{err}"
