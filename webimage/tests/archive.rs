@@ -105,6 +105,30 @@ fn skopeo_reads_it_as_a_docker_and_an_oci_archive() {
 /// The page the image serves, fetched over loopback from a run of its entrypoint in
 /// the unpacked layer, with `hostname` as the container's host name.
 fn page_served_as(hostname: &str) -> String {
+    let (answer, mut server) = serve_as(hostname);
+    server.stop();
+    answer
+}
+
+/// A run of the entrypoint as PID 1 of a PID namespace of its own, as in a container.
+struct Server {
+    /// `unshare --fork`, which waits for the namespace's PID 1 and exits with it.
+    unshare: std::process::Child,
+    /// The entrypoint: PID 1 in its namespace.
+    init: i32,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.init.to_string()])
+            .status();
+        let _ = self.unshare.wait();
+    }
+}
+
+fn serve_as(hostname: &str) -> (String, Server) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (archive, _) = made(dir.path(), "web.tar");
     let open = || std::fs::File::open(&archive).expect("archive");
@@ -112,6 +136,18 @@ fn page_served_as(hostname: &str) -> String {
     let layer = oci::read_member(open(), &info.images[0].layers[0]).expect("layer");
     let root = dir.path().join("root");
     tar::Archive::new(&layer[..]).unpack(&root).expect("unpack");
+    // What a container's /dev always has (sh opens it for a job's stdin).
+    std::fs::create_dir_all(root.join("dev")).expect("dev");
+    let made_null = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"])
+        .status()
+        .expect("mknod");
+    assert!(
+        made_null.success(),
+        "mknod /dev/null in the unpacked layer (as root)"
+    );
     assert!(
         std::fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64")
             .is_ok_and(|s| s.contains("flags: ") && s.lines().any(|l| l.starts_with("flags:") && l.contains('F'))),
@@ -123,7 +159,7 @@ fn page_served_as(hostname: &str) -> String {
         .port();
     // unshare and chroot need root: the suite runs as root (CI's fresh root too).
     let mut httpd = Command::new("unshare")
-        .arg("--uts")
+        .args(["--uts", "--pid", "--fork"])
         .arg("chroot")
         .arg(&root)
         .args([
@@ -159,9 +195,49 @@ fn page_served_as(hostname: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = httpd.kill();
-    let _ = httpd.wait();
-    answer
+    let children = format!("/proc/{0}/task/{0}/children", httpd.id());
+    let init = std::fs::read_to_string(&children)
+        .expect("unshare's children")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the namespace's PID 1");
+    (
+        answer,
+        Server {
+            unshare: httpd,
+            init,
+            _dir: dir,
+        },
+    )
+}
+
+/// `docker stop` and a board's shutdown send SIGTERM to the container's PID 1: the
+/// server must end (it once ignored it, and a board's power-off waited 90 s for it).
+#[test]
+fn sigterm_stops_the_server_as_pid_1() {
+    let (answer, mut server) = serve_as("worker8");
+    assert!(answer.contains("<h1>worker8</h1>"), "{answer}");
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.init.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let started = Instant::now();
+    let ended = loop {
+        if let Ok(Some(status)) = server.unshare.try_wait() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if ended.is_none() {
+        server.stop();
+    }
+    let status = ended.expect("the server ignored SIGTERM as PID 1 for 10 s");
+    assert!(status.success(), "{status}");
 }
 
 #[test]
