@@ -109,8 +109,8 @@ fn finish(part: &File, len: u64, zst: &File, level: i32) -> io::Result<Vec<Mappe
 }
 
 /// Copies the data extents of `src` (found with SEEK_DATA / SEEK_HOLE) into `dst` at
-/// `offset`, in the kernel (copy_file_range): holes stay holes, and nothing of the partition
-/// passes through this process.
+/// `offset`, in the kernel (copy_file_range) where it can: holes stay holes, and nothing of
+/// the partition passes through this process.
 pub fn copy_sparse(src: &File, dst: &File, offset: u64) -> io::Result<u64> {
     use rustix::fs::SeekFrom;
     let len = src.metadata()?.len();
@@ -124,25 +124,56 @@ pub fn copy_sparse(src: &File, dst: &File, offset: u64) -> io::Result<u64> {
             Err(e) => return Err(e.into()),
         };
         let end = rustix::fs::seek(src.as_fd(), SeekFrom::Hole(start))?.min(len);
-        let (mut off_in, mut off_out) = (start, offset + start);
-        while off_in < end {
-            let want = usize::try_from(end - off_in).unwrap_or(usize::MAX);
-            let n = rustix::fs::copy_file_range(
-                src.as_fd(),
-                Some(&mut off_in),
-                dst.as_fd(),
-                Some(&mut off_out),
-                want,
-            )?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the root partition ended early",
-                ));
-            }
-            copied += n as u64;
-        }
+        copied += copy_range(src, dst, start, end, offset)?;
         at = end;
     }
     Ok(copied)
+}
+
+/// `src[start..end]` into `dst` at `offset + start`: copy_file_range, or, where the kernel
+/// refuses it (the store and the output on two filesystems: EXDEV since Linux 5.19; a
+/// filesystem without it), the same bytes through a buffer.
+fn copy_range(src: &File, dst: &File, start: u64, end: u64, offset: u64) -> io::Result<u64> {
+    use rustix::io::Errno;
+    let (mut off_in, mut off_out) = (start, offset + start);
+    while off_in < end {
+        let want = usize::try_from(end - off_in).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(
+            src.as_fd(),
+            Some(&mut off_in),
+            dst.as_fd(),
+            Some(&mut off_out),
+            want,
+        ) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the root partition ended early",
+                ))
+            }
+            Ok(_) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                copy_through_buffer(src, dst, off_in, end, off_out)?;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(end - start)
+}
+
+fn copy_through_buffer(src: &File, dst: &File, from: u64, end: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4 << 20];
+    let (mut at, mut out) = (from, to);
+    while at < end {
+        let n = usize::try_from(end - at)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        src.read_exact_at(&mut buf[..n], at)?;
+        dst.write_all_at(&buf[..n], out)?;
+        at += n as u64;
+        out += n as u64;
+    }
+    Ok(())
 }

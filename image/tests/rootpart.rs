@@ -148,3 +148,42 @@ fn a_part_of_another_size_is_refused() {
     let err = assemble::compose(&boot, &rootfs, part, &spec).unwrap_err();
     assert!(err.to_string().contains("another boot size"), "{err}");
 }
+
+/// The store and the output folder may be two filesystems (a tmpfs /tmp in a fresh root):
+/// copy_file_range then refuses (EXDEV), and the copy goes through a buffer, holes kept.
+#[test]
+fn a_part_is_copied_across_filesystems() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let disk = tmpdir();
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(disk.path()).unwrap().dev(),
+        "/dev/shm and the temp dir are one filesystem: this test would test nothing"
+    );
+    let src_path = shm.path().join("part.ext4");
+    let src = std::fs::File::create(&src_path).unwrap();
+    src.set_len(64 << 20).unwrap();
+    src.write_all_at(&[1u8; 8192], 4096).unwrap();
+    src.write_all_at(&[2u8; 4096], 40 << 20).unwrap();
+    let src = std::fs::File::open(&src_path).unwrap();
+    let dst_path = disk.path().join("image");
+    let dst = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&dst_path)
+        .unwrap();
+    dst.set_len((64 << 20) + (1 << 20)).unwrap();
+    let copied = rootpart::copy_sparse(&src, &dst, 1 << 20).unwrap();
+    assert!(copied >= 12288, "{copied}");
+    let img = std::fs::read(&dst_path).unwrap();
+    let part = std::fs::read(&src_path).unwrap();
+    assert!(img[1 << 20..] == part[..], "the copied part differs");
+    assert!(img[..1 << 20].iter().all(|b| *b == 0));
+    assert!(
+        dst.metadata().unwrap().blocks() * 512 < 4 << 20,
+        "holes were filled in"
+    );
+}
