@@ -83,11 +83,10 @@ pub(super) fn ensure(
     rootfs: &mut Rootfs,
     spec: &AssembleSpec,
 ) -> Result<(Stored, bool), BuildError> {
-    let stored = match cached(store, key) {
-        Some(stored) => (stored, true),
-        None => (make(store, key, image, rootfs, spec)?, false),
-    };
-    Ok(stored)
+    match cached(store, key) {
+        Some(stored) => Ok((stored, true)),
+        None => Ok((make(store, key, image, rootfs, spec)?, false)),
+    }
 }
 
 fn make(
