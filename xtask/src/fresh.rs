@@ -18,6 +18,7 @@
 //! and the kernel's binfmt_misc registration (global to the kernel).
 
 use anyhow::{bail, Context};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -124,6 +125,82 @@ pub fn fresh_root() -> anyhow::Result<()> {
     result
 }
 
+/// `cargo xtask fresh-root` run beside other work, its output in a log
+/// (`target/fresh-root.log`) that [`Background::wait`] prints.
+pub struct Background {
+    child: std::process::Child,
+    log: PathBuf,
+    started: Instant,
+    ended: bool,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        eprintln!(
+            "fresh-root: stopping the background check (log: {})",
+            self.log.display()
+        );
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Background {
+    pub fn start() -> anyhow::Result<Self> {
+        let log = crate::workspace_root().join("target/fresh-root.log");
+        std::fs::create_dir_all(crate::workspace_root().join("target"))?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let exe = std::env::current_exe().context("finding xtask's own binary")?;
+        eprintln!(
+            "fresh-root: started in the background (log: {})",
+            log.display()
+        );
+        let child = std::process::Command::new(exe)
+            .arg("fresh-root")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(std::process::Stdio::null())
+            // Its own process group: if the suite stops early, Drop ends the
+            // check with everything it started.
+            .process_group(0)
+            .spawn()
+            .context("cannot start `xtask fresh-root`")?;
+        Ok(Self {
+            child,
+            log,
+            started: Instant::now(),
+            ended: false,
+        })
+    }
+
+    /// Waits for the check and prints its log; its failure is an error.
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        eprintln!("fresh-root: waiting for the background check");
+        let status = self
+            .child
+            .wait()
+            .context("waiting for `xtask fresh-root`")?;
+        self.ended = true;
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        eprintln!("----- {} -----\n{text}-----", self.log.display());
+        eprintln!(
+            "fresh-root: ended {:.0?} after it started ({status})",
+            self.started.elapsed()
+        );
+        if !status.success() {
+            bail!("the fresh-root check failed ({status}); its log is above");
+        }
+        Ok(())
+    }
+}
+
 /// The bind mounts and the chroot, in a private mount namespace: nothing
 /// is mounted on the host, and the mounts end with the namespace.
 fn run_inside(workspace: &Path, root: &Path) -> anyhow::Result<()> {
@@ -154,6 +231,9 @@ fn run_inside(workspace: &Path, root: &Path) -> anyhow::Result<()> {
     let status = std::process::Command::new("unshare")
         .args(["--mount", "--propagation", "private", "bash", "-c", &script])
         .env("CI", "true")
+        // The host's build directory (CI keeps one outside the clone) is
+        // not the fresh machine's: its build starts from nothing in /repo.
+        .env_remove("CARGO_TARGET_DIR")
         .stdin(std::process::Stdio::null())
         .status()
         .context("cannot run unshare")?;

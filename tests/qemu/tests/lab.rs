@@ -1,7 +1,8 @@
 //! The lab's role images booted in QEMU: each role personalizes itself, the
-//! clock gate, power cuts in first boot (after each journaled step, held
-//! there by the agent's test-only `pibake.test.hold_after=`, and one at a
-//! random point of identity), a second boot. The whole lab (five VMs: the
+//! clock gate, power cuts in first boot (one at a random point of
+//! identity, then after each journaled step, held there by the agent's
+//! test-only `pibake.test.hold_after=`), a second boot. Personalization by
+//! the boot-partition file is seed.rs's worker2. The whole lab (five VMs: the
 //! GPS node and its time, the Swarm, the VIP's failover under HTTP load,
 //! the button) is tests/seed.rs.
 //!
@@ -283,52 +284,6 @@ fn second_boot_changes_nothing_the_agent_owns() -> Result<()> {
     })
 }
 
-#[test]
-fn boot_partition_file_wins_over_mac_and_ids_are_unique() -> Result<()> {
-    let _serial = serial();
-    timed(
-        "boot_partition_file_wins_over_mac_and_ids_are_unique",
-        || {
-            let r = reference()?;
-            let dir = workdir("bootfile")?;
-            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker2", GROW)?;
-            let lab = Lab::new(&dir, true)?;
-            // worker1's MAC, but the card says worker2.
-            let b = boot_once(
-                &lab,
-                &r.boot,
-                &overlay,
-                WORKER1,
-                &r.table,
-                "worker2",
-                "worker2-bootfile",
-                &dir,
-                &BootOpts {
-                    boot_files: vec![(
-                        "pibake-node.toml".to_owned(),
-                        "node = \"worker2\"\n".to_owned(),
-                    )],
-                    ..BootOpts::default()
-                },
-            )?;
-            assert_identity(&b, "worker2", "boot partition")?;
-            assert_personalized(&b, WORKER2)?;
-            let first = machine_id(&r.first.state)?;
-            let second = machine_id(&b.state)?;
-            ensure!(
-                first != second,
-                "two fresh copies got the same machine-id {first}"
-            );
-            let key = "/etc/ssh/ssh_host_ed25519_key.pub";
-            ensure!(
-                r.first.state.text(key) != b.state.text(key),
-                "two fresh copies got the same SSH host key"
-            );
-            Ok(())
-        },
-    )
-}
-
 /// After a power cut anywhere in first boot, the next boot completes it: the
 /// card is what worker1's uninterrupted first boot made, except what is
 /// random by nature (machine-id, key material) or per boot (the clock
@@ -505,25 +460,30 @@ fn assert_clock_verified_again(
     Ok(())
 }
 
-/// One power cut after each journaled step, chained on one fresh worker1
-/// card: held after identity, cut, checked; booted again held after clock
-/// (resuming from the identity cut), cut, checked; again held after swarm
-/// (resuming from the clock cut), cut, checked; then booted normally, which
-/// must complete first boot as if never cut. Each boot after the first
-/// resumes from the cut before it: the next cut's check shows it finished
-/// the earlier steps as the uninterrupted boot did and ran the next one
-/// (the clock verified again in that boot); the last boot shows the whole
-/// resumed first boot, its running system included.
+/// A power cut while identity writes (after it chose the node, before it
+/// journaled), wherever the boot happens to be; then one power cut after
+/// each journaled step, chained on the same fresh worker1 card: held after
+/// identity (resuming from the random cut), cut, checked; booted again held
+/// after clock (resuming from the identity cut), cut, checked; again held
+/// after swarm (resuming from the clock cut), cut, checked; then booted
+/// normally, which must complete first boot as if never cut. Each boot
+/// after the first resumes from the cut before it: the next cut's check
+/// shows it finished the earlier steps as the uninterrupted boot did and ran
+/// the next one (the clock verified again in that boot); the last boot
+/// shows the whole resumed first boot, its running system included. One
+/// chain rather than two cards: each card's completing boot costs the ring
+/// a whole first boot, and every check still names the cut it is about.
 #[test]
-fn power_cuts_after_each_journaled_step_are_completed_by_the_next_boots() -> Result<()> {
+fn power_cuts_in_first_boot_are_completed_by_the_next_boots() -> Result<()> {
     let _serial = serial();
     timed(
-        "power_cuts_after_each_journaled_step_are_completed_by_the_next_boots",
+        "power_cuts_in_first_boot_are_completed_by_the_next_boots",
         || {
             let r = reference()?;
-            let dir = workdir("cuts-after-steps")?;
+            let dir = workdir("power-cuts")?;
             let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
             let lab = Lab::new(&dir, true)?;
+            cut_while_identity_writes(r, &lab, &overlay)?;
             let mut clock_before: Option<Record> = None;
             for step in Step::ALL {
                 let cut = boot_held_and_cut(r, &lab, &overlay, step)?;
@@ -543,48 +503,29 @@ fn power_cuts_after_each_journaled_step_are_completed_by_the_next_boots() -> Res
                 &dir,
                 &BootOpts::default(),
             )?;
-            assert_completes_like_reference(r, &b, "after the cuts after identity, clock and swarm")
+            assert_completes_like_reference(
+                r,
+                &b,
+                "after cuts in identity and after identity, clock and swarm",
+            )
         },
     )
 }
 
-/// The extra, random-time cut: while identity writes (after it chose the
-/// node, before it journaled), wherever the boot happens to be.
-#[test]
-fn power_cut_in_first_boot_is_completed_by_the_next_boot() -> Result<()> {
-    let _serial = serial();
-    timed(
-        "power_cut_in_first_boot_is_completed_by_the_next_boot",
-        || {
-            let r = reference()?;
-            let dir = workdir("powercut")?;
-            let overlay = Overlay::create(&role_image("worker")?, &dir, "worker1", GROW)?;
-            let lab = Lab::new(&dir, true)?;
-            {
-                let mut vm = lab.start_vm("worker1-cut", &r.boot, &overlay, WORKER1, None)?;
-                // The agent has chosen the node and starts writing.
-                vm.wait_for(r"this board is node worker1", BOOT_TIMEOUT)?;
-                vm.kill();
-            }
-            let cut = read_state(&overlay, "worker1-cut", &r.table, "worker1")?;
-            ensure!(
-                cut.files.get("/var/lib/pibake/identity.toml") == Some(&None),
-                "the cut came too late: identity had already finished"
-            );
-            let b = boot_once(
-                &lab,
-                &r.boot,
-                &overlay,
-                WORKER1,
-                &r.table,
-                "worker1",
-                "worker1-after-cut",
-                &dir,
-                &BootOpts::default(),
-            )?;
-            assert_completes_like_reference(r, &b, "after a power cut")
-        },
-    )
+/// Boots worker1's fresh card and pulls the plug once the agent has chosen
+/// the node and starts writing; the cut must come before identity's entry.
+fn cut_while_identity_writes(r: &Reference, lab: &Lab, overlay: &Overlay) -> Result<()> {
+    {
+        let mut vm = lab.start_vm("worker1-cut", &r.boot, overlay, WORKER1, None)?;
+        vm.wait_for(r"this board is node worker1", BOOT_TIMEOUT)?;
+        vm.kill();
+    }
+    let cut = read_state(overlay, "worker1-cut", &r.table, "worker1")?;
+    ensure!(
+        cut.files.get("/var/lib/pibake/identity.toml") == Some(&None),
+        "the cut came too late: identity had already finished"
+    );
+    Ok(())
 }
 
 /// config.txt of `role` carries the button line on GPIO3, the GPS lines only

@@ -28,6 +28,7 @@ mod common;
 use anyhow::{anyhow, ensure, Context, Result};
 use common::swarm::*;
 use common::*;
+use pibake_firstboot::bootfiles::NODE_FILE;
 use pibake_firstboot::table::NodeTable;
 use pibake_qemu::disk::RawDisk;
 use pibake_qemu::gps::{host_now, Feed, GpsClock};
@@ -51,6 +52,12 @@ const WEB: &str = "http://192.168.188.2/";
 const BUTTON_BOUND: Duration = Duration::from_secs(240);
 /// The longest the web page may be away while the VIP moves.
 const GAP_GOAL: Duration = Duration::from_secs(20);
+/// worker2's board has worker3's MAC, and its card names worker2
+/// (`pibake-node.toml`): the boot-partition file must win over the MAC.
+const WORKER2_BY_CARD: Node = Node {
+    mac: "2c:cf:67:00:00:23",
+    ..WORKER2
+};
 
 /// One VM of the scenario: its node, disk and boot.
 struct Member<'a> {
@@ -112,8 +119,9 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
             Member { node: MASTER1, overlay: &disks[1], boot: (&mboot).into(), table: &mtable },
             Member { node: MASTER2, overlay: &disks[2], boot: (&mboot).into(), table: &mtable },
             Member { node: WORKER1, overlay: &disks[3], boot: (&wboot).into(), table: &wtable },
-            Member { node: WORKER2, overlay: &disks[4], boot: (&wboot).into(), table: &wtable },
+            Member { node: WORKER2_BY_CARD, overlay: &disks[4], boot: (&wboot).into(), table: &wtable },
         ];
+        worker2.overlay.write_boot_files(&[(NODE_FILE, b"node = \"worker2\"\n")])?;
         let lab = Lab::new(&dir, false)?;
         ensure_isolated(&lab)?;
         let gps_dir = tempfile::Builder::new().prefix("pibake-gps-").tempdir()?;
@@ -152,6 +160,7 @@ fn the_isolated_lab_end_to_end() -> Result<()> {
             journals.insert(m.node.name, state);
         }
         assert_secrets_moved(&journals[WORKER1.name], WORKER1.name)?;
+        ensure_fresh_ids(&journals[WORKER1.name], &journals[WORKER2.name])?;
         assert_gps_pieces(&journals[AUX1.name], &aux_console)?;
         eprintln!("root file systems clean after the button: aux1, master2, worker1, worker2 (e2fsck -fn, no journal recovery)");
 
@@ -197,7 +206,7 @@ struct FirstBoot {
 }
 
 /// aux1 and master1 first (aux1 is the only clock; master1's gate waits for
-/// it), then master2, then both workers with the tokens master1 gives.
+/// it), then master2 and both workers at once, with the tokens master1 gives.
 fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBoot> {
     let [aux1, master1, master2, worker1, worker2] = m;
     let wait = Duration::from_secs(20 * 60);
@@ -250,19 +259,18 @@ fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBo
     give_token(worker1.overlay, "swarm_worker_token", &worker)?;
     give_token(worker2.overlay, "swarm_worker_token", &worker)?;
     let vip = Probe::Hold(Box::new(Probe::Standby { vip: VIP, wait }));
+    // The three join at once, as boards powered on together would: none
+    // needs another's join (the workers join through the VIP, master1's).
     let mut m2 = start(lab, master2, 1, vip, None)?;
-    m2.vm.wait_probe_section("standby", BOOT_TIMEOUT)?;
-    ensure_ready(
-        &m1.vm.wait_probe_section("ready2", wait)?,
-        &["master1", "master2"],
-    )?;
     let member = || Probe::Hold(Box::new(Probe::Member));
     let mut w1 = start(lab, worker1, 1, member(), None)?;
     let mut w2 = start(lab, worker2, 1, member(), None)?;
+    m2.vm.wait_probe_section("standby", BOOT_TIMEOUT)?;
     wait_joined(&mut w1.vm, "worker1")?;
     wait_joined(&mut w2.vm, "worker2")?;
     let ready = m1.vm.wait_probe_section("ready4", wait)?;
     ensure_ready(&ready, &["master1", "master2", "worker1", "worker2"])?;
+    ensure_manager(&ready, "master2")?;
     eprintln!("docker node ls on master1 (all Ready):\n{ready}");
     let mut reports = BTreeMap::new();
     for r in [&mut w1, &mut w2] {
@@ -286,6 +294,22 @@ fn first_power_on(lab: &Lab, feed: &Feed, m: [&Member<'_>; 5]) -> Result<FirstBo
         worker_token: worker,
         reports,
     })
+}
+
+/// `host` is a manager in `docker node ls` (`HOST STATUS MANAGERSTATUS`
+/// lines): Leader or Reachable.
+fn ensure_manager(nodes: &str, host: &str) -> Result<()> {
+    ensure!(
+        nodes.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.first() == Some(&host)
+                && f.iter()
+                    .skip(2)
+                    .any(|m| *m == "Leader" || *m == "Reachable")
+        }),
+        "{host} is not a Swarm manager; docker node ls on master1:\n{nodes}"
+    );
+    Ok(())
 }
 
 /// chrony on aux1 selected the NMEA refclock (`#* NMEA`) and the feed has
@@ -380,11 +404,7 @@ fn check_node_clock(
 fn check_first_boot(reports: &BTreeMap<&'static str, Report>) -> Result<()> {
     for (name, r) in reports {
         let step = |s: &str| r.step(s).ok_or_else(|| anyhow!("{name}: no {s} step"));
-        ensure!(
-            step("identity")?.state == "done",
-            "{name} identity: {:?}",
-            step("identity")?
-        );
+        check_identity_source(name, &step("identity")?)?;
         ensure!(
             step("clock")?.state == "done",
             "{name} clock: {:?}",
@@ -410,6 +430,37 @@ fn check_first_boot(reports: &BTreeMap<&'static str, Report>) -> Result<()> {
     ensure!(
         arches == ["x86_64", "aarch64"],
         "master1, worker1 run {arches:?}"
+    );
+    Ok(())
+}
+
+/// Every node chose itself by its MAC address but worker2, whose card's
+/// `pibake-node.toml` wins over the MAC of its board (worker3's).
+fn check_identity_source(name: &str, id: &StepStatus) -> Result<()> {
+    let source = if name == WORKER2.name {
+        "boot partition"
+    } else {
+        "MAC address"
+    };
+    ensure!(
+        id.state == "done" && id.node.as_deref() == Some(name) && id.why.contains(source),
+        "{name} identity: {id:?}, expected done, node {name}, chosen by {source}"
+    );
+    Ok(())
+}
+
+/// Two fresh copies of the worker image got a machine-id and an SSH host
+/// key of their own.
+fn ensure_fresh_ids(a: &AgentState, b: &AgentState) -> Result<()> {
+    let (ida, idb) = (machine_id(a)?, machine_id(b)?);
+    ensure!(
+        ida != idb,
+        "worker1 and worker2 got the same machine-id {ida}"
+    );
+    let key = "/etc/ssh/ssh_host_ed25519_key.pub";
+    ensure!(
+        a.text(key).is_some() && a.text(key) != b.text(key),
+        "worker1 and worker2 got the same SSH host key (or none)"
     );
     Ok(())
 }
@@ -857,7 +908,95 @@ fn seed_checks_catch_planted_faults() -> Result<()> {
         ensure_steps_not_rerun(Some(before), Some(pending), "w").is_err(),
         "planted fault not caught: clock failed"
     );
+    let ls = "master1 Ready Leader\nmaster2 Ready Reachable\nworker1 Ready\n";
+    ensure_manager(ls, "master2")?;
+    for (what, host) in [("a worker", "worker1"), ("a node not listed", "worker2")] {
+        ensure!(
+            ensure_manager(ls, host).is_err(),
+            "planted fault not caught: {what} taken for a manager"
+        );
+    }
+    identity_checks_catch_planted_faults()?;
     journal_checks_catch_planted_faults()
+}
+
+/// worker2 must be chosen by its card, the others by their MAC; two fresh
+/// workers must not share a machine-id or an SSH host key.
+fn identity_checks_catch_planted_faults() -> Result<()> {
+    let id = |node: &str, why: &str| StepStatus {
+        step: "identity".to_owned(),
+        state: "done".to_owned(),
+        at: None,
+        why: why.to_owned(),
+        node: Some(node.to_owned()),
+    };
+    check_identity_source(
+        "worker2",
+        &id("worker2", "node worker2 chosen by boot partition"),
+    )?;
+    check_identity_source(
+        "worker1",
+        &id("worker1", "node worker1 chosen by MAC address"),
+    )?;
+    for (name, planted) in [
+        (
+            "worker2",
+            id("worker3", "node worker3 chosen by MAC address"),
+        ),
+        (
+            "worker2",
+            id("worker2", "node worker2 chosen by MAC address"),
+        ),
+        (
+            "worker1",
+            id("worker1", "node worker1 chosen by boot partition"),
+        ),
+    ] {
+        ensure!(
+            check_identity_source(name, &planted).is_err(),
+            "planted fault not caught: {name} {planted:?}"
+        );
+    }
+    let card = |machine_id: &str, key: &str| AgentState {
+        files: [
+            ("/etc/machine-id", machine_id),
+            ("/etc/ssh/ssh_host_ed25519_key.pub", key),
+        ]
+        .into_iter()
+        .map(|(path, text)| {
+            let stat = pibake_qemu::disk::Stat {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: text.len() as u64,
+            };
+            let content = text.as_bytes().to_vec();
+            (path.to_owned(), Some(FileState { stat, content }))
+        })
+        .collect(),
+        ssh_keys: Vec::new(),
+        boot_names: Vec::new(),
+        root_end: 0,
+        disk_len: 0,
+    };
+    let (id1, id2) = (
+        "0123456789abcdef0123456789abcdef\n",
+        "fedcba9876543210fedcba9876543210\n",
+    );
+    ensure_fresh_ids(
+        &card(id1, "ssh-ed25519 AAAA1"),
+        &card(id2, "ssh-ed25519 AAAA2"),
+    )?;
+    for (what, b) in [
+        ("the same machine-id", card(id1, "ssh-ed25519 AAAA2")),
+        ("the same SSH host key", card(id2, "ssh-ed25519 AAAA1")),
+    ] {
+        ensure!(
+            ensure_fresh_ids(&card(id1, "ssh-ed25519 AAAA1"), &b).is_err(),
+            "planted fault not caught: {what}"
+        );
+    }
+    Ok(())
 }
 
 /// The journal files compared byte for byte: a done step's record that
