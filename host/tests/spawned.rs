@@ -20,7 +20,7 @@ const REVIEWED: &[(&str, &str)] = &[
     ("flash/tests/common/mod.rs", "cmd"), // run("sfdisk", …, "fdisk"): callers scanned
     ("tests/qemu/src/tool.rs", "self.name"), // the Tool constants: scanned
     ("inputs/tests/local_repo.rs", "exe"), // the test binary itself
-    ("xtask/src/fresh.rs", "exe"), // xtask itself (fresh-root in the background)
+    ("xtask/src/fresh.rs", "exe"),    // xtask itself (fresh-root in the background)
     ("builder/tests/installed.rs", "&bin"), // the installed pibake under test
     ("builder/tests/render.rs", "tool(\"keepalived\")"),
     ("builder/tests/render.rs", "tool(\"chronyd\")"),
