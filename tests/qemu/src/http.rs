@@ -188,6 +188,19 @@ pub fn summarize(samples: &[Sample], nodes: &[&str]) -> Summary {
     }
 }
 
+/// Whether a service has settled: the last `run` GETs were all answered
+/// and between them every one of `nodes` answered. Until then a page
+/// already seen from each node is no proof that the routing mesh serves
+/// every request (CI saw a GET time out right after the second worker's
+/// first answer, while that worker was still finishing its first boot).
+pub fn settled(samples: &[Sample], nodes: &[&str], run: usize) -> bool {
+    let Some(tail) = samples.len().checked_sub(run).map(|i| &samples[i..]) else {
+        return false;
+    };
+    let sum = summarize(tail, nodes);
+    sum.failed == 0 && nodes.iter().all(|n| sum.by_node.contains_key(*n))
+}
+
 /// Whether `page` names `node` as a word (worker1 is not worker10).
 fn names(page: &str, node: &str) -> bool {
     page.match_indices(node).any(|(i, _)| {
@@ -242,5 +255,35 @@ mod tests {
             (none.answered, none.longest_gap),
             (0, Duration::from_millis(900))
         );
+    }
+
+    #[test]
+    fn settled_needs_a_run_of_answers_from_every_node() {
+        let nodes = ["worker1", "worker2"];
+        let ok = |ms, n| s(ms, Ok(n));
+        let both = [
+            ok(0, "worker1"),
+            ok(1, "worker2"),
+            ok(2, "worker1"),
+            ok(3, "worker2"),
+        ];
+        assert!(settled(&both, &nodes, 4));
+        assert!(!settled(&both, &nodes, 5), "fewer GETs than the run");
+        let one = [
+            ok(0, "worker2"),
+            ok(1, "worker1"),
+            ok(2, "worker1"),
+            ok(3, "worker1"),
+        ];
+        assert!(!settled(&one, &nodes, 3), "worker2 is not in the last run");
+        let failing = [
+            ok(0, "worker1"),
+            ok(1, "worker2"),
+            s(2, Err("timeout")),
+            ok(3, "worker1"),
+            ok(4, "worker2"),
+        ];
+        assert!(!settled(&failing, &nodes, 4), "a failure in the last run");
+        assert!(settled(&failing, &nodes, 2));
     }
 }

@@ -465,9 +465,16 @@ fn ensure_fresh_ids(a: &AgentState, b: &AgentState) -> Result<()> {
     Ok(())
 }
 
-/// GETs until both workers have answered (bounded: the stack's tasks start
-/// once the workers have loaded the preloaded image).
-fn wait_for_both_workers(lab: &Lab, limit: Duration) -> Result<Summary> {
+/// GETs in a row that must all be answered, by both workers, before the
+/// failover starts (every 500 ms: the service has served ~5 s).
+const SETTLED_RUN: usize = 10;
+
+/// GETs until the service has settled ([`http::settled`]): both workers
+/// answer and the last [`SETTLED_RUN`] were all answered (bounded: the
+/// stack's tasks start once the workers have loaded the preloaded image).
+/// Returns the summary of every GET made, failures while settling included.
+fn wait_until_settled(lab: &Lab, limit: Duration) -> Result<Summary> {
+    let nodes = ["worker1", "worker2"];
     let start = Instant::now();
     let mut samples = Vec::new();
     loop {
@@ -478,13 +485,13 @@ fn wait_for_both_workers(lab: &Lab, limit: Duration) -> Result<Summary> {
             took: start.elapsed() - at,
             answer,
         });
-        let sum = http::summarize(&samples, &["worker1", "worker2"]);
-        if sum.by_node.contains_key("worker1") && sum.by_node.contains_key("worker2") {
-            return Ok(sum);
+        if http::settled(&samples, &nodes, SETTLED_RUN) {
+            return Ok(http::summarize(&samples, &nodes));
         }
         if at > limit {
+            let sum = http::summarize(&samples, &nodes);
             return Err(anyhow!(
-                "{WEB} not answered by both workers within {limit:?}: {sum:?}"
+                "{WEB} did not settle (the last {SETTLED_RUN} GETs answered, by both workers) within {limit:?}: {sum:?}"
             ));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -496,8 +503,11 @@ fn web_through_a_failover(
     lab: &Lab,
     running: &mut BTreeMap<&'static str, Running>,
 ) -> Result<Report> {
-    let before = wait_for_both_workers(lab, Duration::from_secs(10 * 60))?;
-    eprintln!("WEB {WEB} answered by both workers: {:?}", before.by_node);
+    let settle = wait_until_settled(lab, Duration::from_secs(10 * 60))?;
+    eprintln!(
+        "WEB {WEB} settled: answered by both workers {:?}, {} failed while the tasks started (first failure {:?})",
+        settle.by_node, settle.failed, settle.first_failure
+    );
     ensure!(
         neighbour_mac(lab, VIP)?.as_deref() == Some(MASTER1.mac),
         "the VIP is not on master1 before the failure: {:?}",
@@ -710,7 +720,7 @@ fn second_power_on(
         &ready,
         &["master1", "master2", "worker1", "worker2", "aux1"],
     )?;
-    let back = wait_for_both_workers(lab, Duration::from_secs(10 * 60))?;
+    let back = wait_until_settled(lab, Duration::from_secs(10 * 60))?;
     eprintln!(
         "POWER-ON: the cluster is back {:.0} s after power-on (five nodes Ready, {WEB} answered by {:?}):\n{ready}",
         t0.elapsed().as_secs_f64(),
