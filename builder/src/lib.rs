@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod cache;
 pub mod data;
 pub mod diag;
 pub mod hash;

@@ -6,12 +6,16 @@
 use crate::plan::RootfsStage;
 use pibake_inputs::repo::{self, RepoError};
 use pibake_inputs::store::{EntryName, StoreError};
-use pibake_inputs::{Closure, Store};
+use pibake_inputs::{Closure, Store, Substituter};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    #[error(transparent)]
+    Substitute(#[from] pibake_inputs::SubstituteError),
+    #[error("{0}: substituted, then gone from the store")]
+    Lost(PathBuf),
     #[error(
         "mmdebstrap is not installed: run `apt-get install mmdebstrap` (or `cargo xtask setup`)"
     )]
@@ -94,9 +98,34 @@ fn pre_install_hooks(stage: &RootfsStage, dir: &Path) -> Result<Vec<String>, Roo
     Ok(hooks)
 }
 
+/// The store's name for this stage's outputs (`stages/rootfs-<input hash>`, a cache's
+/// `stage-rootfs-<input hash>`).
+pub const STAGE_KIND: &str = "rootfs";
+
+/// Where a stage's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// This store had it.
+    Cached,
+    /// A substituter (a shared cache) gave it.
+    Substituted,
+    /// Made here.
+    Built,
+}
+
+impl Provenance {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Provenance::Cached => "cached",
+            Provenance::Substituted => "pulled from the cache",
+            Provenance::Built => "built",
+        }
+    }
+}
+
 /// Where the stage's pointer lives (the store's `stages/rootfs-<input hash>`).
 fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
-    store.stage_pointer("rootfs", &stage.input_hash.to_string())
+    store.stage_pointer(STAGE_KIND, &stage.input_hash.to_string())
 }
 
 /// The stored tar of a stage, if it was built before.
@@ -152,9 +181,21 @@ pub fn ensure(
     closure: &Closure,
     stage: &RootfsStage,
     work: &Path,
-) -> Result<(PathBuf, bool), RootfsError> {
+    substituter: Option<&dyn Substituter>,
+) -> Result<(PathBuf, Provenance), RootfsError> {
     if let Some(path) = cached(store, stage) {
-        return Ok((path, true));
+        return Ok((path, Provenance::Cached));
+    }
+    if let Some(s) = substituter {
+        if s.substitute_stage(store, STAGE_KIND, &stage.input_hash.to_string())? {
+            if let Some(path) = cached(store, stage) {
+                let entry = store
+                    .stage_entry(STAGE_KIND, &stage.input_hash.to_string())
+                    .ok_or_else(|| RootfsError::Lost(path.clone()))?;
+                record_root(store, stage, &entry)?;
+                return Ok((path, Provenance::Substituted));
+            }
+        }
     }
     check_tools(&stage.arch)?;
     // What a killed build of any stage left behind.
@@ -216,7 +257,7 @@ pub fn ensure(
         .map_err(|e| e.source)
         .map_err(io("cannot write", &pointer))?;
     record_root(store, stage, &entry)?;
-    Ok((store.path_of(&entry), false))
+    Ok((store.path_of(&entry), Provenance::Built))
 }
 
 /// The stage's gc root: one per stage id (`rootfs-<id>`), replaced by each

@@ -74,6 +74,7 @@ fn small_image_is_reproducible_from_two_empty_stores() {
         agents: agents.clone(),
         dtbo_dir: data.join("overlays/dtbo"),
         progress: false,
+        substituter: None,
     };
     for run in ["a", "b"] {
         let store = inputs::open_store(Some(&data.join(format!("store-{run}")))).expect("store");

@@ -88,6 +88,20 @@ pub const TABLE: &[Requirement] = &[
         Need::Build,
         "`pibake lock` resolves packages with the host's apt in a private directory",
     ),
+    // What compiling pibake needs beyond gcc: openssl-sys links the system's
+    // OpenSSL (the cache client's TLS) and finds it with pkg-config.
+    row(
+        "libssl-dev",
+        &[],
+        Need::Build,
+        "compiling pibake: the cache client's TLS links Debian's OpenSSL",
+    ),
+    row(
+        "pkg-config",
+        &["pkg-config"],
+        Need::Build,
+        "compiling pibake: finds OpenSSL for openssl-sys",
+    ),
     row(
         "coreutils",
         &["cp", "rm", "id", "sha256sum", "true", "sleep", "cat", "chroot"],
@@ -228,6 +242,12 @@ pub const TABLE: &[Requirement] = &[
         &["skopeo"],
         Need::Test,
         "the tests read the lab's web image archive as docker-archive and oci-archive",
+    ),
+    row(
+        "docker-registry",
+        &["docker-registry"],
+        Need::Test,
+        "the cache tests push to and pull from a real OCI registry (the CNCF distribution registry) on loopback",
     ),
     row(
         "dpkg-dev",

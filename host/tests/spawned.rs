@@ -59,6 +59,7 @@ fn scan() -> (Sites, Sites) {
     let mut files = Vec::new();
     for dir in [
         "builder",
+        "cache",
         "firstboot",
         "host",
         "image",

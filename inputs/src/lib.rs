@@ -16,9 +16,11 @@ pub mod repo;
 pub mod resolve;
 pub mod sources;
 pub mod store;
+pub mod substitute;
 
 pub use digest::Sha256;
 pub use lock::{Closure, Lock, LockedPackage};
 pub use resolve::LockRequest;
 pub use sources::Source;
 pub use store::{EntryName, Store};
+pub use substitute::{StageOutput, SubstituteError, Substituter};

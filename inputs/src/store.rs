@@ -136,6 +136,14 @@ pub struct GcReport {
     pub freed_bytes: u64,
 }
 
+/// A file whose content was checked to be an entry ([`Store::check_part`]); removed when
+/// dropped unless [`Store::adopt`]ed.
+#[derive(Debug)]
+pub struct CheckedPart {
+    tmp: tempfile::NamedTempFile,
+    entry: EntryName,
+}
+
 /// A held store lock; released on drop.
 #[derive(Debug)]
 pub struct StoreLock {
@@ -315,6 +323,96 @@ impl Store {
         let (sha256, _) = Sha256::of_reader(io::BufReader::with_capacity(1 << 20, tmp.as_file()))
             .map_err(io_err(tmp.path()))?;
         self.persist(tmp, EntryName::new(sha256, name)?)
+    }
+
+    /// Checks the complete file at `path` (in the store's `tmp/`, see [`Store::pull_path`])
+    /// against `expected`: the result can become entry `name` by [`Store::adopt`]. On a
+    /// mismatch the file is removed; a checked file that is never adopted is removed when
+    /// the result is dropped, so a multi-entry pull that fails half way stores nothing.
+    pub fn check_part(
+        &self,
+        name: &str,
+        path: &Path,
+        expected: Expected,
+    ) -> Result<CheckedPart, StoreError> {
+        let entry = EntryName::new(expected.sha256, name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        let temp_path = tempfile::TempPath::try_from_path(path).map_err(io_err(path))?;
+        let tmp = tempfile::NamedTempFile::from_parts(file, temp_path);
+        let (sha256, size) =
+            Sha256::of_reader(io::BufReader::with_capacity(1 << 20, tmp.as_file()))
+                .map_err(io_err(path))?;
+        if sha256 != expected.sha256 || size != expected.size {
+            // Dropping `tmp` removes the file.
+            return Err(StoreError::Mismatch {
+                name: name.to_owned(),
+                expected: expected.sha256,
+                expected_size: expected.size,
+                received: sha256,
+                received_size: size,
+            });
+        }
+        Ok(CheckedPart { tmp, entry })
+    }
+
+    /// Makes a checked file the entry it was checked to be: read-only, fsynced, renamed, so
+    /// that its holes stay holes.
+    pub fn adopt(&self, part: CheckedPart) -> Result<EntryName, StoreError> {
+        let _lock = self.shared_lock()?;
+        self.persist(part.tmp, part.entry)
+    }
+
+    /// Where a download of `entry` is kept until it is complete (`tmp/pull-<entry>.part`): a
+    /// download killed half way is resumed from it; `gc` removes it.
+    pub fn pull_path(&self, entry: &EntryName) -> PathBuf {
+        self.root.join("tmp").join(format!("pull-{entry}.part"))
+    }
+
+    /// The entry a stage pointer names, if the pointer exists and reads as one.
+    pub fn stage_entry(&self, kind: &str, input_hash: &str) -> Option<EntryName> {
+        let text = fs::read_to_string(self.stage_pointer(kind, input_hash)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Points stage `kind`/`input_hash` at `entry` (atomically: the old pointer or the new).
+    pub fn set_stage_pointer(
+        &self,
+        kind: &str,
+        input_hash: &str,
+        entry: &EntryName,
+    ) -> Result<(), StoreError> {
+        let p = self.stage_pointer(kind, input_hash);
+        if let Some(dir) = p.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        atomic::write(&p, format!("{entry}\n").as_bytes()).map_err(|e| io_err(&p)(e.source))
+    }
+
+    /// Every stage pointer, as (kind, input hash), sorted.
+    pub fn stage_pointers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let dir = self.root.join("stages");
+        let rd = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(io_err(&dir))?,
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err(&dir))?;
+            let name = e.file_name();
+            let Some((kind, hash)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            // Temp files of an interrupted pointer write start with '.'.
+            if !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                out.push((kind.to_owned(), hash.to_owned()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Every entry, sorted (temp files, roots and the lock file are not entries).

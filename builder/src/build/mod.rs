@@ -16,6 +16,8 @@ mod rootpart;
 pub mod sbom;
 mod services;
 
+pub use rootpart::{entries as rootpart_entries, STAGE_KIND as ROOTPART_KIND};
+
 use crate::data::Agents;
 use crate::hash::{HashError, InputHash};
 use crate::model::{Cluster, TableKind};
@@ -103,6 +105,8 @@ pub struct BuildOptions {
     pub dtbo_dir: PathBuf,
     /// Draw progress on stderr.
     pub progress: bool,
+    /// Where a stage output this store lacks may come from before it is made (`--substituter`).
+    pub substituter: Option<std::sync::Arc<dyn pibake_inputs::Substituter>>,
 }
 
 /// One row of the summary.
@@ -273,7 +277,7 @@ pub fn build(
     // The rootfs stages at once: a mixed lab's arm64 one (qemu-user) beside its amd64 one.
     let stages: Vec<&RootfsStage> = plan.rootfs.values().collect();
     let tars = parallel::map_bounded(jobs, &stages, |stage| {
-        rootfs_stage(store, lock, stage, &progress, &opts.work_dir)
+        rootfs_stage(store, lock, stage, &progress, opts)
     })?;
     let rootfs_tars: BTreeMap<String, PathBuf> =
         stages.iter().map(|s| s.id.clone()).zip(tars).collect();
@@ -367,7 +371,7 @@ fn rootfs_stage(
     lock: &Lock,
     stage: &RootfsStage,
     progress: &parallel::Progress,
-    work_dir: &Path,
+    opts: &BuildOptions,
 ) -> Result<PathBuf, BuildError> {
     let err = |source| BuildError::Rootfs {
         stage: stage.id.clone(),
@@ -384,9 +388,10 @@ fn rootfs_stage(
         closure.packages.len(),
         stage.arch
     ));
-    let (tar, cached) = rootfs::ensure(store, closure, stage, work_dir).map_err(err)?;
-    let how = if cached { "cached" } else { "built" };
-    progress.finish(&bar, format!("rootfs {}: {how}", stage.id));
+    let substituter = opts.substituter.as_deref();
+    let (tar, how) =
+        rootfs::ensure(store, closure, stage, &opts.work_dir, substituter).map_err(err)?;
+    progress.finish(&bar, format!("rootfs {}: {}", stage.id, how.describe()));
     Ok(tar)
 }
 
@@ -607,7 +612,14 @@ fn assemble(
     let started = std::time::Instant::now();
     let boot = assemble::split_boot(rootfs, &assembly).map_err(err)?;
     let boot_files = manifest::files(&spec.name, &boot, Some(&assembly.boot_dir), rootfs)?;
-    let (root, cached) = rootpart::ensure(store, root_key, &spec.name, rootfs, &assembly)?;
+    let (root, cached) = rootpart::ensure(
+        store,
+        root_key,
+        &spec.name,
+        rootfs,
+        &assembly,
+        opts.substituter.as_deref(),
+    )?;
     let files = manifest::merged(&root.files, boot_files);
     let took = started.elapsed();
     let mut outputs = assemble::compose(&boot, rootfs, root.part(), &assembly).map_err(err)?;

@@ -16,7 +16,7 @@ use pibake_image::manifest::ManifestFile;
 use pibake_image::rootpart::{self, RootPart, RootPartMeta, PART_FORMAT};
 use pibake_image::Rootfs;
 use pibake_inputs::store::{EntryName, StoreError};
-use pibake_inputs::Store;
+use pibake_inputs::{Store, Substituter};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -51,8 +51,11 @@ impl Stored {
     }
 }
 
+/// The store's name for root partitions (`stages/rootpart-<key>`).
+pub const STAGE_KIND: &str = "rootpart";
+
 fn pointer(store: &Store, key: &InputHash) -> PathBuf {
-    store.stage_pointer("rootpart", &key.to_string())
+    store.stage_pointer(STAGE_KIND, &key.to_string())
 }
 
 /// The stored part of `key`, if a build made it before (and all of it is there).
@@ -82,11 +85,46 @@ pub(super) fn ensure(
     image: &str,
     rootfs: &mut Rootfs,
     spec: &AssembleSpec,
+    substituter: Option<&dyn Substituter>,
 ) -> Result<(Stored, bool), BuildError> {
-    match cached(store, key) {
-        Some(stored) => Ok((stored, true)),
-        None => Ok((make(store, key, image, rootfs, spec)?, false)),
+    if let Some(stored) = cached(store, key) {
+        return Ok((stored, true));
     }
+    if let Some(s) = substituter {
+        let pulled = s
+            .substitute_stage(store, STAGE_KIND, &key.to_string())
+            .map_err(|e| BuildError::Image {
+                image: image.to_owned(),
+                message: format!("its root partition: {e}"),
+            })?;
+        if let (true, Some(stored)) = (pulled, cached(store, key)) {
+            if let Some(entries) = store
+                .stage_entry(STAGE_KIND, &key.to_string())
+                .and_then(|record| entries(store, &record))
+            {
+                store
+                    .add_root(&format!("image-root-{image}"), &entries)
+                    .map_err(|e| BuildError::Image {
+                        image: image.to_owned(),
+                        message: format!("recording its root partition: {e}"),
+                    })?;
+            }
+            return Ok((stored, true));
+        }
+    }
+    Ok((make(store, key, image, rootfs, spec)?, false))
+}
+
+/// The entries of the root partition whose record is `record`: the record, its ext4 and its
+/// zstd frame (what a cache push sends and a pull must bring back whole).
+pub fn entries(store: &Store, record: &EntryName) -> Option<Vec<EntryName>> {
+    let text = std::fs::read(store.path_of(record)).ok()?;
+    let r: Record = serde_json::from_slice(&text).ok()?;
+    Some(vec![
+        record.clone(),
+        r.ext4.parse().ok()?,
+        r.zst.parse().ok()?,
+    ])
 }
 
 fn make(

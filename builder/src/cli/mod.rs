@@ -133,6 +133,19 @@ enum Command {
         /// built in the checkout the profiles come from.
         #[arg(long, value_name = "FILE")]
         agent: Vec<PathBuf>,
+        #[command(flatten)]
+        substituter: SubstituterArgs,
+    },
+    /// Signing keys for the shared cache.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// The shared build cache in an OCI registry (credentials: $PIBAKE_CACHE_USER and
+    /// $PIBAKE_CACHE_TOKEN).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Write an image to a card (or file), verify it, and put the node and secrets files on it.
     Flash {
@@ -169,6 +182,57 @@ enum Command {
     Verify {
         /// The image file (.img).
         image: PathBuf,
+    },
+}
+
+/// Where stage outputs this store lacks may come from, and whose signatures make them good.
+#[derive(Debug, clap::Args)]
+struct SubstituterArgs {
+    /// A cache to pull stage outputs from before making them (http://HOST:PORT/NAME for a
+    /// registry on the build's network, https:// or oci:// for one with TLS).
+    #[arg(long, value_name = "URL", requires = "trusted_keys")]
+    substituter: Option<String>,
+    /// A public key (`<name>:<base64>`, a `.pub` of `pibake key generate`) whose signatures
+    /// are trusted (repeatable). Stage outputs signed by no trusted key are refused.
+    #[arg(long = "trusted-key", value_name = "FILE")]
+    trusted_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Make an ed25519 key pair: FILE (secret, mode 0600) and FILE.pub.
+    Generate {
+        /// The key's name, which signatures carry (`lab-ci-1`).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Push the lock's entries and every stage output in the store, the stage outputs
+    /// signed; what the cache has already is not sent again.
+    Push {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The cache (http://HOST:PORT/NAME, https://… or oci://…).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The secret key signing the stage outputs.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Pull what the cluster's lock and plan need and the store lacks.
+    Pull {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// A trusted public key (repeatable).
+        #[arg(long = "trusted-key", value_name = "FILE", required = true)]
+        trusted_keys: Vec<PathBuf>,
     },
 }
 
@@ -261,6 +325,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             table,
             agent,
+            substituter,
         } => {
             let Some(mut model) = load_valid(&cluster.config, &data_lookup)? else {
                 return Ok(ExitCode::from(1));
@@ -287,11 +352,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 agents,
                 dtbo_dir: data.dtbo(),
                 progress,
+                substituter: match substituter.substituter {
+                    Some(url) => Some(std::sync::Arc::new(puller(
+                        &url,
+                        &substituter.trusted_keys,
+                    )?)),
+                    None => None,
+                },
             };
             let built = build::build(&model, &plan, &lock, &store, &options)?;
             print!("{}", build::summary(&built));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key {
+            command: KeyCommand::Generate { name, out },
+        } => {
+            let name = pibake_cache::KeyName::new(&name).ok_or_else(|| {
+                anyhow::anyhow!("--name {name:?}: letters, digits, `.`, `_` or `-`, at most 64")
+            })?;
+            let public = pibake_cache::SecretKey::generate(name)?.write_new(&out)?;
+            eprintln!(
+                "wrote {} (secret: keep it out of the repository) and {} (give it to pullers as --trusted-key)",
+                out.display(),
+                public.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { command } => cache(command, store_dir.as_deref(), &data_lookup),
         Command::Doctor { all } => {
             use pibake_host::{doctor, tools::Need};
             let needs: &[Need] = if all {
@@ -472,4 +559,90 @@ fn release_manifest(dir: &Path, url_base: &str, os_list: &Path, sums: &Path) -> 
         done.sums.display()
     );
     Ok(())
+}
+
+/// The cache's credentials, from the environment (never from a flag: it would show in `ps`).
+fn credentials() -> pibake_cache::Credentials {
+    match (
+        std::env::var("PIBAKE_CACHE_USER"),
+        std::env::var("PIBAKE_CACHE_TOKEN"),
+    ) {
+        (Ok(user), Ok(token)) if !token.is_empty() => {
+            pibake_cache::Credentials(Some((user, token)))
+        }
+        _ => pibake_cache::Credentials(None),
+    }
+}
+
+fn puller(url: &str, trusted: &[PathBuf]) -> anyhow::Result<pibake_cache::Puller> {
+    let trusted = trusted
+        .iter()
+        .map(|p| pibake_cache::PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(pibake_cache::Puller {
+        cache: pibake_cache::Cache::open(url, credentials())?,
+        trusted,
+    })
+}
+
+fn cache(
+    command: CacheCommand,
+    store_dir: Option<&Path>,
+    lookup: &DataLookup,
+) -> anyhow::Result<ExitCode> {
+    let log = |line: &str| eprintln!("{line}");
+    match command {
+        CacheCommand::Push { cluster, to, key } => {
+            let Some(model) = load_valid(&cluster.config, lookup)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let store = inputs::open_store(store_dir)?;
+            let lock = inputs::read_lock(&model)?;
+            let locked: Vec<_> = pibake::cache::locked_entries(&lock)?
+                .into_iter()
+                .map(|(e, _)| e)
+                .filter(|e| store.contains(e))
+                .collect();
+            let stages = pibake::cache::stage_outputs(&store)?;
+            let key = key.map(|k| pibake_cache::SecretKey::read(&k)).transpose()?;
+            let cache = pibake_cache::Cache::open(&to, credentials())?;
+            let r = pibake_cache::push(&cache, &store, &locked, &stages, key.as_ref(), &log)?;
+            eprintln!(
+                "{}: {} items pushed, {} there already; {} blobs sent ({:.1} MiB), {} there already",
+                cache.url(),
+                r.pushed,
+                r.present,
+                r.blobs_sent,
+                r.bytes_sent as f64 / (1024.0 * 1024.0),
+                r.blobs_present
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Pull {
+            cluster,
+            from,
+            trusted_keys,
+        } => {
+            let Some(model) = load_valid(&cluster.config, lookup)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let store = inputs::open_store(store_dir)?;
+            let lock = inputs::read_lock(&model)?;
+            let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
+            let plan = plan::plan(&model, &lock_info, &Selection::default())?;
+            let puller = puller(&from, &trusted_keys)?;
+            let locked = pibake::cache::locked_entries(&lock)?;
+            let stages = pibake::cache::plan_stages(&plan);
+            let r = pibake_cache::pull(&puller, &store, &locked, &stages, &log)?;
+            eprintln!(
+                "{}: {} items pulled ({:.1} MiB), {} in the store already, {} not in the cache",
+                puller.cache.url(),
+                r.pulled,
+                r.bytes as f64 / (1024.0 * 1024.0),
+                r.present,
+                r.absent
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
