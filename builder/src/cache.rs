@@ -2,7 +2,7 @@
 //! which store items make its builds. The cache crate moves and checks them; this module
 //! knows what they are.
 
-use crate::build::rootpart_entries;
+use crate::build::{rootpart_entries, rootpart_root, ROOTPART_KIND};
 use crate::plan::Plan;
 use crate::rootfs;
 use pibake_inputs::lock::LockError;
@@ -31,28 +31,51 @@ pub fn plan_stages(plan: &Plan) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every complete stage output in the store, with all its entries: what a push sends.
-/// Pointers to something no longer there (after a `gc`) are left out.
-pub fn stage_outputs(store: &Store) -> Result<Vec<StageOutput>, StoreError> {
-    let mut out = Vec::new();
-    for (kind, input_hash) in store.stage_pointers()? {
-        let Some(pointer) = store.stage_entry(&kind, &input_hash) else {
+/// The stage outputs in the store that `plan`'s images were last built from: its rootfs
+/// stages and the root partitions its images' gc roots hold (what a push sends; outputs of
+/// superseded builds stay local). Missing or incomplete ones are left out.
+pub fn stage_outputs(store: &Store, plan: &Plan) -> Result<Vec<StageOutput>, StoreError> {
+    let mut out: Vec<StageOutput> = plan_stages(plan)
+        .into_iter()
+        .filter_map(|(kind, hash)| output(store, kind, hash))
+        .collect();
+    let roots = store.roots()?;
+    let records: Vec<&EntryName> = plan
+        .images
+        .iter()
+        .filter_map(|i| roots.get(&rootpart_root(&i.spec.name)))
+        .flatten()
+        .collect();
+    for (kind, hash) in store.stage_pointers()? {
+        if kind != ROOTPART_KIND {
             continue;
-        };
-        let entries = match kind.as_str() {
-            rootfs::STAGE_KIND => Some(vec![pointer.clone()]),
-            crate::build::ROOTPART_KIND => rootpart_entries(store, &pointer),
-            _ => None,
-        };
-        let Some(entries) = entries.filter(|es| es.iter().all(|e| store.contains(e))) else {
-            continue;
-        };
-        out.push(StageOutput {
+        }
+        let points_at_a_root = store
+            .stage_entry(&kind, &hash)
+            .is_some_and(|e| records.contains(&&e));
+        if points_at_a_root {
+            out.extend(output(store, kind, hash));
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// The output of one stage with all its entries, if the store has all of them.
+fn output(store: &Store, kind: String, input_hash: String) -> Option<StageOutput> {
+    let pointer = store.stage_entry(&kind, &input_hash)?;
+    let entries = match kind.as_str() {
+        rootfs::STAGE_KIND => Some(vec![pointer.clone()]),
+        ROOTPART_KIND => rootpart_entries(store, &pointer),
+        _ => None,
+    }?;
+    entries
+        .iter()
+        .all(|e| store.contains(e))
+        .then_some(StageOutput {
             kind,
             input_hash,
             pointer,
             entries,
-        });
-    }
-    Ok(out)
+        })
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod picture;
 pub mod plan;
 pub mod preload;
+pub mod rebuild;
 pub mod render;
 pub mod rootfs;
 pub mod spec;

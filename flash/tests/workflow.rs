@@ -58,6 +58,11 @@ fn release_workflow_does_what_the_release_promises() -> Result<()> {
         "out-a/*.bmap",
         "out-a/*.sha256",
         "out-a/*.manifest.json",
+        "out-a/*.spdx.json",
+        "packages: write",
+        "--substituter \"$CACHE\" --trusted-key",
+        "cache push -c \"$CLUSTER\"",
+        "never the cache",
         "out-a/SHA256SUMS",
         "out-a/os_list.json",
     ] {

@@ -16,7 +16,9 @@ mod rootpart;
 pub mod sbom;
 mod services;
 
-pub use rootpart::{entries as rootpart_entries, STAGE_KIND as ROOTPART_KIND};
+pub use rootpart::{
+    entries as rootpart_entries, root_name as rootpart_root, STAGE_KIND as ROOTPART_KIND,
+};
 
 use crate::data::Agents;
 use crate::hash::{HashError, InputHash};
@@ -216,6 +218,28 @@ fn entry_path(image: &str, path: &str) -> Result<EntryPath, BuildError> {
     EntryPath::new(path).map_err(|e| image_err(image, format!("bad path {path}: {e}")))
 }
 
+/// An image's build input hash (its manifest's `input_hash`): the plan's hash of it, the
+/// agent's and the overlay sources'.
+fn build_hash(image: &ImagePlan, agent_sha: &str, dtbo_sha: &str) -> Result<InputHash, BuildError> {
+    Ok(InputHash::of(
+        "build",
+        &serde_json::json!({ "plan": image.input_hash, "agent": agent_sha, "dtbo": dtbo_sha }),
+    )?)
+}
+
+/// What [`build`] would record as `image`'s input hash with these agents and overlays,
+/// and the agent's sha256 (a rebuild checks both against a manifest before it builds).
+pub fn input_hash_of(
+    plan: &Plan,
+    image: &ImagePlan,
+    opts: &BuildOptions,
+) -> Result<(InputHash, String), BuildError> {
+    let agents = stage_agents(plan.rootfs.values(), &opts.agents)?;
+    let agent_sha = &agents[&image.spec.rootfs.id].1;
+    let dtbo_sha = sha256_dir(&opts.dtbo_dir).map_err(io("cannot read", &opts.dtbo_dir))?;
+    Ok((build_hash(image, agent_sha, &dtbo_sha)?, agent_sha.clone()))
+}
+
 /// Builds every image of the plan.
 pub fn build(
     cluster: &Cluster,
@@ -287,10 +311,7 @@ pub fn build(
     let mut todo: Vec<Job<'_>> = Vec::new();
     for image in &plan.images {
         let agent_sha = &agents[&image.spec.rootfs.id].1;
-        let input_hash = InputHash::of(
-            "build",
-            &serde_json::json!({ "plan": image.input_hash, "agent": agent_sha, "dtbo": dtbo_sha }),
-        )?;
+        let input_hash = build_hash(image, agent_sha, &dtbo_sha)?;
         // What the root partition is made of: the plan's root hash and the same two files.
         let root_key = InputHash::of(
             "build-root",

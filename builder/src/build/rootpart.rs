@@ -51,6 +51,11 @@ impl Stored {
     }
 }
 
+/// The gc root holding the entries of `image`'s current root partition.
+pub fn root_name(image: &str) -> String {
+    format!("image-root-{image}")
+}
+
 /// The store's name for root partitions (`stages/rootpart-<key>`).
 pub const STAGE_KIND: &str = "rootpart";
 
@@ -103,7 +108,7 @@ pub(super) fn ensure(
                 .and_then(|record| entries(store, &record))
             {
                 store
-                    .add_root(&format!("image-root-{image}"), &entries)
+                    .add_root(&root_name(image), &entries)
                     .map_err(|e| BuildError::Image {
                         image: image.to_owned(),
                         message: format!("recording its root partition: {e}"),
@@ -176,10 +181,7 @@ fn make(
     pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
         .map_err(|e| io("cannot write", &pointer)(e.source))?;
     store
-        .add_root(
-            &format!("image-root-{image}"),
-            &[entry, ext4.clone(), zst.clone()],
-        )
+        .add_root(&root_name(image), &[entry, ext4.clone(), zst.clone()])
         .map_err(store_err)?;
     Ok(Stored {
         ext4: store.path_of(&ext4),

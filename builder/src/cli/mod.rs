@@ -136,6 +136,24 @@ enum Command {
         #[command(flatten)]
         substituter: SubstituterArgs,
     },
+    /// Prove an image came from its sources: check that this cluster, lock and agent are
+    /// what its manifest records, build it again in an empty store and compare the bytes.
+    Rebuild {
+        /// The image (.img).
+        image: PathBuf,
+        /// Its manifest (default: IMAGE's name with .manifest.json).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The agents, as for `build`.
+        #[arg(long, value_name = "FILE")]
+        agent: Vec<PathBuf>,
+        /// Where the empty store and the rebuilt image go (default: a temp directory,
+        /// removed after).
+        #[arg(long, value_name = "DIR")]
+        work: Option<PathBuf>,
+    },
     /// Signing keys for the shared cache.
     Key {
         #[command(subcommand)]
@@ -212,8 +230,9 @@ enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 enum CacheCommand {
-    /// Push the lock's entries and every stage output in the store, the stage outputs
-    /// signed; what the cache has already is not sent again.
+    /// Push the lock's entries and the stage outputs the cluster's images were last built
+    /// from (rootfs and root partitions), the stage outputs signed; what the cache has
+    /// already is not sent again.
     Push {
         #[command(flatten)]
         cluster: ClusterArg,
@@ -337,6 +356,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some("gpt") => model.image.table = TableKind::Gpt,
                 Some(other) => anyhow::bail!("--table {other}: use mbr or gpt"),
             }
+            if offline && substituter.substituter.is_some() {
+                anyhow::bail!("--offline with --substituter: a substituter is on the network (drop one of them)");
+            }
             let store = inputs::open_store(store_dir.as_deref())?;
             let lock = inputs::read_lock(&model)?;
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -379,6 +401,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache { command } => cache(command, store_dir.as_deref(), &data_lookup),
+        Command::Rebuild {
+            image,
+            manifest,
+            cluster,
+            agent,
+            work,
+        } => {
+            if offline {
+                anyhow::bail!("--offline: a rebuild fetches the lock's inputs into an empty store");
+            }
+            let Some(model) = load_valid(&cluster.config, &data_lookup)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let lock = inputs::read_lock(&model)?;
+            let data = model::data_dir_for(&cluster.config, &data_lookup)?;
+            let options = BuildOptions {
+                out_dir: PathBuf::new(),
+                work_dir: PathBuf::new(),
+                agents: data::agents(agent, std::env::var_os(data::AGENT_ENV), &data)?,
+                dtbo_dir: data.dtbo(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                substituter: None,
+            };
+            let manifest = manifest.unwrap_or_else(|| image.with_extension("manifest.json"));
+            let temp;
+            let work = match work {
+                Some(dir) => dir,
+                None => {
+                    temp = tempfile::tempdir().context("creating a work directory")?;
+                    temp.path().to_owned()
+                }
+            };
+            let outcome = pibake::rebuild::rebuild(
+                &image,
+                &manifest,
+                &model,
+                &cluster.config,
+                &lock,
+                &options,
+                &work,
+            )?;
+            match outcome {
+                pibake::rebuild::Outcome::Identical { sha256 } => {
+                    println!("{}: bit-identical (sha256 {sha256}), rebuilt from its sources in an empty store", image.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                pibake::rebuild::Outcome::Differs {
+                    given,
+                    rebuilt,
+                    diff,
+                } => {
+                    println!(
+                        "{}: differs: sha256 {given}, rebuilt {rebuilt}\n{diff}",
+                        image.display()
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Doctor { all } => {
             use pibake_host::{doctor, tools::Need};
             let needs: &[Need] = if all {
@@ -603,7 +684,9 @@ fn cache(
                 .map(|(e, _)| e)
                 .filter(|e| store.contains(e))
                 .collect();
-            let stages = pibake::cache::stage_outputs(&store)?;
+            let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
+            let plan = plan::plan(&model, &lock_info, &Selection::default())?;
+            let stages = pibake::cache::stage_outputs(&store, &plan)?;
             let key = key.map(|k| pibake_cache::SecretKey::read(&k)).transpose()?;
             let cache = pibake_cache::Cache::open(&to, credentials())?;
             let r = pibake_cache::push(&cache, &store, &locked, &stages, key.as_ref(), &log)?;
