@@ -20,6 +20,7 @@ const REVIEWED: &[(&str, &str)] = &[
     ("flash/tests/common/mod.rs", "cmd"), // run("sfdisk", …, "fdisk"): callers scanned
     ("tests/qemu/src/tool.rs", "self.name"), // the Tool constants: scanned
     ("inputs/tests/local_repo.rs", "exe"), // the test binary itself
+    ("cache/tests/registry.rs", "std::env::current_exe()?"), // the test binary (the killed pull)
     ("xtask/src/fresh.rs", "exe"),    // xtask itself (fresh-root in the background)
     ("builder/tests/installed.rs", "&bin"), // the installed pibake under test
     ("builder/tests/render.rs", "tool(\"keepalived\")"),
