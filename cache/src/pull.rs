@@ -20,6 +20,9 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use pibake_inputs::store::{CheckedPart, Expected, StoreError};
 use pibake_inputs::{EntryName, Store, SubstituteError, Substituter};
 
+/// A line of progress per this many bytes of one download.
+const PROGRESS_STEP: u64 = 256 << 20;
+
 /// The biggest config blob read (a statement lists a handful of entries).
 const CONFIG_LIMIT: i64 = 1 << 20;
 
@@ -152,7 +155,7 @@ impl Puller {
         let mut bytes = 0;
         let mut checked = Vec::new();
         for (r, layer) in entries.iter().zip(&manifest.layers) {
-            let (received, part) = self.entry(store, item, r, layer).await?;
+            let (received, part) = self.entry(store, item, r, layer, log).await?;
             bytes += received;
             checked.extend(part);
         }
@@ -281,6 +284,7 @@ impl Puller {
         item: &Item,
         r: &EntryRef,
         layer: &OciDescriptor,
+        log: &(dyn Fn(&str) + Sync),
     ) -> Result<(u64, Option<CheckedPart>), CacheError> {
         let name = r
             .name()
@@ -321,8 +325,19 @@ impl Puller {
                     s
                 }
             };
+            if offset > 0 {
+                log(&format!(
+                    "resuming {} at {} of {} MiB",
+                    r.entry,
+                    offset >> 20,
+                    r.size >> 20
+                ));
+            } else if r.size >= PROGRESS_STEP {
+                log(&format!("pulling {} ({} MiB)", r.entry, r.size >> 20));
+            }
             let mut w = SparseWriter::at(&file, offset);
             let mut at = offset;
+            let mut next_report = offset + PROGRESS_STEP;
             while let Some(chunk) = body.next().await {
                 match chunk {
                     Ok(bytes) => {
@@ -332,6 +347,15 @@ impl Puller {
                             break;
                         }
                         w.write(&bytes).map_err(io)?;
+                        if at >= next_report {
+                            log(&format!(
+                                "  {}: {} of {} MiB",
+                                name.name(),
+                                at >> 20,
+                                r.size >> 20
+                            ));
+                            next_report += PROGRESS_STEP;
+                        }
                     }
                     // Every byte came and the client still failed (its digest check): the
                     // hash below names what is wrong. Otherwise the `.part` is kept for the

@@ -179,6 +179,9 @@ async fn push_one(
             report.blobs_present += 1;
             continue;
         }
+        if *size >= 256 << 20 {
+            log(&format!("pushing {entry} ({} MiB)", size >> 20));
+        }
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|source| CacheError::Io {
