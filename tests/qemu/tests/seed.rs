@@ -967,27 +967,11 @@ fn identity_checks_catch_planted_faults() -> Result<()> {
             "planted fault not caught: {name} {planted:?}"
         );
     }
-    let card = |machine_id: &str, key: &str| AgentState {
-        files: [
-            ("/etc/machine-id", machine_id),
-            ("/etc/ssh/ssh_host_ed25519_key.pub", key),
-        ]
-        .into_iter()
-        .map(|(path, text)| {
-            let stat = pibake_qemu::disk::Stat {
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                size: text.len() as u64,
-            };
-            let content = text.as_bytes().to_vec();
-            (path.to_owned(), Some(FileState { stat, content }))
-        })
-        .collect(),
-        ssh_keys: Vec::new(),
-        boot_names: Vec::new(),
-        root_end: 0,
-        disk_len: 0,
+    let card = |machine_id: &str, key: &str| {
+        planted_state([
+            ("/etc/machine-id", machine_id.to_owned()),
+            ("/etc/ssh/ssh_host_ed25519_key.pub", key.to_owned()),
+        ])
     };
     let (id1, id2) = (
         "0123456789abcdef0123456789abcdef\n",
@@ -1009,16 +993,11 @@ fn identity_checks_catch_planted_faults() -> Result<()> {
     Ok(())
 }
 
-/// The journal files compared byte for byte: a done step's record that
-/// changed is caught; a failed step done later, as aux1's swarm step without
-/// its token, is not a re-run; a clock not verified again is caught.
-fn journal_checks_catch_planted_faults() -> Result<()> {
-    let record =
-        |outcome: &str, at: u64| format!("outcome = \"{outcome}\"\nat = {at}\nwhy = \"x\"\n");
-    let state = |identity: String, clock: String, swarm: String| AgentState {
-        files: JOURNAL
-            .iter()
-            .zip([identity, clock, swarm])
+/// An agent state of these files (root's, 0644) and nothing else, for planted faults.
+fn planted_state<'a>(files: impl IntoIterator<Item = (&'a str, String)>) -> AgentState {
+    AgentState {
+        files: files
+            .into_iter()
             .map(|(path, text)| {
                 let stat = pibake_qemu::disk::Stat {
                     mode: 0o644,
@@ -1027,13 +1006,24 @@ fn journal_checks_catch_planted_faults() -> Result<()> {
                     size: text.len() as u64,
                 };
                 let content = text.into_bytes();
-                (path.to_string(), Some(FileState { stat, content }))
+                (path.to_owned(), Some(FileState { stat, content }))
             })
             .collect(),
         ssh_keys: Vec::new(),
         boot_names: Vec::new(),
         root_end: 0,
         disk_len: 0,
+    }
+}
+
+/// The journal files compared byte for byte: a done step's record that
+/// changed is caught; a failed step done later, as aux1's swarm step without
+/// its token, is not a re-run; a clock not verified again is caught.
+fn journal_checks_catch_planted_faults() -> Result<()> {
+    let record =
+        |outcome: &str, at: u64| format!("outcome = \"{outcome}\"\nat = {at}\nwhy = \"x\"\n");
+    let state = |identity: String, clock: String, swarm: String| {
+        planted_state(JOURNAL.iter().copied().zip([identity, clock, swarm]))
     };
     let first = state(record("done", 1), record("done", 2), record("failed", 3));
     let retried = state(record("done", 1), record("done", 9), record("done", 9));
