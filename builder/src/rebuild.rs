@@ -143,14 +143,17 @@ pub fn rebuild(
     })?;
     let mut plan = plan::plan(cluster, &info, &selection)?;
     let names: Vec<String> = plan.images.iter().map(|i| i.spec.name.clone()).collect();
+    // The one image and its rootfs stage, not the other architectures' stages.
     plan.images.retain(|i| i.spec.name == manifest.name);
-    let Some(one) = plan.images.first() else {
+    let Some(stage) = plan.images.first().map(|i| i.spec.rootfs.id.clone()) else {
         return Err(RebuildError::NotPlanned {
             manifest: manifest_path.to_owned(),
             name: manifest.name.clone(),
             images: names.join(", "),
         });
     };
+    plan.rootfs.retain(|id, _| *id == stage);
+    let one = &plan.images[0];
     let mismatch = |field, recorded: &str, here: String, hint| {
         RebuildError::Inputs(Box::new(Mismatch {
             manifest: manifest_path.to_owned(),

@@ -96,6 +96,15 @@ fn a_lab_image_rebuilds_bit_identical_from_its_sources() -> Result<()> {
             bail!("lab-master did not rebuild identical: {outcome:?}\n{diff}")
         }
     }
+    let logs: Vec<String> = std::fs::read_dir(work.join("store/work"))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mmdebstrap.log"))
+        .collect();
+    ensure!(
+        logs == ["lab-rootfs-amd64.mmdebstrap.log"],
+        "the rebuild of lab-master ran these rootfs stages: {logs:?} (only its own, amd64)"
+    );
 
     // One byte changed in a copy (its manifest beside it): found different. The rebuild's
     // store and output are reused, so this costs a hash.
