@@ -12,8 +12,6 @@ use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error(transparent)]
-    Substitute(#[from] pibake_inputs::SubstituteError),
     #[error("{0}: substituted, then gone from the store")]
     Lost(PathBuf),
     #[error(
@@ -123,6 +121,20 @@ impl Provenance {
     }
 }
 
+/// Whether `s` put the stage's output into the store. A cache that fails or refuses what
+/// it holds (unreachable, an untrusted signature, a wrong hash) is warned about and the
+/// stage is made here, as Nix does with a failing substituter: the cache can only save
+/// time, never decide the result.
+pub fn substituted(s: &dyn Substituter, store: &Store, kind: &str, input_hash: &str) -> bool {
+    match s.substitute_stage(store, kind, input_hash) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("warning: {e}; making the {kind} stage here");
+            false
+        }
+    }
+}
+
 /// Where the stage's pointer lives (the store's `stages/rootfs-<input hash>`).
 fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
     store.stage_pointer(STAGE_KIND, &stage.input_hash.to_string())
@@ -187,7 +199,7 @@ pub fn ensure(
         return Ok((path, Provenance::Cached));
     }
     if let Some(s) = substituter {
-        if s.substitute_stage(store, STAGE_KIND, &stage.input_hash.to_string())? {
+        if substituted(s, store, STAGE_KIND, &stage.input_hash.to_string()) {
             if let Some(path) = cached(store, stage) {
                 let entry = store
                     .stage_entry(STAGE_KIND, &stage.input_hash.to_string())
@@ -399,5 +411,41 @@ mod tests {
         );
         assert!(!text.contains("W: later"), "{text}");
         assert_eq!(error_lines(&dir.path().join("missing.log")), "");
+    }
+}
+
+#[cfg(test)]
+mod substituter_tests {
+    use super::*;
+    use pibake_inputs::SubstituteError;
+
+    #[derive(Debug)]
+    struct Fixed(Result<bool, &'static str>);
+
+    impl Substituter for Fixed {
+        fn substitute_stage(&self, _: &Store, _: &str, _: &str) -> Result<bool, SubstituteError> {
+            self.0.map_err(|m| SubstituteError {
+                cache: "http://127.0.0.1:1/x".into(),
+                message: m.into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_substituter_means_making_the_stage_here() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|source| StoreError::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let store = Store::open(dir.path())?;
+        assert!(substituted(&Fixed(Ok(true)), &store, "rootfs", "ab"));
+        assert!(!substituted(&Fixed(Ok(false)), &store, "rootfs", "ab"));
+        assert!(!substituted(
+            &Fixed(Err("refused: no valid signature")),
+            &store,
+            "rootfs",
+            "ab"
+        ));
+        Ok(())
     }
 }

@@ -96,12 +96,7 @@ pub(super) fn ensure(
         return Ok((stored, true));
     }
     if let Some(s) = substituter {
-        let pulled = s
-            .substitute_stage(store, STAGE_KIND, &key.to_string())
-            .map_err(|e| BuildError::Image {
-                image: image.to_owned(),
-                message: format!("its root partition: {e}"),
-            })?;
+        let pulled = crate::rootfs::substituted(s, store, STAGE_KIND, &key.to_string());
         if let (true, Some(stored)) = (pulled, cached(store, key)) {
             if let Some(entries) = store
                 .stage_entry(STAGE_KIND, &key.to_string())
