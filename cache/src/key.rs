@@ -140,8 +140,21 @@ impl SecretKey {
             }
         })?;
         pibake_host::atomic::persist(tmp, path).map_err(io(path))?;
-        pibake_host::atomic::write(&public, self.public().to_text().as_bytes())
-            .map_err(io(&public))?;
+        let mut tmp = pibake_host::atomic::temp_beside(&public).map_err(io(&public))?;
+        // A public key is for giving away: readable by all, unlike the secret's 0600.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|source| KeyError::Io {
+                path: public.clone(),
+                source,
+            })?;
+        std::io::Write::write_all(&mut tmp, self.public().to_text().as_bytes()).map_err(
+            |source| KeyError::Io {
+                path: public.clone(),
+                source,
+            },
+        )?;
+        pibake_host::atomic::persist(tmp, &public).map_err(io(&public))?;
         Ok(public)
     }
 
@@ -276,6 +289,11 @@ mod tests {
             source,
         })?;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        let public_mode = std::fs::metadata(&public).map_err(|source| KeyError::Io {
+            path: public.clone(),
+            source,
+        })?;
+        assert_eq!(public_mode.permissions().mode() & 0o777, 0o644);
         assert_eq!(SecretKey::read(&path)?.public(), PublicKey::read(&public)?);
         let err = SecretKey::generate(name("lab"))?
             .write_new(&path)
