@@ -179,6 +179,19 @@ pub fn rebuild(
     if input_hash.to_string() != manifest.input_hash {
         return Err(mismatch("input_hash", &manifest.input_hash, input_hash.to_string(), "the cluster file, its profiles or overlays differ from the image's: check out the image's sources"));
     }
+    if let Some(tool) = manifest
+        .tool
+        .as_ref()
+        .filter(|t| **t != build::tool_version())
+    {
+        // Not a refusal: the inputs are the same, and whether another pibake makes the same
+        // bytes is what the rebuild finds out.
+        eprintln!(
+            "note: {} was built by {tool}; this is {}",
+            manifest.name,
+            build::tool_version()
+        );
+    }
     let given = sha256_of(image)?;
     let store_dir = work.join("store");
     let store = Store::open(&store_dir).map_err(|e| RebuildError::Work {

@@ -32,6 +32,10 @@ pub struct Manifest {
     pub lock_digest: String,
     pub source_date_epoch: u64,
     pub agent_sha256: String,
+    /// The pibake that built the image (`pibake 0.1.0`), for `pibake rebuild` to name when
+    /// it differs. Manifests of older builds lack it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
     /// `mbr` or `gpt`.
     pub table: String,
     pub root_partuuid: String,

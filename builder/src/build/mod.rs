@@ -240,6 +240,11 @@ pub fn input_hash_of(
     Ok((build_hash(image, agent_sha, &dtbo_sha)?, agent_sha.clone()))
 }
 
+/// The pibake a manifest names as its builder.
+pub fn tool_version() -> String {
+    format!("pibake {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Builds every image of the plan.
 pub fn build(
     cluster: &Cluster,
@@ -553,6 +558,7 @@ fn build_image(
         lock_digest: inputs.lock_digest.to_string(),
         source_date_epoch: spec.source_date_epoch,
         agent_sha256: inputs.agent_sha.to_string(),
+        tool: Some(tool_version()),
         table: format!("{:?}", spec.boot.table).to_lowercase(),
         root_partuuid: outputs.root_partuuid.clone(),
         sha256: outputs.sha256.clone(),
