@@ -33,11 +33,12 @@ fn main() -> anyhow::Result<()> {
     }
     let r = flash(&o, &mut |_| true)?;
     println!(
-        "bytes_written={} image_bytes={} bytes_verified={} seconds={:.3}",
+        "bytes_written={} image_bytes={} bytes_verified={} seconds={:.3} written_seconds={:.3}",
         r.bytes_written,
         r.image_bytes,
         r.bytes_verified,
-        r.elapsed.as_secs_f64()
+        r.elapsed.as_secs_f64(),
+        r.written_in.as_secs_f64()
     );
     Ok(())
 }

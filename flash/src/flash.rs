@@ -77,6 +77,9 @@ pub struct FlashReport {
     /// Files put on the boot partition.
     pub boot_files: Vec<&'static str>,
     pub elapsed: Duration,
+    /// From the start to the written bytes flushed, before the read-back (what `bmaptool
+    /// copy`, which reads nothing back, is compared with).
+    pub written_in: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +249,7 @@ pub fn flash_with_hooks(
     };
     out.sync_all()
         .map_err(ioe("cannot flush the target", &opts.target))?;
+    let written_in = started.elapsed();
     drop_cache(&out);
     drop(out);
 
@@ -296,6 +300,7 @@ pub fn flash_with_hooks(
         verification,
         boot_files: files.iter().map(|(n, _)| *n).collect(),
         elapsed: started.elapsed(),
+        written_in,
     })
 }
 
