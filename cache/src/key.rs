@@ -71,6 +71,23 @@ fn split(text: &str, what: &str) -> Result<(KeyName, [u8; 32]), KeyError> {
     Ok((name, bytes))
 }
 
+/// Writes `text` to `path` with `mode`, complete or absent (the mode is set before a byte
+/// is written, so a secret is never readable by others).
+fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let atomic_err = |e: pibake_host::atomic::AtomicError| err(e.source);
+    let mut tmp = pibake_host::atomic::temp_beside(path).map_err(atomic_err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(err)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(err)?;
+    pibake_host::atomic::persist(tmp, path).map_err(atomic_err)
+}
+
 /// A secret signing key.
 pub struct SecretKey {
     name: KeyName,
@@ -112,49 +129,15 @@ impl SecretKey {
     /// Writes the key to `path` (mode 0600) and its public key to `path.pub`, each
     /// complete or absent; refuses to overwrite either. Returns the public key's path.
     pub fn write_new(&self, path: &Path) -> Result<PathBuf, KeyError> {
-        use std::os::unix::fs::PermissionsExt;
         let public = PathBuf::from(format!("{}.pub", path.display()));
         for p in [path, public.as_path()] {
             if p.exists() {
                 return Err(KeyError::Exists(p.to_owned()));
             }
         }
-        let io = |p: &Path| {
-            let p = p.to_owned();
-            move |e: pibake_host::atomic::AtomicError| KeyError::Io {
-                path: p,
-                source: e.source,
-            }
-        };
-        let mut tmp = pibake_host::atomic::temp_beside(path).map_err(io(path))?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| KeyError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        std::io::Write::write_all(&mut tmp, self.to_text().as_bytes()).map_err(|source| {
-            KeyError::Io {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        pibake_host::atomic::persist(tmp, path).map_err(io(path))?;
-        let mut tmp = pibake_host::atomic::temp_beside(&public).map_err(io(&public))?;
-        // A public key is for giving away: readable by all, unlike the secret's 0600.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|source| KeyError::Io {
-                path: public.clone(),
-                source,
-            })?;
-        std::io::Write::write_all(&mut tmp, self.public().to_text().as_bytes()).map_err(
-            |source| KeyError::Io {
-                path: public.clone(),
-                source,
-            },
-        )?;
-        pibake_host::atomic::persist(tmp, &public).map_err(io(&public))?;
+        write_file(path, &self.to_text(), 0o600)?;
+        // A public key is for giving away: readable by all, unlike the secret.
+        write_file(&public, &self.public().to_text(), 0o644)?;
         Ok(public)
     }
 
