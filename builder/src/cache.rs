@@ -57,7 +57,6 @@ pub fn stage_outputs(store: &Store, plan: &Plan) -> Result<Vec<StageOutput>, Sto
             out.extend(output(store, kind, hash));
         }
     }
-    out.dedup();
     Ok(out)
 }
 
@@ -66,7 +65,7 @@ fn output(store: &Store, kind: String, input_hash: String) -> Option<StageOutput
     let pointer = store.stage_entry(&kind, &input_hash)?;
     let entries = match kind.as_str() {
         rootfs::STAGE_KIND => Some(vec![pointer.clone()]),
-        ROOTPART_KIND => rootpart_entries(store, &pointer),
+        ROOTPART_KIND => rootpart_entries(store, &input_hash),
         _ => None,
     }?;
     entries

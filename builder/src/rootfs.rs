@@ -12,8 +12,6 @@ use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{0}: substituted, then gone from the store")]
-    Lost(PathBuf),
     #[error(
         "mmdebstrap is not installed: run `apt-get install mmdebstrap` (or `cargo xtask setup`)"
     )]
@@ -135,17 +133,15 @@ pub fn substituted(s: &dyn Substituter, store: &Store, kind: &str, input_hash: &
     }
 }
 
-/// Where the stage's pointer lives (the store's `stages/rootfs-<input hash>`).
-fn pointer(store: &Store, stage: &RootfsStage) -> PathBuf {
-    store.stage_pointer(STAGE_KIND, &stage.input_hash.to_string())
+/// The stored tar's entry of a stage, if it was built (or pulled) before.
+fn cached_entry(store: &Store, stage: &RootfsStage) -> Option<EntryName> {
+    let entry = store.stage_entry(STAGE_KIND, &stage.input_hash.to_string())?;
+    store.contains(&entry).then_some(entry)
 }
 
 /// The stored tar of a stage, if it was built before.
 pub fn cached(store: &Store, stage: &RootfsStage) -> Option<PathBuf> {
-    let name = std::fs::read_to_string(pointer(store, stage)).ok()?;
-    let (sha, file) = name.trim().split_once('-')?;
-    let entry = EntryName::new(sha.parse().ok()?, file).ok()?;
-    store.contains(&entry).then(|| store.path_of(&entry))
+    cached_entry(store, stage).map(|e| store.path_of(&e))
 }
 
 /// Debian's name of the architecture pibake runs on.
@@ -200,12 +196,9 @@ pub fn ensure(
     }
     if let Some(s) = substituter {
         if substituted(s, store, STAGE_KIND, &stage.input_hash.to_string()) {
-            if let Some(path) = cached(store, stage) {
-                let entry = store
-                    .stage_entry(STAGE_KIND, &stage.input_hash.to_string())
-                    .ok_or_else(|| RootfsError::Lost(path.clone()))?;
+            if let Some(entry) = cached_entry(store, stage) {
                 record_root(store, stage, &entry)?;
-                return Ok((path, Provenance::Substituted));
+                return Ok((store.path_of(&entry), Provenance::Substituted));
             }
         }
     }
@@ -262,12 +255,9 @@ pub fn ensure(
     let entry = store
         .insert_file(&format!("{}.tar", stage.id), &tar, None)
         .map_err(RootfsError::Store)?;
-    let pointer = pointer(store, stage);
-    let parent = pointer.parent().unwrap_or(store.root());
-    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-    pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
-        .map_err(|e| e.source)
-        .map_err(io("cannot write", &pointer))?;
+    store
+        .set_stage_pointer(STAGE_KIND, &stage.input_hash.to_string(), &entry)
+        .map_err(RootfsError::Store)?;
     record_root(store, stage, &entry)?;
     Ok((store.path_of(&entry), Provenance::Built))
 }

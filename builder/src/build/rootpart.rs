@@ -9,7 +9,7 @@
 //! `stages/rootpart-<key>` names the record; each image's gc root `image-root-<image>` holds
 //! the three, replaced by its next build, so `pibake gc` frees a superseded root.
 
-use super::{io, BuildError};
+use super::BuildError;
 use crate::hash::InputHash;
 use pibake_image::assemble::{AssembleError, AssembleSpec};
 use pibake_image::manifest::ManifestFile;
@@ -35,6 +35,8 @@ struct Record {
 /// A root partition in the store.
 #[derive(Debug)]
 pub(super) struct Stored {
+    /// The record, the ext4 and the zstd frame: the entries the image's gc root holds.
+    entries: [EntryName; 3],
     ext4: PathBuf,
     zst: PathBuf,
     meta: RootPartMeta,
@@ -59,26 +61,26 @@ pub fn root_name(image: &str) -> String {
 /// The store's name for root partitions (`stages/rootpart-<key>`).
 pub const STAGE_KIND: &str = "rootpart";
 
-fn pointer(store: &Store, key: &InputHash) -> PathBuf {
-    store.stage_pointer(STAGE_KIND, &key.to_string())
-}
-
 /// The stored part of `key`, if a build made it before (and all of it is there).
 pub(super) fn cached(store: &Store, key: &InputHash) -> Option<Stored> {
-    let name = std::fs::read_to_string(pointer(store, key)).ok()?;
-    let record: EntryName = name.trim().parse().ok()?;
+    stored(store, &key.to_string())
+}
+
+fn stored(store: &Store, key: &str) -> Option<Stored> {
+    let record = store.stage_entry(STAGE_KIND, key)?;
     let text = std::fs::read(store.path_of(&record)).ok()?;
-    let record: Record = serde_json::from_slice(&text).ok()?;
-    let ext4: EntryName = record.ext4.parse().ok()?;
-    let zst: EntryName = record.zst.parse().ok()?;
-    if record.meta.format != PART_FORMAT || !store.contains(&ext4) || !store.contains(&zst) {
+    let r: Record = serde_json::from_slice(&text).ok()?;
+    let ext4: EntryName = r.ext4.parse().ok()?;
+    let zst: EntryName = r.zst.parse().ok()?;
+    if r.meta.format != PART_FORMAT || !store.contains(&ext4) || !store.contains(&zst) {
         return None;
     }
     Some(Stored {
         ext4: store.path_of(&ext4),
         zst: store.path_of(&zst),
-        meta: record.meta,
-        files: record.files,
+        entries: [record, ext4, zst],
+        meta: r.meta,
+        files: r.files,
     })
 }
 
@@ -98,33 +100,22 @@ pub(super) fn ensure(
     if let Some(s) = substituter {
         let pulled = crate::rootfs::substituted(s, store, STAGE_KIND, &key.to_string());
         if let (true, Some(stored)) = (pulled, cached(store, key)) {
-            if let Some(entries) = store
-                .stage_entry(STAGE_KIND, &key.to_string())
-                .and_then(|record| entries(store, &record))
-            {
-                store
-                    .add_root(&root_name(image), &entries)
-                    .map_err(|e| BuildError::Image {
-                        image: image.to_owned(),
-                        message: format!("recording its root partition: {e}"),
-                    })?;
-            }
+            store
+                .add_root(&root_name(image), &stored.entries)
+                .map_err(|e| BuildError::Image {
+                    image: image.to_owned(),
+                    message: format!("recording its root partition: {e}"),
+                })?;
             return Ok((stored, true));
         }
     }
     Ok((make(store, key, image, rootfs, spec)?, false))
 }
 
-/// The entries of the root partition whose record is `record`: the record, its ext4 and its
-/// zstd frame (what a cache push sends and a pull must bring back whole).
-pub fn entries(store: &Store, record: &EntryName) -> Option<Vec<EntryName>> {
-    let text = std::fs::read(store.path_of(record)).ok()?;
-    let r: Record = serde_json::from_slice(&text).ok()?;
-    Some(vec![
-        record.clone(),
-        r.ext4.parse().ok()?,
-        r.zst.parse().ok()?,
-    ])
+/// The entries of the stored root partition of `key`: its record, ext4 and zstd frame (what
+/// a cache push sends and a pull must bring back whole), if all of them are there.
+pub fn entries(store: &Store, key: &str) -> Option<Vec<EntryName>> {
+    stored(store, key).map(|s| s.entries.to_vec())
 }
 
 fn make(
@@ -170,17 +161,17 @@ fn make(
     let entry = store
         .insert_reader(&format!("root-{short}.json"), None, &text[..])
         .map_err(store_err)?;
-    let pointer = pointer(store, key);
-    let parent = pointer.parent().unwrap_or(store.root());
-    std::fs::create_dir_all(parent).map_err(io("cannot create", parent))?;
-    pibake_image::atomic::write(&pointer, format!("{entry}\n").as_bytes())
-        .map_err(|e| io("cannot write", &pointer)(e.source))?;
     store
-        .add_root(&root_name(image), &[entry, ext4.clone(), zst.clone()])
+        .set_stage_pointer(STAGE_KIND, &key.to_string(), &entry)
+        .map_err(store_err)?;
+    let entries = [entry, ext4, zst];
+    store
+        .add_root(&root_name(image), &entries)
         .map_err(store_err)?;
     Ok(Stored {
-        ext4: store.path_of(&ext4),
-        zst: store.path_of(&zst),
+        ext4: store.path_of(&entries[1]),
+        zst: store.path_of(&entries[2]),
+        entries,
         meta: record.meta,
         files: record.files,
     })
