@@ -9,7 +9,7 @@
 use crate::build::{self, BuildError, BuildOptions};
 use crate::inputs::{self, InputsError};
 use crate::model::Cluster;
-use crate::plan::{self, LockInfo, PlanError, Selection};
+use crate::plan::{self, LockInfo, Plan, PlanError, Selection};
 use pibake_image::manifest::Manifest;
 use pibake_inputs::{Lock, Store};
 use std::path::{Path, PathBuf};
@@ -50,12 +50,10 @@ pub enum RebuildError {
         #[source]
         source: std::io::Error,
     },
-    #[error("creating the empty store in {path}")]
-    Work {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the empty store")]
+    Store(#[from] pibake_inputs::store::StoreError),
+    #[error("hashing the lock")]
+    LockDigest(#[from] pibake_inputs::lock::LockError),
     #[error(transparent)]
     Plan(Box<PlanError>),
     #[error(transparent)]
@@ -125,79 +123,10 @@ pub fn rebuild(
         path: manifest_path.to_owned(),
         source,
     })?;
-    let selection = match &manifest.node {
-        Some(node) => Selection {
-            per_node: true,
-            roles: vec![],
-            nodes: vec![node.clone()],
-        },
-        None => Selection {
-            per_node: false,
-            roles: vec![manifest.role.clone()],
-            nodes: vec![],
-        },
-    };
-    let info = LockInfo::read(cluster_file).map_err(|source| RebuildError::Lock {
-        path: pibake_inputs::lock::path_beside(cluster_file),
-        source,
-    })?;
-    let mut plan = plan::plan(cluster, &info, &selection)?;
-    let names: Vec<String> = plan.images.iter().map(|i| i.spec.name.clone()).collect();
-    // The one image and its rootfs stage, not the other architectures' stages.
-    plan.images.retain(|i| i.spec.name == manifest.name);
-    let Some(stage) = plan.images.first().map(|i| i.spec.rootfs.id.clone()) else {
-        return Err(RebuildError::NotPlanned {
-            manifest: manifest_path.to_owned(),
-            name: manifest.name.clone(),
-            images: names.join(", "),
-        });
-    };
-    plan.rootfs.retain(|id, _| *id == stage);
-    let one = &plan.images[0];
-    let mismatch = |field, recorded: &str, here: String, hint| {
-        RebuildError::Inputs(Box::new(Mismatch {
-            manifest: manifest_path.to_owned(),
-            field,
-            recorded: recorded.to_owned(),
-            here,
-            hint,
-        }))
-    };
-    let lock_digest = lock.digest().map(|d| d.to_hex()).unwrap_or_default();
-    if lock_digest != manifest.lock_digest {
-        return Err(mismatch(
-            "lock_digest",
-            &manifest.lock_digest,
-            lock_digest,
-            "check out the lock the image was built from",
-        ));
-    }
-    let (input_hash, agent_sha) = build::input_hash_of(&plan, one, options)?;
-    if agent_sha != manifest.agent_sha256 {
-        return Err(mismatch("agent_sha256", &manifest.agent_sha256, agent_sha, "build the agent of the image's pibake version (`cargo xtask agent`; it is reproducible)"));
-    }
-    if input_hash.to_string() != manifest.input_hash {
-        return Err(mismatch("input_hash", &manifest.input_hash, input_hash.to_string(), "the cluster file, its profiles or overlays differ from the image's: check out the image's sources"));
-    }
-    if let Some(tool) = manifest
-        .tool
-        .as_ref()
-        .filter(|t| **t != build::tool_version())
-    {
-        // Not a refusal: the inputs are the same, and whether another pibake makes the same
-        // bytes is what the rebuild finds out.
-        eprintln!(
-            "note: {} was built by {tool}; this is {}",
-            manifest.name,
-            build::tool_version()
-        );
-    }
+    let plan = plan_of_one(&manifest, manifest_path, cluster, cluster_file)?;
+    check_inputs(&manifest, manifest_path, &plan, lock, options)?;
     let given = sha256_of(image)?;
-    let store_dir = work.join("store");
-    let store = Store::open(&store_dir).map_err(|e| RebuildError::Work {
-        path: store_dir.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let store = Store::open(work.join("store"))?;
     inputs::fetch(cluster, lock, &store, false, options.progress)?;
     let opts = BuildOptions {
         out_dir: work.join("out"),
@@ -212,7 +141,7 @@ pub fn rebuild(
         .ok_or_else(|| RebuildError::NotPlanned {
             manifest: manifest_path.to_owned(),
             name: manifest.name.clone(),
-            images: names.join(", "),
+            images: String::new(),
         })?;
     if rebuilt.sha256 == given {
         return Ok(Outcome::Identical { sha256: given });
@@ -225,14 +154,91 @@ pub fn rebuild(
     })
 }
 
+/// The plan of the manifest's one image (its role's, or its node's), with only that image's
+/// rootfs stage: a rebuild of lab-master makes no arm64 rootfs.
+fn plan_of_one(
+    manifest: &Manifest,
+    manifest_path: &Path,
+    cluster: &Cluster,
+    cluster_file: &Path,
+) -> Result<Plan, RebuildError> {
+    let selection = Selection {
+        per_node: manifest.node.is_some(),
+        roles: if manifest.node.is_some() {
+            vec![]
+        } else {
+            vec![manifest.role.clone()]
+        },
+        nodes: manifest.node.iter().cloned().collect(),
+    };
+    let info = LockInfo::read(cluster_file).map_err(|source| RebuildError::Lock {
+        path: pibake_inputs::lock::path_beside(cluster_file),
+        source,
+    })?;
+    let mut plan = plan::plan(cluster, &info, &selection)?;
+    let names: Vec<String> = plan.images.iter().map(|i| i.spec.name.clone()).collect();
+    plan.images.retain(|i| i.spec.name == manifest.name);
+    let Some(stage) = plan.images.first().map(|i| i.spec.rootfs.id.clone()) else {
+        return Err(RebuildError::NotPlanned {
+            manifest: manifest_path.to_owned(),
+            name: manifest.name.clone(),
+            images: names.join(", "),
+        });
+    };
+    plan.rootfs.retain(|id, _| *id == stage);
+    Ok(plan)
+}
+
+/// The manifest's lock digest, agent and build input hash are what these sources give;
+/// else the first that differs, with what would make it right.
+fn check_inputs(
+    manifest: &Manifest,
+    manifest_path: &Path,
+    plan: &Plan,
+    lock: &Lock,
+    options: &BuildOptions,
+) -> Result<(), RebuildError> {
+    let (input_hash, agent_sha) = build::input_hash_of(plan, &plan.images[0], options)?;
+    let checks = [
+        ("lock_digest", &manifest.lock_digest, lock.digest()?.to_hex(), "check out the lock the image was built from"),
+        ("agent_sha256", &manifest.agent_sha256, agent_sha, "build the agent of the image's pibake version (`cargo xtask agent`; it is reproducible)"),
+        ("input_hash", &manifest.input_hash, input_hash.to_string(), "the cluster file, its profiles or overlays differ from the image's: check out the image's sources"),
+    ];
+    for (field, recorded, here, hint) in checks {
+        if *recorded != here {
+            return Err(RebuildError::Inputs(Box::new(Mismatch {
+                manifest: manifest_path.to_owned(),
+                field,
+                recorded: recorded.clone(),
+                here,
+                hint,
+            })));
+        }
+    }
+    if let Some(tool) = manifest
+        .tool
+        .as_ref()
+        .filter(|t| **t != build::tool_version())
+    {
+        // Not a refusal: the inputs are the same, and whether another pibake makes the same
+        // bytes is what the rebuild finds out.
+        eprintln!(
+            "note: {} was built by {tool}; this is {}",
+            manifest.name,
+            build::tool_version()
+        );
+    }
+    Ok(())
+}
+
 fn sha256_of(path: &Path) -> Result<String, RebuildError> {
-    use sha2::Digest;
     let err = |source| RebuildError::Hash {
         path: path.to_owned(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(err)?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(err)?;
-    Ok(hex::encode(hasher.finalize()))
+    let file = std::fs::File::open(path).map_err(err)?;
+    let (sha, _) =
+        pibake_inputs::Sha256::of_reader(std::io::BufReader::with_capacity(1 << 20, file))
+            .map_err(err)?;
+    Ok(sha.to_hex())
 }

@@ -666,6 +666,23 @@ fn puller(url: &str, trusted: &[PathBuf]) -> anyhow::Result<pibake_cache::Puller
     })
 }
 
+/// The store, lock and role plan of a cluster, what a push sends from and a pull fills;
+/// `None` when the cluster has errors (printed).
+fn cache_inputs(
+    config: &Path,
+    store_dir: Option<&Path>,
+    lookup: &DataLookup,
+) -> anyhow::Result<Option<(pibake_inputs::Store, pibake_inputs::Lock, plan::Plan)>> {
+    let Some(model) = load_valid(config, lookup)? else {
+        return Ok(None);
+    };
+    let store = inputs::open_store(store_dir)?;
+    let lock = inputs::read_lock(&model)?;
+    let lock_info = LockInfo::read(config).context("reading the lock file")?;
+    let plan = plan::plan(&model, &lock_info, &Selection::default())?;
+    Ok(Some((store, lock, plan)))
+}
+
 fn cache(
     command: CacheCommand,
     store_dir: Option<&Path>,
@@ -674,18 +691,15 @@ fn cache(
     let log = |line: &str| eprintln!("{line}");
     match command {
         CacheCommand::Push { cluster, to, key } => {
-            let Some(model) = load_valid(&cluster.config, lookup)? else {
+            let Some((store, lock, plan)) = cache_inputs(&cluster.config, store_dir, lookup)?
+            else {
                 return Ok(ExitCode::from(1));
             };
-            let store = inputs::open_store(store_dir)?;
-            let lock = inputs::read_lock(&model)?;
             let locked: Vec<_> = pibake::cache::locked_entries(&lock)?
                 .into_iter()
                 .map(|(e, _)| e)
                 .filter(|e| store.contains(e))
                 .collect();
-            let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
-            let plan = plan::plan(&model, &lock_info, &Selection::default())?;
             let stages = pibake::cache::stage_outputs(&store, &plan)?;
             let key = key.map(|k| pibake_cache::SecretKey::read(&k)).transpose()?;
             let cache = pibake_cache::Cache::open(&to, credentials())?;
@@ -706,13 +720,10 @@ fn cache(
             from,
             trusted_keys,
         } => {
-            let Some(model) = load_valid(&cluster.config, lookup)? else {
+            let Some((store, lock, plan)) = cache_inputs(&cluster.config, store_dir, lookup)?
+            else {
                 return Ok(ExitCode::from(1));
             };
-            let store = inputs::open_store(store_dir)?;
-            let lock = inputs::read_lock(&model)?;
-            let lock_info = LockInfo::read(&cluster.config).context("reading the lock file")?;
-            let plan = plan::plan(&model, &lock_info, &Selection::default())?;
             let puller = puller(&from, &trusted_keys)?;
             let locked = pibake::cache::locked_entries(&lock)?;
             let stages = pibake::cache::plan_stages(&plan);
