@@ -62,9 +62,8 @@ pub fn stage_outputs(store: &Store, plan: &Plan) -> Result<Vec<StageOutput>, Sto
 
 /// The output of one stage with all its entries, if the store has all of them.
 fn output(store: &Store, kind: String, input_hash: String) -> Option<StageOutput> {
-    let pointer = store.stage_entry(&kind, &input_hash)?;
     let entries = match kind.as_str() {
-        rootfs::STAGE_KIND => Some(vec![pointer.clone()]),
+        rootfs::STAGE_KIND => Some(vec![store.stage_entry(&kind, &input_hash)?]),
         ROOTPART_KIND => rootpart_entries(store, &input_hash),
         _ => None,
     }?;
@@ -74,7 +73,6 @@ fn output(store: &Store, kind: String, input_hash: String) -> Option<StageOutput
         .then_some(StageOutput {
             kind,
             input_hash,
-            pointer,
             entries,
         })
 }

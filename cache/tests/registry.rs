@@ -53,13 +53,11 @@ fn fixture() -> Result<Fixture> {
         StageOutput {
             kind: "rootfs".into(),
             input_hash: hash_a,
-            pointer: tar.clone(),
             entries: vec![tar],
         },
         StageOutput {
             kind: "rootpart".into(),
             input_hash: hash_b,
-            pointer: record.clone(),
             entries: vec![record, ext4, zst],
         },
     ];
@@ -164,7 +162,7 @@ fn push_is_idempotent_and_an_empty_store_pulls_it_all() -> Result<()> {
     );
     for s in &f.stages {
         ensure!(
-            empty.stage_entry(&s.kind, &s.input_hash).as_ref() == Some(&s.pointer),
+            empty.stage_entry(&s.kind, &s.input_hash).as_ref() == s.pointer(),
             "the {} pointer",
             s.kind
         );
@@ -375,7 +373,7 @@ fn tampered_truncated_and_unlocked_blobs_are_refused() -> Result<()> {
     let p = puller(&registry, "pibake/tampered", &k)?;
     ensure_refused(&p, &f, &locked, &[], "the registry sent sha256")?;
     // The same for a signed stage's tar: the signature does not make its bytes good.
-    flip_a_bit(&registry.blob_path(&f.stages[0].pointer.sha256().to_hex()))?;
+    flip_a_bit(&registry.blob_path(&f.stages[0].entries[0].sha256().to_hex()))?;
     ensure_refused(&p, &f, &[], &stages[..1], "the registry sent sha256")?;
 
     // The rootpart's zstd frame cut short.

@@ -6,15 +6,21 @@
 use crate::store::{EntryName, Store};
 use std::fmt;
 
-/// A stage's output as the store holds it: the pointer `stages/<kind>-<input hash>` names
-/// `pointer`, and `entries` are every entry the output consists of (`pointer` first, then
-/// the entries it refers to, such as a root partition's ext4 and zstd frame).
+/// A stage's output as the store holds it: every entry it consists of, the one the pointer
+/// `stages/<kind>-<input hash>` names first, then those it refers to (a root partition's
+/// ext4 and zstd frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageOutput {
     pub kind: String,
     pub input_hash: String,
-    pub pointer: EntryName,
     pub entries: Vec<EntryName>,
+}
+
+impl StageOutput {
+    /// The entry the stage pointer names.
+    pub fn pointer(&self) -> Option<&EntryName> {
+        self.entries.first()
+    }
 }
 
 /// Why a substituter could not say or deliver (not "it does not have it", which is
