@@ -16,57 +16,55 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-fn build_lab(
-    store: &pibake_inputs::Store,
-    out: &Path,
-    substituter: Option<Arc<dyn pibake_inputs::Substituter>>,
-) -> Result<Vec<BuiltImage>> {
-    let root = workspace_root();
-    let cluster_file = root.join("examples/lab/cluster.toml");
-    let lookup = data::DataLookup::from_env(None, None);
-    let data_dir = model::data_dir_for(&cluster_file, &lookup)?;
+/// The reference lab as `pibake build` reads it: cluster, lock, role plan, data directory.
+struct Lab {
+    cluster: model::Cluster,
+    lock: pibake_inputs::Lock,
+    plan: plan::Plan,
+    data_dir: data::DataDir,
+}
+
+fn lab() -> Result<Lab> {
+    let cluster_file = workspace_root().join("examples/lab/cluster.toml");
+    let data_dir = model::data_dir_for(&cluster_file, &data::DataLookup::from_env(None, None))?;
     let checked = model::load_from(&cluster_file, &data_dir)?;
     ensure!(!checked.has_errors(), "{}", checked.report());
     let cluster = checked.cluster.context("the lab")?;
-    let lock = inputs::read_lock(&cluster)?;
-    let info = LockInfo::read(&cluster_file)?;
-    let plan = plan::plan(&cluster, &info, &Selection::default())?;
-    let agents = data::agents(vec![], std::env::var_os(data::AGENT_ENV), &data_dir)?;
-    let options = BuildOptions {
-        out_dir: out.to_owned(),
-        work_dir: store.work_dir(),
-        agents,
-        dtbo_dir: data_dir.dtbo(),
-        progress: false,
-        substituter,
-    };
-    Ok(build::build(&cluster, &plan, &lock, store, &options)?)
-}
-
-/// The lab's locked entries (with sizes) and stage outputs in `store`.
-type LabItems = (
-    Vec<(pibake_inputs::EntryName, u64)>,
-    Vec<pibake_inputs::StageOutput>,
-);
-
-/// What a push of the lab sends and a pull brings.
-fn lab_items(store: &pibake_inputs::Store) -> Result<LabItems> {
-    let cluster_file = workspace_root().join("examples/lab/cluster.toml");
-    let lookup = data::DataLookup::from_env(None, None);
-    let data_dir = model::data_dir_for(&cluster_file, &lookup)?;
-    let cluster = model::load_from(&cluster_file, &data_dir)?
-        .cluster
-        .context("the lab")?;
     let lock = inputs::read_lock(&cluster)?;
     let plan = plan::plan(
         &cluster,
         &LockInfo::read(&cluster_file)?,
         &Selection::default(),
     )?;
-    Ok((
-        pibake::cache::locked_entries(&lock)?,
-        pibake::cache::stage_outputs(store, &plan)?,
-    ))
+    Ok(Lab {
+        cluster,
+        lock,
+        plan,
+        data_dir,
+    })
+}
+
+fn build_lab(
+    lab: &Lab,
+    store: &pibake_inputs::Store,
+    out: &Path,
+    substituter: Option<Arc<dyn pibake_inputs::Substituter>>,
+) -> Result<Vec<BuiltImage>> {
+    let options = BuildOptions {
+        out_dir: out.to_owned(),
+        work_dir: store.work_dir(),
+        agents: data::agents(vec![], std::env::var_os(data::AGENT_ENV), &lab.data_dir)?,
+        dtbo_dir: lab.data_dir.dtbo(),
+        progress: false,
+        substituter,
+    };
+    Ok(build::build(
+        &lab.cluster,
+        &lab.plan,
+        &lab.lock,
+        store,
+        &options,
+    )?)
 }
 
 #[test]
@@ -77,13 +75,15 @@ fn an_empty_store_builds_the_lab_from_the_cache_without_mmdebstrap() -> Result<(
         .tempdir_in(workspace_root().join("target"))?;
     let warm = inputs::open_store(None)?;
     let started = Instant::now();
-    let before = build_lab(&warm, &tmp.path().join("out-warm"), None)?;
+    let lab = lab()?;
+    let before = build_lab(&lab, &warm, &tmp.path().join("out-warm"), None)?;
     let warm_took = started.elapsed();
 
     let key = SecretKey::generate(KeyName::new("lab-test").context("name")?)?;
     let url = registry.url("pibake/lab");
     let cache = Cache::open(&url, Credentials::default())?;
-    let (locked, stages) = lab_items(&warm)?;
+    let locked = pibake::cache::locked_entries(&lab.lock)?;
+    let stages = pibake::cache::stage_outputs(&warm, &lab.plan)?;
     ensure!(
         stages.iter().filter(|s| s.kind == "rootfs").count() == 2
             && stages.iter().filter(|s| s.kind == "rootpart").count() == 3,
@@ -110,7 +110,7 @@ fn an_empty_store_builds_the_lab_from_the_cache_without_mmdebstrap() -> Result<(
         "locked entries missing from the cache: {pulled:?}"
     );
     let puller: Arc<dyn pibake_inputs::Substituter> = Arc::new(puller);
-    let after = build_lab(&empty, &tmp.path().join("out-cache"), Some(puller))?;
+    let after = build_lab(&lab, &empty, &tmp.path().join("out-cache"), Some(puller))?;
     let cache_took = started.elapsed();
 
     let logs: Vec<_> = std::fs::read_dir(empty.work_dir())?
