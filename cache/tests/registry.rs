@@ -115,26 +115,22 @@ fn push_is_idempotent_and_an_empty_store_pulls_it_all() -> Result<()> {
     let f = fixture()?;
     let k = key("lab-ci-1")?;
     let c = cache(&registry, "pibake/cache")?;
-    let first = push(
-        &c,
-        &f.store,
-        std::slice::from_ref(&f.deb),
-        &f.stages,
-        Some(&k),
-        &quiet,
-    )?;
+    let push_all = || {
+        push(
+            &c,
+            &f.store,
+            std::slice::from_ref(&f.deb),
+            &f.stages,
+            Some(&k),
+            &quiet,
+        )
+    };
+    let first = push_all()?;
     ensure!(
         (first.pushed, first.present, first.blobs_sent) == (3, 0, 5),
         "first push: {first:?}"
     );
-    let again = push(
-        &c,
-        &f.store,
-        std::slice::from_ref(&f.deb),
-        &f.stages,
-        Some(&k),
-        &quiet,
-    )?;
+    let again = push_all()?;
     ensure!(
         (
             again.pushed,
